@@ -1,0 +1,5 @@
+//! placeholder
+
+pub mod config;
+
+pub use config::{EngineConfig, InvalidAckAction};
