@@ -7,6 +7,7 @@
 pub mod config;
 pub mod cookie;
 pub mod engine;
+pub mod gateway;
 pub mod io;
 pub mod metrics;
 pub mod wire;

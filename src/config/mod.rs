@@ -1,1 +1,5 @@
 //! placeholder
+
+pub mod settings;
+
+pub use settings::Settings;
