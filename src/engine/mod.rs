@@ -1,5 +1,243 @@
-//! placeholder
+//! The sans-IO core: classifies every frame, answers handshakes for
+//! protected services with SYN cookies, opens backend connections, translates
+//! established flows and runs their timers. Owns the flow table. Never
+//! touches sockets, clocks, files or prometheus: time comes in as `now_ms`
+//! (wall-clock milliseconds since the Unix epoch, so cookie slots agree
+//! across instances), the secret through the constructor, and output is a
+//! [`Verdict`] per frame plus frames to emit ([`Engine::drain_emitted`]).
 
 pub mod config;
+pub mod counters;
+pub mod drop_reason;
+mod established;
+pub mod flow;
+mod flow_table;
+mod handshake;
+mod protected;
+pub mod rst_budget;
+pub mod state;
+pub mod timers;
+
+use std::net::IpAddr;
+use std::sync::Arc;
 
 pub use config::{EngineConfig, InvalidAckAction};
+pub use counters::{Counters, Port};
+pub use drop_reason::DropReason;
+pub use flow::{Flow, FlowKey};
+pub use state::TcpState;
+
+use crate::cookie::{CookieMinter, CookieSecret};
+use crate::wire::{self, ethernet, tcp, ParsedFrame, TcpView};
+use counters::bump;
+use flow_table::FlowTable;
+use protected::ProtectedServices;
+use rst_budget::RstBudget;
+use timers::TimerQueue;
+
+/// What to do with the frame handed to [`Engine::handle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the (possibly rewritten) frame out of the other port.
+    Forward,
+    /// Send the rewritten frame back out of the port it came in on.
+    Reply,
+    /// The engine took what it needed (held data, a consumed SYN-ACK).
+    Absorbed,
+    /// Discard; counted under the reason.
+    Drop(DropReason),
+}
+
+/// A frame the engine originates (backend SYN, held data, RST, ACK).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emitted {
+    pub port: Port,
+    pub frame: Vec<u8>,
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    minter: CookieMinter,
+    protected: ProtectedServices,
+    flows: FlowTable,
+    timers: TimerQueue,
+    rst_budget: RstBudget,
+    held_total: usize,
+    emitted: Vec<Emitted>,
+    counters: Arc<Counters>,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig, secret: CookieSecret) -> Engine {
+        let counters = Arc::new(Counters::default());
+        Engine {
+            minter: CookieMinter::new(secret, cfg.cookie_slot_seconds),
+            protected: ProtectedServices::new(&cfg.protected),
+            flows: FlowTable::new(cfg.max_flows, counters.clone()),
+            timers: TimerQueue::default(),
+            rst_budget: RstBudget::new(cfg.rst_per_second),
+            held_total: 0,
+            emitted: Vec::new(),
+            counters,
+            cfg,
+        }
+    }
+
+    /// Shared counters for the metrics exporter.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// State of the flow with this key, if tracked.
+    pub fn flow_state(&self, key: &FlowKey) -> Option<TcpState> {
+        self.flows.state(key)
+    }
+
+    /// Process one frame received on `port`, rewriting it in place where the
+    /// verdict says so. `frame` keeps its allocation (replies may grow it).
+    pub fn handle(&mut self, now_ms: u64, port: Port, frame: &mut Vec<u8>) -> Verdict {
+        bump(&self.counters.frames_rx[port.index()]);
+        let verdict = self.classify_and_handle(now_ms, port, frame);
+        match verdict {
+            Verdict::Forward => bump(&self.counters.frames_tx[port.other().index()]),
+            Verdict::Reply => bump(&self.counters.frames_tx[port.index()]),
+            Verdict::Drop(reason) => self.counters.count_drop(reason),
+            Verdict::Absorbed => {}
+        }
+        verdict
+    }
+
+    fn classify_and_handle(&mut self, now_ms: u64, port: Port, frame: &mut Vec<u8>) -> Verdict {
+        let view = match wire::parse_frame(frame) {
+            Ok(ParsedFrame::Tcp(v)) => v,
+            Ok(ParsedFrame::Ip(ip)) => {
+                let to_protected = port == Port::Client
+                    && ip.protocol == tcp::PROTOCOL
+                    && self.protected.has_address(ip.dst);
+                return if ip.is_fragment && to_protected {
+                    Verdict::Drop(DropReason::Fragment)
+                } else {
+                    self.bridge()
+                };
+            }
+            Ok(ParsedFrame::NonIp) => return self.bridge(),
+            Err(_) => {
+                return match unparsed_destination(frame) {
+                    Some(dst) if port == Port::Client && self.protected.has_address(dst) => {
+                        Verdict::Drop(DropReason::Malformed)
+                    }
+                    _ => self.bridge(),
+                }
+            }
+        };
+        match port {
+            Port::Client if self.protected.contains(view.ip.dst, view.tcp.dst_port) => {
+                self.client_segment(now_ms, frame, &view)
+            }
+            Port::Server if self.protected.contains(view.ip.src, view.tcp.src_port) => {
+                self.server_segment(now_ms, frame, &view)
+            }
+            _ => self.bridge(),
+        }
+    }
+
+    fn bridge(&self) -> Verdict {
+        bump(&self.counters.bridged);
+        Verdict::Forward
+    }
+
+    /// A segment from a client to a protected service.
+    fn client_segment(&mut self, now_ms: u64, frame: &mut Vec<u8>, v: &TcpView) -> Verdict {
+        let flags = v.tcp.flags;
+        if flags & tcp::SYN != 0 {
+            if flags & (tcp::ACK | tcp::RST | tcp::FIN) != 0 {
+                return Verdict::Drop(DropReason::InvalidFlags);
+            }
+            return self.on_client_syn(now_ms, frame, v);
+        }
+        let key = FlowKey::from_client_segment(v);
+        if self.flows.contains(&key) {
+            return self.client_flow_segment(now_ms, frame, v, &key);
+        }
+        if flags & tcp::RST != 0 {
+            return Verdict::Drop(DropReason::NoFlow);
+        }
+        if flags & tcp::ACK == 0 {
+            return Verdict::Drop(DropReason::InvalidFlags);
+        }
+        self.on_cookie_ack(now_ms, frame, v, key)
+    }
+
+    /// A segment from a protected service toward a client.
+    fn server_segment(&mut self, now_ms: u64, frame: &mut Vec<u8>, v: &TcpView) -> Verdict {
+        let key = FlowKey::from_server_segment(v);
+        match self.flows.state(&key) {
+            None => Verdict::Drop(DropReason::NoFlow),
+            Some(TcpState::BackendSynSent) => self.on_backend_reply(now_ms, frame, v, &key),
+            Some(_) => self.server_flow_segment(now_ms, frame, v, &key),
+        }
+    }
+
+    /// When [`Engine::handle_timeout`] next has work, if ever.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.timers.next_deadline()
+    }
+
+    /// Run every timer due at `now_ms`.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        while let Some((at, key)) = self.timers.pop_due(now_ms) {
+            self.on_timer(now_ms, at, &key);
+        }
+    }
+
+    /// Frames the engine originated since the last call, in order.
+    pub fn drain_emitted(&mut self) -> std::vec::Drain<'_, Emitted> {
+        self.emitted.drain(..)
+    }
+
+    fn emit(&mut self, port: Port, frame: Vec<u8>) {
+        bump(&self.counters.frames_tx[port.index()]);
+        self.emitted.push(Emitted { port, frame });
+    }
+
+    fn arm_timer(&mut self, key: &FlowKey, at_ms: u64) {
+        if self.flows.set_timer(key, at_ms) {
+            self.timers.schedule(at_ms, *key);
+        }
+    }
+
+    fn remove_flow(&mut self, key: &FlowKey) {
+        if let Some(flow) = self.flows.remove(key) {
+            self.release_held_budget(flow.held_bytes);
+        }
+    }
+
+    fn release_held_budget(&mut self, bytes: usize) {
+        self.held_total -= bytes;
+        counters::add_signed(&self.counters.held_bytes, -(bytes as i64));
+    }
+}
+
+/// Destination address of a frame whose headers did not fully parse, read
+/// at the fixed offsets, so malformed frames to protected addresses are
+/// dropped rather than bridged to the server.
+fn unparsed_destination(frame: &[u8]) -> Option<IpAddr> {
+    let eth = ethernet::parse(frame).ok()?;
+    let l3 = frame.get(eth.l3_offset..)?;
+    match eth.ethertype {
+        ethernet::ETHERTYPE_IPV4 if l3.len() >= 20 => {
+            Some(IpAddr::from(<[u8; 4]>::try_from(&l3[16..20]).ok()?))
+        }
+        ethernet::ETHERTYPE_IPV6 if l3.len() >= 40 => {
+            Some(IpAddr::from(<[u8; 16]>::try_from(&l3[24..40]).ok()?))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,99 @@
+//! Engine counters: plain atomics the single engine thread bumps and the
+//! metrics exporter reads at scrape time. No prometheus types here, no locks,
+//! no label lookups on the hot path.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use super::drop_reason::DropReason;
+use super::state::TcpState;
+
+/// The two ports of the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Port {
+    /// Faces the clients.
+    Client,
+    /// Faces the protected servers.
+    Server,
+}
+
+impl Port {
+    pub fn other(self) -> Port {
+        match self {
+            Port::Client => Port::Server,
+            Port::Server => Port::Client,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Port::Client => "client",
+            Port::Server => "server",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Frames received / sent per port (index `Port::index`).
+    pub frames_rx: [AtomicU64; 2],
+    pub frames_tx: [AtomicU64; 2],
+    /// Frames passed through untouched (not TCP to a protected service).
+    pub bridged: AtomicU64,
+    /// Established-flow segments translated and forwarded.
+    pub translated: AtomicU64,
+    /// SYNs to protected services (kernel: TcpExt SyncookiesSent's input).
+    pub syn_received: AtomicU64,
+    /// SYN-ACKs carrying a cookie (SyncookiesSent).
+    pub synack_cookie: AtomicU64,
+    /// ACKs whose cookie validated (SyncookiesRecv / synproxy cookie_valid).
+    pub cookies_validated: AtomicU64,
+    /// ACKs with no flow whose cookie failed (SyncookiesFailed / cookie_invalid).
+    pub cookies_failed: AtomicU64,
+    pub backend_started: AtomicU64,
+    pub backend_completed: AtomicU64,
+    /// Backend refused (RST) or never answered.
+    pub backend_failed: AtomicU64,
+    pub backend_syn_retransmits: AtomicU64,
+    /// RSTs the gateway originated.
+    pub rst_sent: AtomicU64,
+    pub drops: [AtomicU64; DropReason::ALL.len()],
+    /// Live flows per state (index `TcpState::index`).
+    pub flows_by_state: [AtomicI64; TcpState::ALL.len()],
+    /// Bytes of early client data held while backend handshakes run.
+    pub held_bytes: AtomicI64,
+}
+
+/// Single-writer increment: the engine runs on one thread, so a load and a
+/// store are enough (cheaper than a locked read-modify-write); readers only
+/// ever see whole values.
+#[inline]
+pub fn bump(c: &AtomicU64) {
+    c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+#[inline]
+pub fn add_signed(c: &AtomicI64, delta: i64) {
+    c.store(c.load(Ordering::Relaxed) + delta, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub fn count_drop(&self, reason: DropReason) {
+        bump(&self.drops[reason.index()]);
+    }
+
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason.index()].load(Ordering::Relaxed)
+    }
+
+    pub fn flows_in(&self, state: TcpState) -> i64 {
+        self.flows_by_state[state.index()].load(Ordering::Relaxed)
+    }
+
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}

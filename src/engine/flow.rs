@@ -1,0 +1,190 @@
+//! One proxied connection: its key, the numbers that translate it, its
+//! close tracking and held early data. Plain data; the engine drives it.
+
+use std::net::IpAddr;
+
+use crate::wire::ethernet::MAX_HEADER_LEN;
+use crate::wire::TcpView;
+
+use super::state::TcpState;
+
+/// A connection as the client sees it (the backend connection uses the same
+/// 4-tuple: the gateway is transparent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub client: IpAddr,
+    pub server: IpAddr,
+    pub client_port: u16,
+    pub server_port: u16,
+}
+
+impl FlowKey {
+    /// Key of a segment travelling client -> server.
+    pub fn from_client_segment(v: &TcpView) -> FlowKey {
+        FlowKey {
+            client: v.ip.src,
+            server: v.ip.dst,
+            client_port: v.tcp.src_port,
+            server_port: v.tcp.dst_port,
+        }
+    }
+
+    /// Key of a segment travelling server -> client.
+    pub fn from_server_segment(v: &TcpView) -> FlowKey {
+        FlowKey {
+            client: v.ip.dst,
+            server: v.ip.src,
+            client_port: v.tcp.dst_port,
+            server_port: v.tcp.src_port,
+        }
+    }
+}
+
+/// Ethernet header (with VLAN tags) of the client -> server direction, kept
+/// to address frames the gateway originates; the other direction swaps MACs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L2Template {
+    bytes: [u8; MAX_HEADER_LEN],
+    len: u8,
+}
+
+impl L2Template {
+    pub fn from_frame(frame: &[u8], l3_offset: usize) -> L2Template {
+        let mut bytes = [0u8; MAX_HEADER_LEN];
+        bytes[..l3_offset].copy_from_slice(&frame[..l3_offset]);
+        L2Template {
+            bytes,
+            len: l3_offset as u8,
+        }
+    }
+
+    pub fn to_server(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    pub fn to_client(&self) -> L2Template {
+        let mut t = *self;
+        crate::wire::ethernet::swap_macs(&mut t.bytes);
+        t
+    }
+}
+
+/// Window-field rewrite between sides whose scale factors differ
+/// (RFC 7323 section 2): value = field << from >> to, capped at 65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WindowRescale {
+    pub from_shift: u8,
+    pub to_shift: u8,
+}
+
+impl WindowRescale {
+    pub fn is_identity(&self) -> bool {
+        self.from_shift == self.to_shift
+    }
+
+    pub fn apply(&self, field: u16) -> u16 {
+        let bytes = u64::from(field) << self.from_shift;
+        let scaled = bytes >> self.to_shift;
+        // Rounding a non-zero window down to zero would stall the sender.
+        let scaled = if scaled == 0 && bytes > 0 { 1 } else { scaled };
+        scaled.min(65535) as u16
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub state: TcpState,
+    pub l2: L2Template,
+    /// Client's ISN (its SYN's sequence number).
+    pub client_isn: u32,
+    /// The cookie: our SYN-ACK's ISN as the client knows it.
+    pub gateway_isn: u32,
+    /// Added to server sequence numbers on the way to the client
+    /// (cookie ISN - server ISN); valid from ESTABLISHED on.
+    pub seq_delta: u32,
+    /// TSval we sent in the SYN-ACK (the client echoes it), for the offset.
+    pub gateway_tsval: u32,
+    /// Added to server TSvals toward the client, subtracted from client
+    /// TSecrs toward the server; used only when `timestamps` is set.
+    pub ts_offset: u32,
+    /// Both the client and the server negotiated timestamps.
+    pub timestamps: bool,
+    pub client_to_server_window: WindowRescale,
+    pub server_to_client_window: WindowRescale,
+    /// Window scale the client offered (None: no scaling on the client side).
+    pub client_wscale: Option<u8>,
+    /// Last TSval and raw window the client sent (to re-ACK a repeated
+    /// server SYN-ACK).
+    pub client_last_tsval: u32,
+    pub client_last_window: u16,
+    /// Server ISN, from its SYN-ACK.
+    pub server_isn: u32,
+    /// Sequence number that acknowledges the client's FIN (client space).
+    pub client_fin_end: Option<u32>,
+    /// Sequence number that acknowledges the server's FIN (server space).
+    pub server_fin_end: Option<u32>,
+    /// The backend SYN, kept for retransmission until ESTABLISHED.
+    pub backend_syn: Vec<u8>,
+    pub backend_syn_sent: u8,
+    /// Client frames held while the backend handshake runs.
+    pub held: Vec<Vec<u8>>,
+    pub held_bytes: usize,
+    /// Deadline of the flow's one live timer entry (ms).
+    pub timer_at: u64,
+    pub last_seen: u64,
+}
+
+/// Serial-number comparison (RFC 1982): a >= b within half the space.
+pub fn seq_ge(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) >= 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_rescale() {
+        let same = WindowRescale {
+            from_shift: 7,
+            to_shift: 7,
+        };
+        assert!(same.is_identity());
+        assert_eq!(same.apply(501), 501);
+        let down = WindowRescale {
+            from_shift: 9,
+            to_shift: 7,
+        };
+        assert_eq!(down.apply(100), 400);
+        assert_eq!(down.apply(60000), 65535);
+        let up = WindowRescale {
+            from_shift: 0,
+            to_shift: 7,
+        };
+        assert_eq!(up.apply(65535), 511);
+        assert_eq!(up.apply(100), 1, "non-zero window never rounds to zero");
+        assert_eq!(up.apply(0), 0);
+    }
+
+    #[test]
+    fn serial_compare_wraps() {
+        assert!(seq_ge(5, 5));
+        assert!(seq_ge(6, 5));
+        assert!(!seq_ge(4, 5));
+        assert!(seq_ge(3, u32::MAX - 2));
+        assert!(!seq_ge(u32::MAX - 2, 3));
+    }
+
+    #[test]
+    fn l2_template_swaps_for_client() {
+        let frame = [
+            1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 0x81, 0, 0, 7, 0x08, 0, 0x45,
+        ];
+        let t = L2Template::from_frame(&frame, 18);
+        assert_eq!(t.to_server(), &frame[..18]);
+        assert_eq!(
+            t.to_client().to_server(),
+            &[2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 0x81, 0, 0, 7, 0x08, 0]
+        );
+    }
+}

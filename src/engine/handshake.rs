@@ -1,0 +1,433 @@
+//! The handshakes the gateway terminates: client SYN -> cookie SYN-ACK
+//! (rewritten in place), cookie ACK -> backend SYN with the client's options,
+//! server SYN-ACK -> translated release of held client frames, and the
+//! failure paths (backend RST or silence -> RST to the client). Frames the
+//! gateway writes from scratch are built here too.
+
+use std::net::IpAddr;
+
+use crate::cookie::{CookieTuple, DecodedCookie, SynOptions};
+use crate::wire::ethernet::{self, MAX_HEADER_LEN};
+use crate::wire::tcp::{self, TcpSegmentSpec};
+use crate::wire::tcp_options::SynOptionSet;
+use crate::wire::{ipv4, write_tcp_frame, TcpView};
+
+use super::counters::{add_signed, bump};
+use super::flow::{Flow, FlowKey, L2Template, WindowRescale};
+use super::{DropReason, Engine, InvalidAckAction, Port, TcpState, Verdict};
+
+/// TTL / hop limit of frames the gateway writes from scratch.
+const TTL: u8 = ipv4::DEFAULT_TTL;
+
+fn tuple(v: &TcpView) -> CookieTuple {
+    CookieTuple {
+        client: v.ip.src,
+        server: v.ip.dst,
+        client_port: v.tcp.src_port,
+        server_port: v.tcp.dst_port,
+    }
+}
+
+fn copy_l2(frame: &[u8], l3_offset: usize) -> ([u8; MAX_HEADER_LEN], usize) {
+    let mut l2 = [0u8; MAX_HEADER_LEN];
+    l2[..l3_offset].copy_from_slice(&frame[..l3_offset]);
+    (l2, l3_offset)
+}
+
+impl Engine {
+    /// RFC 9293 3.10.7.2 LISTEN + SYN, with the ISN a cookie: the SYN becomes
+    /// its SYN-ACK in the same buffer (like XDP_TX) and no state is kept.
+    pub(super) fn on_client_syn(
+        &mut self,
+        now_ms: u64,
+        frame: &mut Vec<u8>,
+        v: &TcpView,
+    ) -> Verdict {
+        if !v.checksum_is_valid(frame) {
+            return Verdict::Drop(DropReason::BadChecksum);
+        }
+        let key = FlowKey::from_client_segment(v);
+        match self.flows.state(&key) {
+            // A new connection reusing the 4-tuple of one in TIME_WAIT
+            // (RFC 9293 3.10.7.4 allows the reuse; the old one is done).
+            Some(TcpState::TimeWait) | Some(TcpState::Closed) => self.remove_flow(&key),
+            Some(_) => return Verdict::Drop(DropReason::SynOnOpenFlow),
+            None => {}
+        }
+        bump(&self.counters.syn_received);
+        let syn_opts = SynOptions {
+            mss: v.options.mss,
+            wscale: v.options.wscale,
+            sack_permitted: v.options.sack_permitted,
+            timestamps: v.options.timestamps.is_some(),
+            // RFC 3168 6.1.1: an ECN-setup SYN carries both ECE and CWR.
+            ecn: v.tcp.has(tcp::ECE | tcp::CWR),
+        };
+        let cookie = self
+            .minter
+            .mint(&tuple(v), v.tcp.seq, &syn_opts, now_ms / 1000);
+        let timestamps = match (v.options.timestamps, cookie.ts_low_bits) {
+            (Some((client_tsval, _)), Some(bits)) => {
+                Some(((now_ms as u32 & !0x3f) | u32::from(bits), client_tsval))
+            }
+            _ => None,
+        };
+        let mss = if v.ip.is_v4() {
+            self.cfg.synack_mss_v4
+        } else {
+            self.cfg.synack_mss_v6
+        };
+        let options = SynOptionSet {
+            mss: Some(mss),
+            sack_permitted: syn_opts.sack_permitted,
+            timestamps,
+            wscale: syn_opts.wscale.map(|_| self.cfg.synack_wscale),
+        }
+        .encode();
+        let spec = TcpSegmentSpec {
+            src_port: v.tcp.dst_port,
+            dst_port: v.tcp.src_port,
+            seq: cookie.isn,
+            ack: v.tcp.seq.wrapping_add(1),
+            flags: tcp::SYN | tcp::ACK | if syn_opts.ecn { tcp::ECE } else { 0 },
+            window: self.cfg.synack_window,
+            options: options.as_slice(),
+            payload: &[],
+        };
+        let (mut l2, l2_len) = copy_l2(frame, v.ip.l3_offset);
+        ethernet::swap_macs(&mut l2);
+        frame.clear();
+        write_tcp_frame(frame, &l2[..l2_len], v.ip.dst, v.ip.src, TTL, &spec);
+        bump(&self.counters.synack_cookie);
+        Verdict::Reply
+    }
+
+    /// An ACK for no tracked flow: the third step of a cookie handshake, or
+    /// junk. A valid cookie opens the backend connection.
+    pub(super) fn on_cookie_ack(
+        &mut self,
+        now_ms: u64,
+        frame: &mut Vec<u8>,
+        v: &TcpView,
+        key: FlowKey,
+    ) -> Verdict {
+        if !v.checksum_is_valid(frame) {
+            return Verdict::Drop(DropReason::BadChecksum);
+        }
+        let tsecr = v.options.timestamps.map(|(_, ecr)| ecr);
+        let cookie = match self
+            .minter
+            .check(&tuple(v), v.tcp.seq, v.tcp.ack, tsecr, now_ms / 1000)
+        {
+            Ok(c) => c,
+            Err(_) => {
+                bump(&self.counters.cookies_failed);
+                return self.answer_invalid_ack(now_ms, frame, v);
+            }
+        };
+        bump(&self.counters.cookies_validated);
+        if self.flows.is_full() {
+            return Verdict::Drop(DropReason::FlowTableFull);
+        }
+        let backend_syn = build_backend_syn(frame, v, &cookie);
+        let flow = Flow {
+            state: TcpState::BackendSynSent,
+            l2: L2Template::from_frame(frame, v.ip.l3_offset),
+            client_isn: cookie.client_isn,
+            gateway_isn: v.tcp.ack.wrapping_sub(1),
+            seq_delta: 0,
+            gateway_tsval: tsecr.unwrap_or(0),
+            ts_offset: 0,
+            timestamps: false,
+            client_to_server_window: WindowRescale::default(),
+            server_to_client_window: WindowRescale::default(),
+            client_wscale: cookie.wscale,
+            client_last_tsval: v.options.timestamps.map_or(0, |(val, _)| val),
+            client_last_window: v.tcp.window,
+            server_isn: 0,
+            client_fin_end: None,
+            server_fin_end: None,
+            backend_syn: backend_syn.clone(),
+            backend_syn_sent: 1,
+            held: Vec::new(),
+            held_bytes: 0,
+            timer_at: 0,
+            last_seen: now_ms,
+        };
+        self.flows.insert(key, flow);
+        // The ACK itself is held: translated after the server's SYN-ACK it is
+        // exactly the ACK that completes the backend handshake.
+        self.hold_unbudgeted(&key, frame);
+        bump(&self.counters.backend_started);
+        self.emit(Port::Server, backend_syn);
+        self.arm_timer(&key, now_ms + self.cfg.backend_syn_timeout_ms);
+        Verdict::Absorbed
+    }
+
+    /// RFC 9293 3.10.7.1 / 3.10.7.2: an unacceptable ACK is answered with
+    /// <SEQ=SEG.ACK><CTL=RST>, here within the RST budget, or dropped.
+    fn answer_invalid_ack(&mut self, now_ms: u64, frame: &mut Vec<u8>, v: &TcpView) -> Verdict {
+        match self.cfg.invalid_ack_action {
+            InvalidAckAction::Drop => Verdict::Drop(DropReason::InvalidCookie),
+            InvalidAckAction::Rst if !self.rst_budget.try_take(now_ms) => {
+                Verdict::Drop(DropReason::RstBudget)
+            }
+            InvalidAckAction::Rst => {
+                let spec = TcpSegmentSpec {
+                    src_port: v.tcp.dst_port,
+                    dst_port: v.tcp.src_port,
+                    seq: v.tcp.ack,
+                    ack: 0,
+                    flags: tcp::RST,
+                    window: 0,
+                    options: &[],
+                    payload: &[],
+                };
+                let (mut l2, l2_len) = copy_l2(frame, v.ip.l3_offset);
+                ethernet::swap_macs(&mut l2);
+                frame.clear();
+                write_tcp_frame(frame, &l2[..l2_len], v.ip.dst, v.ip.src, TTL, &spec);
+                bump(&self.counters.rst_sent);
+                Verdict::Reply
+            }
+        }
+    }
+
+    /// A server segment while the backend SYN is outstanding.
+    pub(super) fn on_backend_reply(
+        &mut self,
+        now_ms: u64,
+        frame: &mut [u8],
+        v: &TcpView,
+        key: &FlowKey,
+    ) -> Verdict {
+        let expected_ack = self
+            .flows
+            .with(key, |f| f.client_isn.wrapping_add(1))
+            .unwrap_or(0);
+        if v.tcp.has(tcp::RST) {
+            // RFC 9293 3.10.7.3: in SYN-SENT a RST is acceptable if it
+            // acknowledges our SYN.
+            if v.tcp.has(tcp::ACK) && v.tcp.ack == expected_ack {
+                self.fail_backend(key);
+                return Verdict::Absorbed;
+            }
+            return Verdict::Drop(DropReason::UnexpectedSegment);
+        }
+        if !v.tcp.has(tcp::SYN | tcp::ACK) || v.tcp.ack != expected_ack {
+            return Verdict::Drop(DropReason::UnexpectedSegment);
+        }
+        if !v.checksum_is_valid(frame) {
+            return Verdict::Drop(DropReason::BadChecksum);
+        }
+        let synack_wscale = v.options.wscale;
+        let server_ts = v.options.timestamps;
+        let held = self
+            .flows
+            .with(key, |f| {
+                f.server_isn = v.tcp.seq;
+                f.seq_delta = f.gateway_isn.wrapping_sub(v.tcp.seq);
+                // RFC 7323 2.2: scaling is on for a direction only if both
+                // SYNs of that handshake carried the option.
+                let client_side = f.client_wscale.is_some();
+                let server_side = client_side && synack_wscale.is_some();
+                let client_shift = f.client_wscale.unwrap_or(0);
+                f.client_to_server_window = WindowRescale {
+                    from_shift: if client_side { client_shift } else { 0 },
+                    to_shift: if server_side { client_shift } else { 0 },
+                };
+                f.server_to_client_window = WindowRescale {
+                    from_shift: if server_side {
+                        synack_wscale.unwrap_or(0)
+                    } else {
+                        0
+                    },
+                    to_shift: if client_side {
+                        self.cfg.synack_wscale
+                    } else {
+                        0
+                    },
+                };
+                if let Some((server_tsval, _)) = server_ts {
+                    f.timestamps = true;
+                    f.ts_offset = f.gateway_tsval.wrapping_sub(server_tsval);
+                }
+                f.backend_syn = Vec::new();
+                f.last_seen = now_ms;
+                std::mem::take(&mut f.held)
+            })
+            .unwrap_or_default();
+        self.flows.set_state(key, TcpState::Established);
+        bump(&self.counters.backend_completed);
+        let released: usize = held.iter().map(Vec::len).sum();
+        self.flows.with(key, |f| f.held_bytes = 0);
+        self.release_held_budget(released);
+        for mut held_frame in held {
+            if self.translate_client_frame(now_ms, &mut held_frame, key) {
+                self.emit(Port::Server, held_frame);
+            }
+        }
+        self.arm_timer(key, now_ms + self.cfg.established_idle_timeout_ms);
+        Verdict::Absorbed
+    }
+
+    /// Backend refused or never answered: reset the client (its next
+    /// expected sequence number is our cookie ISN + 1) and forget the flow.
+    pub(super) fn fail_backend(&mut self, key: &FlowKey) {
+        if let Some(rst) = self.flows.with(key, |f| build_rst_to_client(key, f)) {
+            bump(&self.counters.rst_sent);
+            self.emit(Port::Client, rst);
+        }
+        bump(&self.counters.backend_failed);
+        self.remove_flow(key);
+    }
+
+    /// Backend SYN retransmission timer (1 s doubling, RFC 6298 style).
+    pub(super) fn on_backend_syn_timer(&mut self, now_ms: u64, key: &FlowKey) {
+        let retries = self.cfg.backend_syn_retries;
+        let resend = self.flows.with(key, |f| {
+            if f.backend_syn_sent > retries {
+                return None;
+            }
+            f.backend_syn_sent += 1;
+            Some((f.backend_syn.clone(), f.backend_syn_sent))
+        });
+        match resend.flatten() {
+            Some((syn, sent)) => {
+                bump(&self.counters.backend_syn_retransmits);
+                self.emit(Port::Server, syn);
+                let backoff = self.cfg.backend_syn_timeout_ms << (sent - 1).min(16);
+                self.arm_timer(key, now_ms + backoff);
+            }
+            None => self.fail_backend(key),
+        }
+    }
+
+    /// Hold a client frame until the backend handshake completes, within the
+    /// per-flow and total budgets.
+    pub(super) fn hold(&mut self, key: &FlowKey, frame: &[u8]) -> Verdict {
+        let held = self.flows.with(key, |f| f.held_bytes).unwrap_or(0);
+        if held + frame.len() > self.cfg.held_bytes_per_flow {
+            return Verdict::Drop(DropReason::HeldBytesFlow);
+        }
+        if self.held_total + frame.len() > self.cfg.held_bytes_total {
+            return Verdict::Drop(DropReason::HeldBytesTotal);
+        }
+        self.hold_unbudgeted(key, frame);
+        Verdict::Absorbed
+    }
+
+    fn hold_unbudgeted(&mut self, key: &FlowKey, frame: &[u8]) {
+        let len = frame.len();
+        self.flows.with(key, |f| {
+            f.held.push(frame.to_vec());
+            f.held_bytes += len;
+        });
+        self.held_total += len;
+        add_signed(&self.counters.held_bytes, len as i64);
+    }
+
+    /// Re-acknowledge a repeated server SYN-ACK (our translated ACK was lost):
+    /// <SEQ=client ISN+1><ACK=server ISN+1>.
+    pub(super) fn reack_server_synack(&mut self, key: &FlowKey, server_tsval: Option<u32>) {
+        let frame = self.flows.with(key, |f| {
+            let ts = match (f.timestamps, server_tsval) {
+                (true, Some(val)) => Some((f.client_last_tsval, val)),
+                _ => None,
+            };
+            let options = SynOptionSet {
+                timestamps: ts,
+                ..SynOptionSet::default()
+            }
+            .encode();
+            let spec = TcpSegmentSpec {
+                src_port: key.client_port,
+                dst_port: key.server_port,
+                seq: f.client_isn.wrapping_add(1),
+                ack: f.server_isn.wrapping_add(1),
+                flags: tcp::ACK,
+                window: f.client_to_server_window.apply(f.client_last_window),
+                options: options.as_slice(),
+                payload: &[],
+            };
+            let mut out = Vec::with_capacity(128);
+            write_tcp_frame(
+                &mut out,
+                f.l2.to_server(),
+                key.client,
+                key.server,
+                TTL,
+                &spec,
+            );
+            out
+        });
+        if let Some(frame) = frame {
+            self.emit(Port::Server, frame);
+        }
+    }
+}
+
+/// The backend SYN: the client's 4-tuple, ISN and (cookie-recovered)
+/// options, so the server negotiates with the client's real parameters.
+fn build_backend_syn(ack_frame: &[u8], v: &TcpView, c: &DecodedCookie) -> Vec<u8> {
+    let options = SynOptionSet {
+        mss: Some(c.mss),
+        sack_permitted: c.sack_permitted,
+        // TSval: the client's clock as of its ACK; TSecr 0 (RFC 7323 3.2).
+        timestamps: v
+            .options
+            .timestamps
+            .filter(|_| c.timestamps)
+            .map(|(val, _)| (val, 0)),
+        wscale: c.wscale,
+    }
+    .encode();
+    // The ACK's window is scaled by the client's shift; a SYN's never is.
+    let shift = c.wscale.unwrap_or(0);
+    let window = (u64::from(v.tcp.window) << shift).min(65535) as u16;
+    let spec = TcpSegmentSpec {
+        src_port: v.tcp.src_port,
+        dst_port: v.tcp.dst_port,
+        seq: c.client_isn,
+        ack: 0,
+        flags: tcp::SYN | if c.ecn { tcp::ECE | tcp::CWR } else { 0 },
+        window,
+        options: options.as_slice(),
+        payload: &[],
+    };
+    let mut out = Vec::with_capacity(128);
+    write_tcp_frame(
+        &mut out,
+        &ack_frame[..v.ip.l3_offset],
+        v.ip.src,
+        v.ip.dst,
+        v.ip.ttl,
+        &spec,
+    );
+    out
+}
+
+/// RST toward the client of a flow whose backend never came up.
+fn build_rst_to_client(key: &FlowKey, f: &Flow) -> Vec<u8> {
+    let spec = TcpSegmentSpec {
+        src_port: key.server_port,
+        dst_port: key.client_port,
+        seq: f.gateway_isn.wrapping_add(1),
+        ack: f.client_isn.wrapping_add(1),
+        flags: tcp::RST | tcp::ACK,
+        window: 0,
+        options: &[],
+        payload: &[],
+    };
+    let mut out = Vec::with_capacity(80);
+    let server: IpAddr = key.server;
+    write_tcp_frame(
+        &mut out,
+        f.l2.to_client().to_server(),
+        server,
+        key.client,
+        TTL,
+        &spec,
+    );
+    out
+}

@@ -1,0 +1,53 @@
+//! The set of protected services (address, port). A handful of entries, so
+//! a linear scan beats hashing on the per-frame path.
+
+use std::net::{IpAddr, SocketAddr};
+
+#[derive(Debug, Clone)]
+pub struct ProtectedServices {
+    services: Vec<(IpAddr, u16)>,
+}
+
+impl ProtectedServices {
+    pub fn new(list: &[SocketAddr]) -> ProtectedServices {
+        ProtectedServices {
+            services: list.iter().map(|s| (canonical(s.ip()), s.port())).collect(),
+        }
+    }
+
+    pub fn contains(&self, ip: IpAddr, port: u16) -> bool {
+        self.services.iter().any(|&(a, p)| p == port && a == ip)
+    }
+
+    pub fn has_address(&self, ip: IpAddr) -> bool {
+        self.services.iter().any(|&(a, _)| a == ip)
+    }
+}
+
+/// `[::ffff:198.18.0.2]:80` names the IPv4 service on the wire.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_address_and_port() {
+        let p = ProtectedServices::new(&[
+            "198.18.0.2:8080".parse().unwrap(),
+            "[2001:db8::2]:443".parse().unwrap(),
+            "[::ffff:198.18.0.3]:22".parse().unwrap(),
+        ]);
+        assert!(p.contains("198.18.0.2".parse().unwrap(), 8080));
+        assert!(!p.contains("198.18.0.2".parse().unwrap(), 8081));
+        assert!(p.contains("2001:db8::2".parse().unwrap(), 443));
+        assert!(p.contains("198.18.0.3".parse().unwrap(), 22));
+        assert!(p.has_address("198.18.0.2".parse().unwrap()));
+        assert!(!p.has_address("198.18.0.9".parse().unwrap()));
+    }
+}

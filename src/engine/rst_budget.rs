@@ -1,0 +1,60 @@
+//! Token bucket for RSTs the gateway originates toward unknown peers, so an
+//! ACK flood cannot turn the gateway into a reflector. Time is passed in.
+
+#[derive(Debug, Clone)]
+pub struct RstBudget {
+    per_second: u64,
+    /// Tokens in thousandths, so refill is exact in integer milliseconds.
+    milli_tokens: u64,
+    last_ms: u64,
+}
+
+impl RstBudget {
+    /// Starts full: a burst of `per_second` RSTs is allowed at once.
+    pub fn new(per_second: u32) -> RstBudget {
+        let per_second = u64::from(per_second);
+        RstBudget {
+            per_second,
+            milli_tokens: per_second * 1000,
+            last_ms: 0,
+        }
+    }
+
+    pub fn try_take(&mut self, now_ms: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.last_ms);
+        self.last_ms = self.last_ms.max(now_ms);
+        let cap = self.per_second * 1000;
+        self.milli_tokens = (self.milli_tokens + elapsed.saturating_mul(self.per_second)).min(cap);
+        if self.milli_tokens >= 1000 {
+            self.milli_tokens -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refill() {
+        let mut b = RstBudget::new(10);
+        let t0 = 1_000_000;
+        let burst = (0..20).filter(|_| b.try_take(t0)).count();
+        assert_eq!(burst, 10);
+        assert!(!b.try_take(t0 + 99), "0.99 token after 99 ms");
+        assert!(b.try_take(t0 + 100), "one token per 100 ms at 10/s");
+        assert!(!b.try_take(t0 + 100));
+        // A long pause refills only to the cap.
+        let after = (0..50).filter(|_| b.try_take(t0 + 60_000)).count();
+        assert_eq!(after, 10);
+    }
+
+    #[test]
+    fn zero_rate_never_sends() {
+        let mut b = RstBudget::new(0);
+        assert!(!b.try_take(5_000));
+    }
+}
