@@ -1,1 +1,211 @@
-fn main() {}
+//! The `synguard` command line: parses arguments, sets up logging and
+//! dispatches to config, the gateway runner and the cookie secret writer.
+//! It holds no gateway logic and never validates settings itself (config
+//! does); it only decides what is printed and the exit code.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use synguard::config::{self, Overrides};
+
+/// Exit code for a configuration that does not validate (check-config), the
+/// same code clap uses for a bad command line.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "synguard",
+    version,
+    about = "Inline SYN-flood defense gateway: SYN cookies, handshake proxy, sequence translation",
+    long_about = "Inline SYN-flood defense gateway.\n\n\
+        synguard sits as a bump in the wire between a client-facing and a \
+        server-facing interface. It answers SYNs to protected services with \
+        SYN cookies, opens the backend connection only for clients that \
+        complete the handshake, then translates sequence numbers, timestamps \
+        and windows for the life of the connection. All other traffic is \
+        forwarded untouched.\n\n\
+        Configuration comes from a TOML file (see config/synguard.toml, which \
+        documents every key) plus the flags below, which win over the file."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Validate a configuration and print it, fully resolved, as TOML.
+    ///
+    /// Exits 0 and prints the configuration the gateway would use (file +
+    /// flags + defaults); exits 2 with a message naming the bad key otherwise.
+    CheckConfig(CheckArgs),
+    /// Write a new random cookie secret file (mode 0600).
+    ///
+    /// Point cookies.secret_file (or --secret-file) at it so cookies survive
+    /// restarts and several instances agree.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Configuration file (TOML). Without it every required setting must be
+    /// given as a flag.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: OverrideArgs,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Configuration file (TOML) to check.
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    #[command(flatten)]
+    overrides: OverrideArgs,
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// Where to write the secret.
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// Replace FILE if it exists (cookies issued under the old secret stop
+    /// validating once the gateway restarts with the new one).
+    #[arg(long)]
+    force: bool,
+}
+
+/// Flags that override the file, one per overridable key.
+#[derive(Args)]
+struct OverrideArgs {
+    /// Client-facing interface [file: interfaces.client].
+    #[arg(long, value_name = "IF")]
+    client_iface: Option<String>,
+    /// Server-facing interface [file: interfaces.server].
+    #[arg(long, value_name = "IF")]
+    server_iface: Option<String>,
+    /// Protected service, e.g. 198.18.0.2:8080 or [2001:db8::2]:8080.
+    /// Repeat (or separate with commas) for several; replaces the file's
+    /// protect.services list.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_protect, value_delimiter = ',')]
+    protect: Vec<SocketAddr>,
+    /// Metrics endpoint address, or "off" [file: metrics.listen].
+    #[arg(long, value_name = "ADDR:PORT|off", value_parser = parse_metrics_listen)]
+    metrics_listen: Option<MetricsListen>,
+    /// Cookie secret file written by `synguard keygen` [file: cookies.secret_file].
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+    /// tracing filter, e.g. info or synguard=debug [file: log.level]. RUST_LOG wins.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+/// `--metrics-listen` value; a newtype because clap reads a bare
+/// `Option<Option<_>>` field as "flag with optional value".
+#[derive(Clone, Copy)]
+struct MetricsListen(Option<SocketAddr>);
+
+fn parse_protect(s: &str) -> Result<SocketAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| "expected ADDR:PORT, IPv6 in brackets (e.g. [2001:db8::2]:8080)".to_string())
+}
+
+fn parse_metrics_listen(s: &str) -> Result<MetricsListen, String> {
+    config::parse_listen(s).map(MetricsListen)
+}
+
+impl From<OverrideArgs> for Overrides {
+    fn from(a: OverrideArgs) -> Self {
+        Overrides {
+            client_iface: a.client_iface,
+            server_iface: a.server_iface,
+            protect: a.protect,
+            metrics_listen: a.metrics_listen.map(|m| m.0),
+            secret_file: a.secret_file,
+            log_level: a.log_level,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run(args) => report(run(args)),
+        Command::CheckConfig(args) => check_config(args),
+        Command::Keygen(args) => report(keygen(args)),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let settings = config::load(args.config.as_deref(), &args.overrides.into())?;
+    init_tracing(&settings.log_level)?;
+    synguard::gateway::run(&settings)
+}
+
+fn check_config(args: CheckArgs) -> ExitCode {
+    match config::load(Some(&args.config), &args.overrides.into()) {
+        Ok(settings) => {
+            print!("{}", config::render(&settings));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
+    }
+}
+
+fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
+    synguard::cookie::CookieSecret::write_new(&args.out, args.force)
+        .with_context(|| format!("cannot write cookie secret to {}", args.out.display()))?;
+    println!(
+        "wrote new cookie secret to {} (mode 0600)",
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Logs go to stderr. RUST_LOG, when set, wins over the configured level (the
+/// usual convention for ad-hoc debugging); a bad RUST_LOG falls back to the
+/// configured level with a warning rather than stopping the gateway.
+fn init_tracing(level: &str) -> anyhow::Result<()> {
+    let configured =
+        || EnvFilter::try_new(level).with_context(|| format!("log level \"{level}\" is not valid"));
+    let (filter, bad_env) = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.trim().is_empty() => match EnvFilter::try_new(&env) {
+            Ok(f) => (f, None),
+            Err(e) => (
+                configured()?,
+                Some(format!("ignoring RUST_LOG=\"{env}\": {e}")),
+            ),
+        },
+        _ => (configured()?, None),
+    };
+    // try_init fails only if a subscriber is already set; keep that one.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    if let Some(warning) = bad_env {
+        tracing::warn!("{warning}");
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! Settings -> TOML text in the config file's own format, so that
+//! `check-config` shows what the gateway will actually use and its output can
+//! be fed back as a config file. Never validates (Settings already is).
+
+use std::fmt::Write as _;
+
+use super::Settings;
+use crate::engine::InvalidAckAction;
+
+/// Render resolved settings as a complete config file. Loading the result
+/// gives back equal `Settings`, except for what TOML cannot carry: a
+/// non-UTF-8 secret path (rendered lossily) and timeouts that are not whole
+/// seconds (rounded up; the file format has only seconds).
+pub fn render(s: &Settings) -> String {
+    let e = &s.engine;
+    let mut out = String::new();
+    // Writing to a String cannot fail; the results are ignored on purpose.
+    let _ = writeln!(
+        out,
+        "# synguard configuration as resolved (file + flags + defaults)"
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[interfaces]");
+    let _ = writeln!(out, "client = {}", quote(&s.io.client_iface));
+    let _ = writeln!(out, "server = {}", quote(&s.io.server_iface));
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[protect]");
+    let services: Vec<String> = e.protected.iter().map(|a| quote(&a.to_string())).collect();
+    let _ = writeln!(out, "services = [{}]", services.join(", "));
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[cookies]");
+    match &s.secret_file {
+        Some(p) => {
+            let _ = writeln!(out, "secret_file = {}", quote(&p.to_string_lossy()));
+        }
+        None => {
+            let _ = writeln!(out, "# secret_file not set: random secret per start");
+        }
+    }
+    let _ = writeln!(out, "slot_seconds = {}", e.cookie_slot_seconds);
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[handshake]");
+    let _ = writeln!(out, "synack_mss_v4 = {}", e.synack_mss_v4);
+    let _ = writeln!(out, "synack_mss_v6 = {}", e.synack_mss_v6);
+    let _ = writeln!(out, "synack_window = {}", e.synack_window);
+    let _ = writeln!(out, "synack_wscale = {}", e.synack_wscale);
+    let _ = writeln!(out, "backend_syn_timeout_ms = {}", e.backend_syn_timeout_ms);
+    let _ = writeln!(out, "backend_syn_retries = {}", e.backend_syn_retries);
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[limits]");
+    let _ = writeln!(out, "max_flows = {}", e.max_flows);
+    let _ = writeln!(out, "held_bytes_per_flow = {}", e.held_bytes_per_flow);
+    let _ = writeln!(out, "held_bytes_total = {}", e.held_bytes_total);
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[invalid_ack]");
+    let action = match e.invalid_ack_action {
+        InvalidAckAction::Rst => "rst",
+        InvalidAckAction::Drop => "drop",
+    };
+    let _ = writeln!(out, "action = {}", quote(action));
+    let _ = writeln!(out, "rst_per_second = {}", e.rst_per_second);
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[timeouts]");
+    let _ = writeln!(
+        out,
+        "established_idle_seconds = {}",
+        e.established_idle_timeout_ms.div_ceil(1000)
+    );
+    let _ = writeln!(out, "time_wait_seconds = {}", e.time_wait_ms.div_ceil(1000));
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[metrics]");
+    let listen = match s.metrics_listen {
+        Some(addr) => addr.to_string(),
+        None => "off".to_string(),
+    };
+    let _ = writeln!(out, "listen = {}", quote(&listen));
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[io]");
+    let _ = writeln!(out, "rcvbuf_bytes = {}", s.io.rcvbuf_bytes);
+    let _ = writeln!(out, "disable_offloads = {}", s.io.disable_offloads);
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[log]");
+    let _ = writeln!(out, "level = {}", quote(&s.log_level));
+    out
+}
+
+/// A TOML string literal with whatever escaping the value needs.
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}

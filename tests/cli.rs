@@ -1,0 +1,142 @@
+//! End-to-end tests of the `synguard` binary's config commands: exit codes,
+//! stdout/stderr contract. Never opens interfaces (no `run` here).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn synguard(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_synguard"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("spawn synguard")
+}
+
+fn shipped() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/synguard.toml")
+}
+
+/// A scratch path unique to this test process and `name`.
+fn scratch(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("synguard-cli-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn check_config_prints_resolved_toml() {
+    let out = synguard(&["check-config", "--config", shipped().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table: toml::Table = toml::from_str(&stdout).expect("stdout is TOML");
+    assert_eq!(table["interfaces"]["client"].as_str(), Some("gwc"));
+    assert_eq!(table["handshake"]["synack_wscale"].as_integer(), Some(7));
+}
+
+#[test]
+fn check_config_applies_flags() {
+    let out = synguard(&[
+        "check-config",
+        "--config",
+        shipped().to_str().unwrap(),
+        "--protect",
+        "[2001:db8::9]:443",
+        "--metrics-listen",
+        "off",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let table: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let services = table["protect"]["services"].as_array().unwrap();
+    assert_eq!(services.len(), 1);
+    assert_eq!(services[0].as_str(), Some("[2001:db8::9]:443"));
+    assert_eq!(table["metrics"]["listen"].as_str(), Some("off"));
+}
+
+#[test]
+fn check_config_bad_file_names_the_key() {
+    let path = scratch("bad.toml");
+    let text = std::fs::read_to_string(shipped())
+        .unwrap()
+        .replace("synack_wscale = 7", "synack_wscale = 15");
+    std::fs::write(&path, text).unwrap();
+    let out = synguard(&["check-config", "--config", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr.starts_with("error: handshake.synack_wscale: 15 is out of range 0..=14"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_missing_file_names_the_path() {
+    let path = scratch("absent.toml");
+    let out = synguard(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(path.to_str().unwrap()));
+}
+
+#[test]
+fn bad_protect_flag_is_a_usage_error() {
+    let out = synguard(&[
+        "check-config",
+        "--config",
+        shipped().to_str().unwrap(),
+        "--protect",
+        "2001:db8::2:8080",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("'2001:db8::2:8080'") && stderr.contains("IPv6 in brackets"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn version_and_help() {
+    let out = synguard(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = synguard(&["--help"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for word in ["run", "check-config", "keygen"] {
+        assert!(stdout.contains(word), "{stdout}");
+    }
+}
+
+#[test]
+#[ignore = "needs cookie module; lead un-ignores on merge"]
+fn keygen_writes_a_private_secret() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = scratch("secret");
+    let _ = std::fs::remove_file(&path);
+    let out = synguard(&["keygen", "--out", path.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("wrote new cookie secret to {} (mode 0600)", path.display())
+    );
+    let meta = std::fs::metadata(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Refuses to overwrite without --force, succeeds with it.
+    let again = synguard(&["keygen", "--out", path.to_str().unwrap()]);
+    let forced = synguard(&["keygen", "--out", path.to_str().unwrap(), "--force"]);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(text.len(), 33);
+    assert!(text.ends_with('\n'));
+    assert!(text.trim_end().chars().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(again.status.code(), Some(0));
+    assert_eq!(forced.status.code(), Some(0));
+}
