@@ -1,9 +1,82 @@
-//! Start-up wiring: secret, engine, ports, metrics endpoint, signal handling,
-//! then the I/O loop until SIGINT/SIGTERM. Owned by the gateway runner.
+//! Start-up wiring: cookie secret, engine, the two AF_PACKET ports (offloads
+//! off first), the metrics endpoint and signal handling, then the I/O loop
+//! until SIGINT/SIGTERM. Owns no packet logic.
+
+use anyhow::Context;
 
 use crate::config::Settings;
+use crate::cookie::CookieSecret;
+use crate::engine::Engine;
+use crate::io::af_packet::PacketPort;
+use crate::io::runner::Runner;
+use crate::io::{offload, signals};
 
-/// Run the gateway until a shutdown signal. Placeholder until the runner lands.
-pub fn run(_settings: &Settings) -> anyhow::Result<()> {
-    anyhow::bail!("gateway runner not implemented yet")
+/// Run the gateway until a shutdown signal.
+pub fn run(settings: &Settings) -> anyhow::Result<()> {
+    let secret = match &settings.secret_file {
+        Some(path) => CookieSecret::load(path).context("loading the cookie secret")?,
+        None => {
+            tracing::warn!("no cookies.secret_file: using a random secret; cookies do not survive a restart and instances will not agree (see `synguard keygen`)");
+            CookieSecret::generate().context("generating a cookie secret")?
+        }
+    };
+    let io_cfg = &settings.io;
+    let client = open_port(&io_cfg.client_iface, io_cfg)?;
+    let server = open_port(&io_cfg.server_iface, io_cfg)?;
+    let engine = Engine::new(settings.engine.clone(), secret);
+    let _metrics = match settings.metrics_listen {
+        Some(addr) => {
+            let server = crate::metrics::serve(addr, crate::metrics::registry(engine.counters()))
+                .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
+            tracing::info!(listen = %server.local_addr, "serving /metrics");
+            Some(server)
+        }
+        None => None,
+    };
+    signals::install().context("installing SIGINT/SIGTERM handlers")?;
+    let protected: Vec<String> = settings
+        .engine
+        .protected
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    tracing::info!(client = %io_cfg.client_iface, server = %io_cfg.server_iface, protect = %protected.join(","), "synguard running");
+    let mut runner = Runner::new(engine, client, server);
+    runner.run_until_shutdown().context("I/O loop")?;
+    let c = runner.engine.counters();
+    tracing::info!(
+        syn = c.syn_received.load(std::sync::atomic::Ordering::Relaxed),
+        cookies_validated = c
+            .cookies_validated
+            .load(std::sync::atomic::Ordering::Relaxed),
+        flows = runner.engine.flow_count(),
+        send_errors = runner.send_errors(),
+        "shutting down"
+    );
+    Ok(())
+}
+
+fn open_port(name: &str, io_cfg: &crate::io::IoConfig) -> anyhow::Result<PacketPort> {
+    let port = PacketPort::open(name, io_cfg.rcvbuf_bytes).map_err(anyhow::Error::from)?;
+    let mtu = offload::mtu(name).with_context(|| format!("reading the MTU of `{name}`"))?;
+    if io_cfg.disable_offloads {
+        let results = offload::disable_offloads(name)
+            .with_context(|| format!("turning offloads off on `{name}`"))?;
+        let off: Vec<_> = results
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(l, _)| *l)
+            .collect();
+        let refused: Vec<_> = results
+            .iter()
+            .filter_map(|(l, r)| r.as_ref().err().map(|e| format!("{l}: {e}")))
+            .collect();
+        tracing::info!(iface = name, off = %off.join(","), "offloads turned off (frames must be wire-sized with full checksums)");
+        if !refused.is_empty() {
+            tracing::warn!(iface = name, refused = %refused.join("; "), "driver refused to turn some offloads off; oversize frames will be counted and dropped");
+        }
+    } else {
+        tracing::warn!(iface = name, "io.disable_offloads = false: GRO/GSO frames larger than the MTU are dropped (reason oversize)");
+    }
+    Ok(port.with_mtu(mtu))
 }

@@ -111,7 +111,7 @@ fn version_and_help() {
 }
 
 #[test]
-#[ignore = "needs cookie module; lead un-ignores on merge"]
+
 fn keygen_writes_a_private_secret() {
     use std::os::unix::fs::PermissionsExt as _;
     let path = scratch("secret");

@@ -97,6 +97,13 @@ impl Engine {
         self.flows.state(key)
     }
 
+    /// Count a frame the I/O layer received but could not hand over whole
+    /// (oversized or truncated).
+    pub fn count_io_drop(&mut self, port: Port, reason: DropReason) {
+        bump(&self.counters.frames_rx[port.index()]);
+        self.counters.count_drop(reason);
+    }
+
     /// Process one frame received on `port`, rewriting it in place where the
     /// verdict says so. `frame` keeps its allocation (replies may grow it).
     pub fn handle(&mut self, now_ms: u64, port: Port, frame: &mut Vec<u8>) -> Verdict {
@@ -173,7 +180,7 @@ impl Engine {
     }
 
     /// A segment from a protected service toward a client.
-    fn server_segment(&mut self, now_ms: u64, frame: &mut Vec<u8>, v: &TcpView) -> Verdict {
+    fn server_segment(&mut self, now_ms: u64, frame: &mut [u8], v: &TcpView) -> Verdict {
         let key = FlowKey::from_server_segment(v);
         match self.flows.state(&key) {
             None => Verdict::Drop(DropReason::NoFlow),

@@ -1,0 +1,247 @@
+//! The loop between two ports and the engine: receive, undo offloads, hand
+//! each frame to the engine, act on its verdict, send what it emitted, run
+//! its timers. Reads the wall clock (the engine never does).
+
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::engine::{DropReason, Engine, Port, Verdict};
+
+use super::af_packet::PacketPort;
+use super::fixup::{max_frame_len, normalize};
+use super::{signals, FramePort};
+
+/// Frames taken from one port before looking at the other (fairness under
+/// a flood on one side).
+const BATCH: usize = 64;
+/// Longest sleep when no timer is due, so shutdown is noticed promptly
+/// even without a signal interrupting poll().
+const MAX_IDLE_WAIT: Duration = Duration::from_millis(200);
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub struct Runner<P: FramePort> {
+    pub engine: Engine,
+    client: P,
+    server: P,
+    buf: Vec<u8>,
+    send_errors: u64,
+}
+
+impl<P: FramePort> Runner<P> {
+    pub fn new(engine: Engine, client: P, server: P) -> Runner<P> {
+        Runner {
+            engine,
+            client,
+            server,
+            buf: Vec::with_capacity(super::af_packet::RECV_BUFFER_LEN),
+            send_errors: 0,
+        }
+    }
+
+    pub fn port_mut(&mut self, port: Port) -> &mut P {
+        match port {
+            Port::Client => &mut self.client,
+            Port::Server => &mut self.server,
+        }
+    }
+
+    /// Errors from send() so far (each is also logged, rate-limited).
+    pub fn send_errors(&self) -> u64 {
+        self.send_errors
+    }
+
+    /// Process up to `budget` waiting frames from `port`; returns how many.
+    pub fn pump(&mut self, now_ms: u64, port: Port, budget: usize) -> io::Result<usize> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut n = 0;
+        while n < budget {
+            let Some(info) = self.port_mut(port).recv(&mut buf)? else {
+                break;
+            };
+            n += 1;
+            let mtu = self.port_mut(port).mtu();
+            if !normalize(&mut buf, &info) || buf.len() > max_frame_len(mtu) {
+                // A GRO/GSO super-frame or a cut-off one: forwarding it would
+                // exceed the MTU on the other side.
+                self.engine.count_io_drop(port, DropReason::Oversize);
+                continue;
+            }
+            match self.engine.handle(now_ms, port, &mut buf) {
+                Verdict::Forward => self.send(port.other(), &buf),
+                Verdict::Reply => self.send(port, &buf),
+                Verdict::Absorbed | Verdict::Drop(_) => {}
+            }
+            self.flush_emitted();
+        }
+        self.buf = buf;
+        Ok(n)
+    }
+
+    /// Run due timers and send what they produced.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.engine.handle_timeout(now_ms);
+        self.flush_emitted();
+    }
+
+    fn flush_emitted(&mut self) {
+        let emitted: Vec<_> = self.engine.drain_emitted().collect();
+        for e in emitted {
+            self.send(e.port, &e.frame);
+        }
+    }
+
+    fn send(&mut self, port: Port, frame: &[u8]) {
+        if let Err(e) = self.port_mut(port).send(frame) {
+            self.send_errors += 1;
+            if self.send_errors.is_power_of_two() {
+                tracing::warn!(port = port.as_str(), error = %e, total = self.send_errors, "send failed");
+            }
+        }
+    }
+}
+
+impl Runner<PacketPort> {
+    /// Serve until SIGINT/SIGTERM.
+    pub fn run_until_shutdown(&mut self) -> io::Result<()> {
+        while !signals::shutdown_requested() {
+            let now = wall_clock_ms();
+            let wait = self.engine.poll_timeout().map_or(MAX_IDLE_WAIT, |t| {
+                Duration::from_millis(t.saturating_sub(now)).min(MAX_IDLE_WAIT)
+            });
+            wait_readable(&[self.client.fd(), self.server.fd()], wait)?;
+            let now = wall_clock_ms();
+            loop {
+                let a = self.pump(now, Port::Client, BATCH)?;
+                let b = self.pump(now, Port::Server, BATCH)?;
+                if a + b == 0 {
+                    break;
+                }
+            }
+            self.tick(now);
+        }
+        Ok(())
+    }
+}
+
+fn wait_readable(fds: &[libc::c_int], timeout: Duration) -> io::Result<()> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: pfds is a valid array of pollfd of the length passed.
+    let rc = unsafe {
+        libc::poll(
+            pfds.as_mut_ptr(),
+            pfds.len() as libc::nfds_t,
+            timeout.as_millis() as libc::c_int,
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cookie::CookieSecret;
+    use crate::engine::EngineConfig;
+    use crate::io::memory::MemoryPort;
+    use crate::io::RxInfo;
+
+    fn runner() -> Runner<MemoryPort> {
+        let cfg = EngineConfig {
+            protected: vec!["198.18.0.2:8080".parse().unwrap()],
+            ..EngineConfig::default()
+        };
+        Runner::new(
+            Engine::new(cfg, CookieSecret::from_bytes([1; 16])),
+            MemoryPort::new(1500),
+            MemoryPort::new(1500),
+        )
+    }
+
+    fn udp_frame(len: usize) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        let total = (len - 14) as u16;
+        f.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            17,
+            0,
+            0,
+            198,
+            18,
+            0,
+            1,
+            198,
+            18,
+            0,
+            2,
+        ]);
+        f.resize(len, 0);
+        f
+    }
+
+    #[test]
+    fn bridges_to_the_other_port() {
+        let mut r = runner();
+        r.port_mut(Port::Client).push(udp_frame(100));
+        assert_eq!(r.pump(1, Port::Client, 10).unwrap(), 1);
+        assert_eq!(r.port_mut(Port::Server).sent, vec![udp_frame(100)]);
+        assert!(r.port_mut(Port::Client).sent.is_empty());
+    }
+
+    #[test]
+    fn oversize_and_truncated_frames_are_counted_not_forwarded() {
+        let mut r = runner();
+        r.port_mut(Port::Client).push(udp_frame(1514 + 9));
+        r.port_mut(Port::Client).inbound.push_back((
+            udp_frame(100),
+            RxInfo {
+                truncated: true,
+                ..RxInfo::default()
+            },
+        ));
+        r.port_mut(Port::Client).push(udp_frame(1514));
+        assert_eq!(r.pump(1, Port::Client, 10).unwrap(), 3);
+        assert_eq!(
+            r.port_mut(Port::Server).sent.len(),
+            1,
+            "only the MTU-sized frame passes"
+        );
+        assert_eq!(r.engine.counters().dropped(DropReason::Oversize), 2);
+    }
+
+    #[test]
+    fn budget_bounds_one_pump() {
+        let mut r = runner();
+        for _ in 0..5 {
+            r.port_mut(Port::Server).push(udp_frame(64));
+        }
+        assert_eq!(r.pump(1, Port::Server, 3).unwrap(), 3);
+        assert_eq!(r.pump(1, Port::Server, 3).unwrap(), 2);
+        assert_eq!(r.port_mut(Port::Client).sent.len(), 5);
+    }
+}
