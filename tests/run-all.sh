@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# tests/run-all.sh — owned by the lab work (branch `lab`): the project's one test
+# command (`sudo tests/run-all.sh`; .ci/run calls exactly this). Installs the lab tools
+# if missing, then builds, runs every unit and integration test (the namespace lab
+# tests serialize themselves through /tmp/synguard-lab.lock), clippy, rustfmt, and
+# checks that no lab namespace was left behind. Runs unattended (no stdin needed).
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: sudo tests/run-all.sh [-h]
+
+Runs, in order, and prints a summary (exit 1 if any step failed):
+  1. root check; installs missing apt packages (iproute2 nftables ethtool hping3
+     iputils-ping tcpdump procps coreutils util-linux) with one `apt-get update`,
+     then fails loudly naming any tool that is still missing
+  2. cargo build --release
+  3. cargo test --release            (unit + integration, incl. namespace lab tests)
+  4. cargo clippy --all-targets -- -D warnings
+  5. cargo fmt --check
+  6. no sg-* network namespace left behind by this run
+Environment: CARGO (cargo binary), SYNGUARD_TEST_ARGS (extra args after `cargo test
+--release --`, e.g. a test name filter), SYNGUARD_LAB_STANDIN=bridge (lab tests use
+a Linux bridge instead of synguard: harness self-test only).
+EOF
+}
+
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+    usage
+    exit 0
+fi
+[[ $# -eq 0 ]] || {
+    usage >&2
+    exit 2
+}
+
+export CI=${CI:-true}
+export DEBIAN_FRONTEND=noninteractive
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+LOCK=/tmp/synguard-lab.lock
+
+REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO_ROOT"
+
+log() { printf '\n=== %s\n' "$*"; }
+die() {
+    printf '\nrun-all.sh: FAILED: %s\n' "$*" >&2
+    exit 1
+}
+
+# --- 1. environment -------------------------------------------------------------
+[[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces, nftables, hping3): sudo tests/run-all.sh"
+
+# tool -> apt package
+declare -A TOOL_PKG=(
+    [ip]=iproute2
+    [nstat]=iproute2
+    [nft]=nftables
+    [ethtool]=ethtool
+    [hping3]=hping3
+    [ping]=iputils-ping
+    [tcpdump]=tcpdump
+    [sysctl]=procps
+    [timeout]=coreutils
+    [flock]=util-linux
+)
+missing_tools() {
+    local t
+    for t in "${!TOOL_PKG[@]}"; do
+        command -v "$t" >/dev/null 2>&1 || printf '%s\n' "$t"
+    done | sort
+}
+
+mapfile -t MISSING < <(missing_tools)
+if [[ ${#MISSING[@]} -gt 0 ]]; then
+    log "missing tools: ${MISSING[*]} -> installing with apt-get"
+    command -v apt-get >/dev/null 2>&1 || die "tools missing (${MISSING[*]}) and no apt-get to install them"
+    apt-get update -q </dev/null || die "apt-get update failed"
+    apt-get install -y -q --no-install-recommends \
+        iproute2 nftables ethtool hping3 iputils-ping tcpdump procps coreutils util-linux </dev/null ||
+        die "apt-get install failed"
+    mapfile -t MISSING < <(missing_tools)
+    if [[ ${#MISSING[@]} -gt 0 ]]; then
+        for t in "${MISSING[@]}"; do
+            echo "run-all.sh: MISSING TOOL: $t (package ${TOOL_PKG[$t]})" >&2
+        done
+        die "required tools still missing after apt-get install: ${MISSING[*]}"
+    fi
+fi
+
+CARGO=${CARGO:-}
+if [[ -z $CARGO ]]; then
+    if command -v cargo >/dev/null 2>&1; then
+        CARGO=$(command -v cargo)
+    elif [[ -n ${SUDO_USER:-} && -x $(getent passwd "$SUDO_USER" | cut -d: -f6)/.cargo/bin/cargo ]]; then
+        # sudo from a user with a rustup toolchain: use that user's toolchain.
+        user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+        CARGO="$user_home/.cargo/bin/cargo"
+        export CARGO_HOME=${CARGO_HOME:-$user_home/.cargo}
+        [[ -d $user_home/.rustup ]] && export RUSTUP_HOME=${RUSTUP_HOME:-$user_home/.rustup}
+    elif [[ -x /root/.cargo/bin/cargo ]]; then
+        CARGO=/root/.cargo/bin/cargo
+    else
+        die "MISSING TOOL: cargo (install Rust via rustup, or set CARGO=/path/to/cargo)"
+    fi
+fi
+PATH="$(dirname -- "$CARGO"):$PATH"
+echo "tools ok: ${!TOOL_PKG[*]}; cargo: $CARGO ($("$CARGO" --version))"
+
+# Lab namespaces that exist before we start are not ours (e.g. a `lab.sh demo`).
+mapfile -t NS_BEFORE < <(ip netns list | awk '{print $1}' | grep '^sg-' || true)
+if [[ ${#NS_BEFORE[@]} -gt 0 ]]; then
+    echo "note: pre-existing lab namespaces (not ours, ignored): ${NS_BEFORE[*]}"
+fi
+
+# --- 2-5. steps -------------------------------------------------------------------
+declare -a NAMES=() RESULTS=() TIMES=()
+FAILED=0
+step() {
+    local name=$1 start rc
+    shift
+    log "$name: $*"
+    start=$SECONDS
+    set +e
+    "$@" </dev/null
+    rc=$?
+    set -e
+    NAMES+=("$name")
+    TIMES+=("$((SECONDS - start))s")
+    if [[ $rc -eq 0 ]]; then
+        RESULTS+=("PASS")
+    else
+        RESULTS+=("FAIL (exit $rc)")
+        FAILED=1
+    fi
+}
+
+read -r -a TEST_ARGS <<<"${SYNGUARD_TEST_ARGS:-}"
+step "build" "$CARGO" build --release
+step "test" "$CARGO" test --release -- --show-output "${TEST_ARGS[@]}"
+step "clippy" "$CARGO" clippy --all-targets -- -D warnings
+step "fmt" "$CARGO" fmt --check
+
+# --- 6. leaked namespaces -----------------------------------------------------------
+check_namespaces() {
+    local ns old leaked=()
+    # Under the lab lock: no lab test (of any run) is half-way through its cleanup.
+    mapfile -t NS_AFTER < <(flock "$LOCK" ip netns list | awk '{print $1}' | grep '^sg-' || true)
+    for ns in "${NS_AFTER[@]}"; do
+        for old in "${NS_BEFORE[@]}"; do
+            [[ $ns == "$old" ]] && continue 2
+        done
+        leaked+=("$ns")
+    done
+    if [[ ${#leaked[@]} -gt 0 ]]; then
+        echo "leaked lab namespaces: ${leaked[*]}" >&2
+        echo "(remove with: for n in ${leaked[*]}; do ip netns del \$n; done)" >&2
+        return 1
+    fi
+    echo "no sg-* namespaces left behind"
+}
+step "namespaces" check_namespaces
+
+# --- summary ------------------------------------------------------------------------
+printf '\n=== summary (%s)\n' "$REPO_ROOT"
+for i in "${!NAMES[@]}"; do
+    printf '  %-11s %-16s %s\n' "${NAMES[$i]}" "${RESULTS[$i]}" "${TIMES[$i]}"
+done
+if [[ $FAILED -ne 0 ]]; then
+    echo "RESULT: FAIL"
+    exit 1
+fi
+echo "RESULT: PASS"
