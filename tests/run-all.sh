@@ -63,6 +63,7 @@ declare -A TOOL_PKG=(
     [sysctl]=procps
     [timeout]=coreutils
     [flock]=util-linux
+    [setpriv]=util-linux
 )
 missing_tools() {
     local t

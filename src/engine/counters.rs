@@ -63,6 +63,9 @@ pub struct Counters {
     pub drops: [AtomicU64; DropReason::ALL.len()],
     /// Live flows per state (index `TcpState::index`).
     pub flows_by_state: [AtomicI64; TcpState::ALL.len()],
+    /// Frames the kernel dropped before the gateway could read them
+    /// (PACKET_STATISTICS tp_drops), per port.
+    pub kernel_drops: [AtomicU64; 2],
     /// Bytes of early client data held while backend handshakes run.
     pub held_bytes: AtomicI64,
 }

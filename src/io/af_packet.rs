@@ -295,4 +295,9 @@ impl FramePort for PacketPort {
     fn mtu(&self) -> usize {
         self.mtu
     }
+
+    fn take_kernel_drops(&mut self) -> u64 {
+        self.take_kernel_stats()
+            .map_or(0, |(_, drops)| u64::from(drops))
+    }
 }

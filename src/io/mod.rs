@@ -35,4 +35,9 @@ pub trait FramePort {
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
     /// Largest L3 packet the port carries (interface MTU).
     fn mtu(&self) -> usize;
+    /// Frames the kernel dropped for this port since the last call (receive
+    /// buffer full). Ports without a kernel queue report 0.
+    fn take_kernel_drops(&mut self) -> u64 {
+        0
+    }
 }

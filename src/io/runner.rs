@@ -18,6 +18,9 @@ const BATCH: usize = 64;
 /// even without a signal interrupting poll().
 const MAX_IDLE_WAIT: Duration = Duration::from_millis(200);
 
+/// How often the kernel's socket drop counters are read.
+const KERNEL_STATS_INTERVAL_MS: u64 = 1000;
+
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn wall_clock_ms() -> u64 {
     SystemTime::now()
@@ -89,6 +92,19 @@ impl<P: FramePort> Runner<P> {
         self.flush_emitted();
     }
 
+    /// Fold the kernel's per-socket drop counts into the engine counters.
+    pub fn collect_kernel_drops(&mut self) {
+        let counters = self.engine.counters();
+        for port in [Port::Client, Port::Server] {
+            let drops = self.port_mut(port).take_kernel_drops();
+            let c = &counters.kernel_drops[port.index()];
+            c.store(
+                c.load(std::sync::atomic::Ordering::Relaxed) + drops,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+    }
+
     fn flush_emitted(&mut self) {
         let emitted: Vec<_> = self.engine.drain_emitted().collect();
         for e in emitted {
@@ -109,22 +125,26 @@ impl<P: FramePort> Runner<P> {
 impl Runner<PacketPort> {
     /// Serve until SIGINT/SIGTERM.
     pub fn run_until_shutdown(&mut self) -> io::Result<()> {
+        let mut next_stats = 0;
         while !signals::shutdown_requested() {
+            // The clock is read per batch, so cookies, timestamps and timers
+            // stay current under a sustained flood.
             let now = wall_clock_ms();
-            let wait = self.engine.poll_timeout().map_or(MAX_IDLE_WAIT, |t| {
-                Duration::from_millis(t.saturating_sub(now)).min(MAX_IDLE_WAIT)
-            });
-            wait_readable(&[self.client.fd(), self.server.fd()], wait)?;
-            let now = wall_clock_ms();
-            loop {
-                let a = self.pump(now, Port::Client, BATCH)?;
-                let b = self.pump(now, Port::Server, BATCH)?;
-                if a + b == 0 {
-                    break;
-                }
-            }
+            let busy =
+                self.pump(now, Port::Client, BATCH)? + self.pump(now, Port::Server, BATCH)? > 0;
             self.tick(now);
+            if now >= next_stats {
+                self.collect_kernel_drops();
+                next_stats = now + KERNEL_STATS_INTERVAL_MS;
+            }
+            if !busy {
+                let wait = self.engine.poll_timeout().map_or(MAX_IDLE_WAIT, |t| {
+                    Duration::from_millis(t.saturating_sub(now)).min(MAX_IDLE_WAIT)
+                });
+                wait_readable(&[self.client.fd(), self.server.fd()], wait)?;
+            }
         }
+        self.collect_kernel_drops();
         Ok(())
     }
 }

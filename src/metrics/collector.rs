@@ -1,8 +1,9 @@
 //! The collector: metric families built from `engine::Counters` on each
 //! scrape. Names follow design.md section 7 (prefix `synguard_`, counters
-//! end in `_total`, no per-address labels).
+//! end in `_total`, no per-address labels). [`families`] is the one list of
+//! what is exported; descriptors are derived from it.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
@@ -10,97 +11,7 @@ use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricT
 
 use crate::engine::{Counters, DropReason, Port, TcpState};
 
-type Labels<'a> = &'a [(&'a str, &'a str)];
-/// Samples of one family: (labels, value).
-type Samples<'a> = Vec<(Vec<(&'a str, &'a str)>, f64)>;
-
-/// (name, help, type, label names) of every family exported.
-const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
-    (
-        "synguard_frames_total",
-        "Frames received (rx) and sent (tx) per gateway port.",
-        MetricType::COUNTER,
-        &["port", "direction"],
-    ),
-    (
-        "synguard_bridged_frames_total",
-        "Frames passed through unchanged (not TCP to a protected service).",
-        MetricType::COUNTER,
-        &[],
-    ),
-    (
-        "synguard_translated_frames_total",
-        "Segments of proxied connections translated and forwarded.",
-        MetricType::COUNTER,
-        &[],
-    ),
-    (
-        "synguard_syn_received_total",
-        "SYNs received for protected services.",
-        MetricType::COUNTER,
-        &[],
-    ),
-    (
-        "synguard_synack_sent_total",
-        "SYN-ACKs sent to clients, by kind.",
-        MetricType::COUNTER,
-        &["kind"],
-    ),
-    (
-        "synguard_cookies_validated_total",
-        "ACKs whose SYN cookie validated (kernel: SyncookiesRecv).",
-        MetricType::COUNTER,
-        &[],
-    ),
-    (
-        "synguard_cookies_failed_total",
-        "ACKs for no flow whose SYN cookie failed (kernel: SyncookiesFailed).",
-        MetricType::COUNTER,
-        &[],
-    ),
-    (
-        "synguard_backend_handshakes_total",
-        "Backend handshakes by result (started, completed, failed).",
-        MetricType::COUNTER,
-        &["result"],
-    ),
-    (
-        "synguard_backend_syn_retransmits_total",
-        "Backend SYNs retransmitted.",
-        MetricType::COUNTER,
-        &[],
-    ),
-    (
-        "synguard_rst_sent_total",
-        "RSTs originated by the gateway.",
-        MetricType::COUNTER,
-        &[],
-    ),
-    (
-        "synguard_drops_total",
-        "Frames dropped, by reason.",
-        MetricType::COUNTER,
-        &["reason"],
-    ),
-    (
-        "synguard_flows",
-        "Tracked proxied connections, by TCP state.",
-        MetricType::GAUGE,
-        &["state"],
-    ),
-    (
-        "synguard_held_bytes",
-        "Early client bytes held while backend handshakes run.",
-        MetricType::GAUGE,
-        &[],
-    ),
-    (
-        "synguard_build_info",
-        "Build information; always 1.",
-        MetricType::GAUGE,
-        &["version"],
-    ),
-];
+const PORTS: [Port; 2] = [Port::Client, Port::Server];
 
 pub struct EngineCollector {
     counters: Arc<Counters>,
@@ -109,13 +20,19 @@ pub struct EngineCollector {
 
 impl EngineCollector {
     pub fn new(counters: Arc<Counters>) -> EngineCollector {
-        let descs = FAMILIES
+        let descs = families(&Counters::default())
             .iter()
-            .map(|(name, help, _, labels)| {
+            .map(|f| {
+                let labels = f.get_metric().first().map_or(vec![], |m| {
+                    m.get_label()
+                        .iter()
+                        .map(|l| l.get_name().to_string())
+                        .collect()
+                });
                 Desc::new(
-                    name.to_string(),
-                    help.to_string(),
-                    labels.iter().map(|l| l.to_string()).collect(),
+                    f.get_name().to_string(),
+                    f.get_help().to_string(),
+                    labels,
                     Default::default(),
                 )
                 .expect("static metric descriptors are valid")
@@ -125,98 +42,159 @@ impl EngineCollector {
     }
 }
 
-fn metric(labels: Labels, value: f64, kind: MetricType) -> Metric {
-    let mut m = Metric::default();
-    m.set_label(
-        labels
-            .iter()
-            .map(|(n, v)| {
-                let mut p = LabelPair::default();
-                p.set_name(n.to_string());
-                p.set_value(v.to_string());
-                p
-            })
-            .collect(),
-    );
-    if kind == MetricType::COUNTER {
-        let mut c = Counter::default();
-        c.set_value(value);
-        m.set_counter(c);
-    } else {
-        let mut g = Gauge::default();
-        g.set_value(value);
-        m.set_gauge(g);
-    }
-    m
-}
-
 impl Collector for EngineCollector {
     fn desc(&self) -> Vec<&Desc> {
         self.descs.iter().collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let c = &self.counters;
-        let u = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-        let samples: Vec<Samples> = vec![
-            [Port::Client, Port::Server]
+        families(&self.counters)
+    }
+}
+
+fn load(a: &AtomicU64) -> f64 {
+    a.load(Ordering::Relaxed) as f64
+}
+
+/// Builds one family; samples are (label pairs, value).
+struct FamilyBuilder(MetricFamily);
+
+impl FamilyBuilder {
+    fn new(name: &str, help: &str, kind: MetricType) -> FamilyBuilder {
+        let mut f = MetricFamily::default();
+        f.set_name(name.to_string());
+        f.set_help(help.to_string());
+        f.set_field_type(kind);
+        FamilyBuilder(f)
+    }
+
+    fn sample(mut self, labels: &[(&str, &str)], value: f64) -> FamilyBuilder {
+        let mut m = Metric::default();
+        m.set_label(
+            labels
                 .iter()
-                .flat_map(|p| {
-                    [
-                        (
-                            vec![("port", p.as_str()), ("direction", "rx")],
-                            u(&c.frames_rx[p.index()]),
-                        ),
-                        (
-                            vec![("port", p.as_str()), ("direction", "tx")],
-                            u(&c.frames_tx[p.index()]),
-                        ),
-                    ]
+                .map(|(n, v)| {
+                    let mut p = LabelPair::default();
+                    p.set_name(n.to_string());
+                    p.set_value(v.to_string());
+                    p
                 })
                 .collect(),
-            vec![(vec![], u(&c.bridged))],
-            vec![(vec![], u(&c.translated))],
-            vec![(vec![], u(&c.syn_received))],
-            vec![(vec![("kind", "cookie")], u(&c.synack_cookie))],
-            vec![(vec![], u(&c.cookies_validated))],
-            vec![(vec![], u(&c.cookies_failed))],
-            vec![
-                (vec![("result", "started")], u(&c.backend_started)),
-                (vec![("result", "completed")], u(&c.backend_completed)),
-                (vec![("result", "failed")], u(&c.backend_failed)),
-            ],
-            vec![(vec![], u(&c.backend_syn_retransmits))],
-            vec![(vec![], u(&c.rst_sent))],
-            DropReason::ALL
-                .iter()
-                .map(|r| (vec![("reason", r.as_str())], c.dropped(*r) as f64))
-                .collect(),
-            TcpState::ALL
-                .iter()
-                .filter(|s| **s != TcpState::Closed)
-                .map(|s| (vec![("state", s.as_str())], c.flows_in(*s) as f64))
-                .collect(),
-            vec![(vec![], c.held_bytes.load(Ordering::Relaxed) as f64)],
-            vec![(vec![("version", env!("CARGO_PKG_VERSION"))], 1.0)],
-        ];
-        FAMILIES
-            .iter()
-            .zip(samples)
-            .map(|((name, help, kind, _), samples)| {
-                let mut f = MetricFamily::default();
-                f.set_name(name.to_string());
-                f.set_help(help.to_string());
-                f.set_field_type(*kind);
-                f.set_metric(
-                    samples
-                        .iter()
-                        .map(|(labels, v)| metric(labels, *v, *kind))
-                        .collect(),
-                );
-                f
-            })
-            .collect()
+        );
+        if self.0.get_field_type() == MetricType::COUNTER {
+            let mut c = Counter::default();
+            c.set_value(value);
+            m.set_counter(c);
+        } else {
+            let mut g = Gauge::default();
+            g.set_value(value);
+            m.set_gauge(g);
+        }
+        self.0.mut_metric().push(m);
+        self
     }
+}
+
+fn counter(name: &str, help: &str) -> FamilyBuilder {
+    FamilyBuilder::new(name, help, MetricType::COUNTER)
+}
+
+fn gauge(name: &str, help: &str) -> FamilyBuilder {
+    FamilyBuilder::new(name, help, MetricType::GAUGE)
+}
+
+/// Everything exported, read from `c`.
+pub fn families(c: &Counters) -> Vec<MetricFamily> {
+    let mut frames = counter(
+        "synguard_frames_total",
+        "Frames received (rx) and sent (tx) per gateway port.",
+    );
+    let mut kernel = counter(
+        "synguard_kernel_drops_total",
+        "Frames the kernel dropped before the gateway read them (socket receive buffer full), per port.",
+    );
+    for p in PORTS {
+        frames = frames.sample(
+            &[("port", p.as_str()), ("direction", "rx")],
+            load(&c.frames_rx[p.index()]),
+        );
+        frames = frames.sample(
+            &[("port", p.as_str()), ("direction", "tx")],
+            load(&c.frames_tx[p.index()]),
+        );
+        kernel = kernel.sample(&[("port", p.as_str())], load(&c.kernel_drops[p.index()]));
+    }
+    let mut drops = counter("synguard_drops_total", "Frames dropped, by reason.");
+    for r in DropReason::ALL {
+        drops = drops.sample(&[("reason", r.as_str())], c.dropped(r) as f64);
+    }
+    let mut flows = gauge(
+        "synguard_flows",
+        "Tracked proxied connections, by TCP state.",
+    );
+    for s in TcpState::ALL.into_iter().filter(|s| *s != TcpState::Closed) {
+        flows = flows.sample(&[("state", s.as_str())], c.flows_in(s) as f64);
+    }
+    [
+        frames,
+        kernel,
+        counter(
+            "synguard_bridged_frames_total",
+            "Frames passed through unchanged (not TCP to a protected service).",
+        )
+        .sample(&[], load(&c.bridged)),
+        counter(
+            "synguard_translated_frames_total",
+            "Segments of proxied connections translated and forwarded.",
+        )
+        .sample(&[], load(&c.translated)),
+        counter(
+            "synguard_syn_received_total",
+            "SYNs received for protected services.",
+        )
+        .sample(&[], load(&c.syn_received)),
+        counter(
+            "synguard_synack_sent_total",
+            "SYN-ACKs sent to clients, by kind.",
+        )
+        .sample(&[("kind", "cookie")], load(&c.synack_cookie)),
+        counter(
+            "synguard_cookies_validated_total",
+            "ACKs whose SYN cookie validated (kernel: SyncookiesRecv).",
+        )
+        .sample(&[], load(&c.cookies_validated)),
+        counter(
+            "synguard_cookies_failed_total",
+            "ACKs for no flow whose SYN cookie failed (kernel: SyncookiesFailed).",
+        )
+        .sample(&[], load(&c.cookies_failed)),
+        counter(
+            "synguard_backend_handshakes_total",
+            "Backend handshakes by result (started, completed, failed).",
+        )
+        .sample(&[("result", "started")], load(&c.backend_started))
+        .sample(&[("result", "completed")], load(&c.backend_completed))
+        .sample(&[("result", "failed")], load(&c.backend_failed)),
+        counter(
+            "synguard_backend_syn_retransmits_total",
+            "Backend SYNs retransmitted.",
+        )
+        .sample(&[], load(&c.backend_syn_retransmits)),
+        counter("synguard_rst_sent_total", "RSTs originated by the gateway.")
+            .sample(&[], load(&c.rst_sent)),
+        drops,
+        flows,
+        gauge(
+            "synguard_held_bytes",
+            "Early client bytes held while backend handshakes run.",
+        )
+        .sample(&[], c.held_bytes.load(Ordering::Relaxed) as f64),
+        gauge("synguard_build_info", "Build information; always 1.")
+            .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0),
+    ]
+    .into_iter()
+    .map(|b| b.0)
+    .collect()
 }
 
 #[cfg(test)]
@@ -231,12 +209,29 @@ mod tests {
         bump(&counters.syn_received);
         counters.count_drop(DropReason::Fragment);
         bump(&counters.frames_rx[Port::Server.index()]);
+        bump(&counters.kernel_drops[Port::Client.index()]);
         let text = crate::metrics::render(&crate::metrics::registry(counters));
         assert!(text.contains("synguard_syn_received_total 2\n"), "{text}");
         assert!(text.contains("synguard_drops_total{reason=\"fragment\"} 1\n"));
         assert!(text.contains("synguard_drops_total{reason=\"no_flow\"} 0\n"));
         assert!(text.contains("synguard_frames_total{port=\"server\",direction=\"rx\"} 1\n"));
+        assert!(text.contains("synguard_kernel_drops_total{port=\"client\"} 1\n"));
         assert!(text.contains("# TYPE synguard_flows gauge"));
         assert!(text.contains("synguard_flows{state=\"time_wait\"} 0\n"));
+    }
+
+    #[test]
+    fn every_family_has_a_descriptor() {
+        let collector = EngineCollector::new(Arc::new(Counters::default()));
+        let names: Vec<_> = collector.desc().iter().map(|d| d.fq_name.clone()).collect();
+        let families = collector.collect();
+        assert_eq!(names.len(), families.len());
+        for f in &families {
+            assert!(
+                names.contains(&f.get_name().to_string()),
+                "{}",
+                f.get_name()
+            );
+        }
     }
 }
