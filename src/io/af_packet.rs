@@ -12,7 +12,7 @@ use std::os::fd::RawFd;
 
 use pnet::datalink::{self, Channel, DataLinkReceiver, DataLinkSender};
 
-use super::{FramePort, RxInfo};
+use super::{FramePort, RxBatch, RxInfo};
 
 const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
@@ -20,9 +20,6 @@ const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 const PACKET_AUXDATA: libc::c_int = 8;
 const PACKET_STATISTICS: libc::c_int = 6;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
-/// Receive buffer: the largest frame AF_PACKET can hand us (GSO
-/// super-frames are 64 KiB), so an oversized one is seen whole and counted.
-pub const RECV_BUFFER_LEN: usize = 65536 + 64;
 
 /// struct tpacket_auxdata (linux/if_packet.h).
 #[repr(C)]
@@ -35,6 +32,52 @@ struct TpacketAuxdata {
     tp_net: u16,
     tp_vlan_tci: u16,
     tp_vlan_tpid: u16,
+}
+
+/// Per-message scratch for recvmmsg: the iovec and the control buffer
+/// (room for one cmsghdr with tpacket_auxdata, 8-byte aligned).
+#[derive(Clone, Copy)]
+struct RecvSlot {
+    iov: libc::iovec,
+    control: [u64; 8],
+}
+
+impl Default for RecvSlot {
+    fn default() -> Self {
+        RecvSlot {
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
+            control: [0; 8],
+        }
+    }
+}
+
+/// The auxdata of one received message: partial checksum, stripped VLAN.
+fn auxdata(msg: &libc::msghdr) -> RxInfo {
+    let mut info = RxInfo::default();
+    // SAFETY: CMSG_* walk the control buffer the kernel filled, bounded by
+    // msg_controllen; the auxdata payload is read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_PACKET && (*cmsg).cmsg_type == PACKET_AUXDATA {
+                let aux: TpacketAuxdata = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                info.checksum_not_ready = aux.tp_status & TP_STATUS_CSUMNOTREADY != 0;
+                if aux.tp_status & TP_STATUS_VLAN_VALID != 0 {
+                    let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
+                        aux.tp_vlan_tpid
+                    } else {
+                        0
+                    };
+                    info.vlan = Some((tpid, aux.tp_vlan_tci));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    info
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,10 +98,12 @@ pub struct PacketPort {
     name: String,
     fd: RawFd,
     mtu: usize,
-    tx: Box<dyn DataLinkSender>,
-    /// Unused (we receive with recvmsg); kept so pnet's view of the socket
-    /// lives as long as ours.
-    _pnet_rx: Box<dyn DataLinkReceiver>,
+    msgs: Vec<RecvSlot>,
+    /// pnet's handles on the socket. Unused after set-up: receiving needs
+    /// auxdata (recvmmsg), and pnet's sender polls before every frame, a
+    /// syscall per packet we batch away with sendmmsg. Kept so pnet's view
+    /// of the socket lives as long as ours (they close it together).
+    _pnet: (Box<dyn DataLinkSender>, Box<dyn DataLinkReceiver>),
 }
 
 fn os_err(name: &str, what: &'static str) -> PortError {
@@ -150,7 +195,7 @@ impl PacketPort {
         let config = datalink::Config {
             socket_fd: Some(fd),
             promiscuous: true,
-            write_buffer_size: RECV_BUFFER_LEN,
+            write_buffer_size: 4096,
             ..Default::default()
         };
         // pnet binds the socket to the interface (closing it on failure),
@@ -176,8 +221,8 @@ impl PacketPort {
             name: name.to_string(),
             fd,
             mtu: 1500,
-            tx,
-            _pnet_rx: rx,
+            msgs: Vec::new(),
+            _pnet: (tx, rx),
         };
         port.discard_pre_bind_frames();
         Ok(port)
@@ -186,8 +231,12 @@ impl PacketPort {
     /// Frames from any interface can queue between socket() and bind();
     /// they are not ours to forward.
     fn discard_pre_bind_frames(&mut self) {
-        let mut buf = vec![0u8; RECV_BUFFER_LEN];
-        while let Ok(Some(_)) = self.recv(&mut buf) {}
+        let mut batch = RxBatch::new(64, 64);
+        while let Ok(n) = self.recv_batch(&mut batch) {
+            if n == 0 {
+                break;
+            }
+        }
     }
 
     /// Set the MTU frames are checked against (read from the interface).
@@ -228,68 +277,102 @@ impl PacketPort {
 }
 
 impl FramePort for PacketPort {
-    fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<RxInfo>> {
-        buf.resize(RECV_BUFFER_LEN, 0);
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
+    fn recv_batch(&mut self, batch: &mut RxBatch) -> io::Result<usize> {
+        let slots = batch.capacity();
+        let frame_len = batch.frame_len();
+        self.msgs.resize_with(slots, RecvSlot::default);
+        for (slot, frame) in self.msgs.iter_mut().zip(batch.frames.iter_mut()) {
+            frame.clear();
+            frame.reserve(frame_len);
+            slot.iov = libc::iovec {
+                iov_base: frame.spare_capacity_mut().as_mut_ptr().cast(),
+                iov_len: frame_len,
+            };
+        }
+        // SAFETY: mmsghdr is plain data; zeroed is a valid empty header.
+        let mut headers: Vec<libc::mmsghdr> =
+            (0..slots).map(|_| unsafe { mem::zeroed() }).collect();
+        for (h, slot) in headers.iter_mut().zip(self.msgs.iter_mut()) {
+            h.msg_hdr.msg_iov = &mut slot.iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = slot.control.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = mem::size_of_val(&slot.control) as _;
+        }
+        // SAFETY: every header points at an iovec into a frame's spare
+        // capacity of `frame_len` bytes and at its own control buffer, all
+        // alive across the call. MSG_TRUNC: msg_len is the real frame length.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd,
+                headers.as_mut_ptr(),
+                slots as libc::c_uint,
+                libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
-        // Room for one cmsghdr carrying tpacket_auxdata, 8-byte aligned.
-        let mut control = [0u64; 8];
-        // SAFETY: msghdr is plain data; zeroed is a valid empty header.
-        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = mem::size_of_val(&control) as _;
-        // SAFETY: msg points at iov (into buf, with its length) and control,
-        // all alive for the call. MSG_TRUNC makes the return value the
-        // frame's real length.
-        let n = unsafe { libc::recvmsg(self.fd, &mut msg, libc::MSG_TRUNC | libc::MSG_DONTWAIT) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            buf.clear();
             return match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
                 _ => Err(e),
             };
         }
         let n = n as usize;
-        let mut info = RxInfo {
-            truncated: n > RECV_BUFFER_LEN || msg.msg_flags & libc::MSG_TRUNC != 0,
-            ..RxInfo::default()
-        };
-        buf.truncate(n.min(RECV_BUFFER_LEN));
-        // SAFETY: CMSG_* walk the control buffer the kernel filled, bounded by
-        // msg_controllen; the auxdata payload is read unaligned.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_PACKET && (*cmsg).cmsg_type == PACKET_AUXDATA {
-                    let aux: TpacketAuxdata =
-                        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                    info.checksum_not_ready = aux.tp_status & TP_STATUS_CSUMNOTREADY != 0;
-                    if aux.tp_status & TP_STATUS_VLAN_VALID != 0 {
-                        let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
-                            aux.tp_vlan_tpid
-                        } else {
-                            0
-                        };
-                        info.vlan = Some((tpid, aux.tp_vlan_tci));
-                    }
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-            }
+        for (i, h) in headers.iter().take(n).enumerate() {
+            let real_len = h.msg_len as usize;
+            let kept = real_len.min(frame_len);
+            // SAFETY: the kernel wrote `kept` bytes into the spare capacity.
+            unsafe { batch.frames[i].set_len(kept) };
+            batch.infos[i] = RxInfo {
+                truncated: real_len > frame_len || h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                ..auxdata(&h.msg_hdr)
+            };
         }
-        Ok(Some(info))
+        Ok(n)
     }
 
-    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.tx.send_to(frame, None).unwrap_or_else(|| {
-            Err(io::Error::other(
-                "pnet send_to: frame larger than the write buffer",
-            ))
-        })
+    fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+        let mut iovs: Vec<libc::iovec> = frames
+            .iter()
+            .map(|f| libc::iovec {
+                iov_base: f.as_ptr() as *mut _,
+                iov_len: f.len(),
+            })
+            .collect();
+        // SAFETY: zeroed mmsghdr is valid; a NULL msg_name sends on the bound
+        // interface.
+        let mut headers: Vec<libc::mmsghdr> = (0..frames.len())
+            .map(|_| unsafe { mem::zeroed() })
+            .collect();
+        for (h, iov) in headers.iter_mut().zip(iovs.iter_mut()) {
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        let mut sent = 0;
+        while sent < frames.len() {
+            // SAFETY: headers[sent..] point at iovecs over the borrowed frames,
+            // alive across the call.
+            let n = unsafe {
+                libc::sendmmsg(
+                    self.fd,
+                    headers[sent..].as_mut_ptr(),
+                    (frames.len() - sent) as libc::c_uint,
+                    0,
+                )
+            };
+            if n <= 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if sent == 0 {
+                    return Err(e);
+                }
+                break;
+            }
+            sent += n as usize;
+        }
+        Ok(sent)
     }
 
     fn mtu(&self) -> usize {

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::io;
 
-use super::{FramePort, RxInfo};
+use super::{FramePort, RxBatch, RxInfo};
 
 #[derive(Debug, Default)]
 pub struct MemoryPort {
@@ -26,17 +26,27 @@ impl MemoryPort {
 }
 
 impl FramePort for MemoryPort {
-    fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<RxInfo>> {
-        Ok(self.inbound.pop_front().map(|(frame, info)| {
-            buf.clear();
-            buf.extend_from_slice(&frame);
-            info
-        }))
+    fn recv_batch(&mut self, batch: &mut RxBatch) -> io::Result<usize> {
+        let mut n = 0;
+        while n < batch.capacity() {
+            let Some((frame, info)) = self.inbound.pop_front() else {
+                break;
+            };
+            let keep = frame.len().min(batch.frame_len());
+            batch.frames[n].clear();
+            batch.frames[n].extend_from_slice(&frame[..keep]);
+            batch.infos[n] = RxInfo {
+                truncated: info.truncated || frame.len() > keep,
+                ..info
+            };
+            n += 1;
+        }
+        Ok(n)
     }
 
-    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.sent.push(frame.to_vec());
-        Ok(())
+    fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+        self.sent.extend(frames.iter().map(|f| f.to_vec()));
+        Ok(frames.len())
     }
 
     fn mtu(&self) -> usize {

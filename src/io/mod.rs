@@ -27,12 +27,40 @@ pub struct RxInfo {
     pub vlan: Option<(u16, u16)>,
 }
 
-/// One gateway port: non-blocking receive into a caller buffer, send.
+/// Receive buffers for one batch: frames (each with room for `frame_len`
+/// bytes) and what the kernel said about each.
+pub struct RxBatch {
+    pub frames: Vec<Vec<u8>>,
+    pub infos: Vec<RxInfo>,
+    frame_len: usize,
+}
+
+impl RxBatch {
+    pub fn new(count: usize, frame_len: usize) -> RxBatch {
+        RxBatch {
+            frames: (0..count).map(|_| Vec::with_capacity(frame_len)).collect(),
+            infos: vec![RxInfo::default(); count],
+            frame_len,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Bytes kept per frame; longer frames arrive cut and marked truncated.
+    pub fn frame_len(&self) -> usize {
+        self.frame_len
+    }
+}
+
+/// One gateway port: batched non-blocking receive and send.
 pub trait FramePort {
-    /// Receive one frame into `buf` (resized to the frame). `Ok(None)` when
-    /// nothing is waiting.
-    fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<RxInfo>>;
-    fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// Receive up to `batch.capacity()` waiting frames into `batch`; returns
+    /// how many (0 when nothing is waiting).
+    fn recv_batch(&mut self, batch: &mut RxBatch) -> io::Result<usize>;
+    /// Send frames in order; returns how many the kernel took.
+    fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize>;
     /// Largest L3 packet the port carries (interface MTU).
     fn mtu(&self) -> usize;
     /// Frames the kernel dropped for this port since the last call (receive

@@ -9,7 +9,7 @@ use crate::engine::{DropReason, Engine, Port, Verdict};
 
 use super::af_packet::PacketPort;
 use super::fixup::{max_frame_len, normalize};
-use super::{signals, FramePort};
+use super::{signals, FramePort, RxBatch};
 
 /// Frames taken from one port before looking at the other (fairness under
 /// a flood on one side).
@@ -28,21 +28,32 @@ pub fn wall_clock_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A frame to send after the batch: a received frame (by index, rewritten
+/// in place) or one the engine originated.
+enum Outgoing {
+    Received(usize),
+    Emitted(Vec<u8>),
+}
+
 pub struct Runner<P: FramePort> {
     pub engine: Engine,
     client: P,
     server: P,
-    buf: Vec<u8>,
+    batch: RxBatch,
+    /// Per port (index `Port::index`), in the order the engine produced them.
+    outgoing: [Vec<Outgoing>; 2],
     send_errors: u64,
 }
 
 impl<P: FramePort> Runner<P> {
     pub fn new(engine: Engine, client: P, server: P) -> Runner<P> {
+        let frame_len = max_frame_len(client.mtu().max(server.mtu())) + 64;
         Runner {
             engine,
             client,
             server,
-            buf: Vec::with_capacity(super::af_packet::RECV_BUFFER_LEN),
+            batch: RxBatch::new(BATCH, frame_len),
+            outgoing: [Vec::with_capacity(BATCH), Vec::with_capacity(BATCH)],
             send_errors: 0,
         }
     }
@@ -54,42 +65,43 @@ impl<P: FramePort> Runner<P> {
         }
     }
 
-    /// Errors from send() so far (each is also logged, rate-limited).
+    /// Frames send() failed for so far (logged, rate-limited).
     pub fn send_errors(&self) -> u64 {
         self.send_errors
     }
 
-    /// Process up to `budget` waiting frames from `port`; returns how many.
-    pub fn pump(&mut self, now_ms: u64, port: Port, budget: usize) -> io::Result<usize> {
-        let mut buf = std::mem::take(&mut self.buf);
-        let mut n = 0;
-        while n < budget {
-            let Some(info) = self.port_mut(port).recv(&mut buf)? else {
-                break;
-            };
-            n += 1;
-            let mtu = self.port_mut(port).mtu();
-            if !normalize(&mut buf, &info) || buf.len() > max_frame_len(mtu) {
+    /// Receive one batch from `port`, run each frame through the engine and
+    /// send the results; returns how many frames were received.
+    pub fn pump(&mut self, now_ms: u64, port: Port) -> io::Result<usize> {
+        let n = match port {
+            Port::Client => self.client.recv_batch(&mut self.batch)?,
+            Port::Server => self.server.recv_batch(&mut self.batch)?,
+        };
+        let max_len = max_frame_len(self.port_mut(port).mtu());
+        for i in 0..n {
+            let frame = &mut self.batch.frames[i];
+            if !normalize(frame, &self.batch.infos[i]) || frame.len() > max_len {
                 // A GRO/GSO super-frame or a cut-off one: forwarding it would
                 // exceed the MTU on the other side.
                 self.engine.count_io_drop(port, DropReason::Oversize);
                 continue;
             }
-            match self.engine.handle(now_ms, port, &mut buf) {
-                Verdict::Forward => self.send(port.other(), &buf),
-                Verdict::Reply => self.send(port, &buf),
+            match self.engine.handle(now_ms, port, frame) {
+                Verdict::Forward => self.outgoing[port.other().index()].push(Outgoing::Received(i)),
+                Verdict::Reply => self.outgoing[port.index()].push(Outgoing::Received(i)),
                 Verdict::Absorbed | Verdict::Drop(_) => {}
             }
-            self.flush_emitted();
+            self.collect_emitted();
         }
-        self.buf = buf;
+        self.flush();
         Ok(n)
     }
 
     /// Run due timers and send what they produced.
     pub fn tick(&mut self, now_ms: u64) {
         self.engine.handle_timeout(now_ms);
-        self.flush_emitted();
+        self.collect_emitted();
+        self.flush();
     }
 
     /// Fold the kernel's per-socket drop counts into the engine counters.
@@ -105,19 +117,49 @@ impl<P: FramePort> Runner<P> {
         }
     }
 
-    fn flush_emitted(&mut self) {
-        let emitted: Vec<_> = self.engine.drain_emitted().collect();
-        for e in emitted {
-            self.send(e.port, &e.frame);
+    fn collect_emitted(&mut self) {
+        for e in self.engine.drain_emitted() {
+            self.outgoing[e.port.index()].push(Outgoing::Emitted(e.frame));
         }
     }
 
-    fn send(&mut self, port: Port, frame: &[u8]) {
-        if let Err(e) = self.port_mut(port).send(frame) {
-            self.send_errors += 1;
-            if self.send_errors.is_power_of_two() {
-                tracing::warn!(port = port.as_str(), error = %e, total = self.send_errors, "send failed");
+    fn flush(&mut self) {
+        for port in [Port::Client, Port::Server] {
+            let queue = std::mem::take(&mut self.outgoing[port.index()]);
+            if queue.is_empty() {
+                self.outgoing[port.index()] = queue;
+                continue;
             }
+            let frames: Vec<&[u8]> = queue
+                .iter()
+                .map(|o| match o {
+                    Outgoing::Received(i) => self.batch.frames[*i].as_slice(),
+                    Outgoing::Emitted(f) => f.as_slice(),
+                })
+                .collect();
+            let result = match port {
+                Port::Client => self.client.send_batch(&frames),
+                Port::Server => self.server.send_batch(&frames),
+            };
+            let unsent = match &result {
+                Ok(sent) => (frames.len() - sent) as u64,
+                Err(_) => frames.len() as u64,
+            };
+            drop(frames);
+            if unsent > 0 {
+                let before = self.send_errors;
+                self.send_errors += unsent;
+                // Log when the total crosses a power of two: rate-limited.
+                if before.leading_zeros() != self.send_errors.leading_zeros() {
+                    let error = result
+                        .err()
+                        .map_or("partial send".to_string(), |e| e.to_string());
+                    tracing::warn!(port = port.as_str(), %error, total = self.send_errors, "send failed");
+                }
+            }
+            let mut queue = queue;
+            queue.clear();
+            self.outgoing[port.index()] = queue;
         }
     }
 }
@@ -130,8 +172,7 @@ impl Runner<PacketPort> {
             // The clock is read per batch, so cookies, timestamps and timers
             // stay current under a sustained flood.
             let now = wall_clock_ms();
-            let busy =
-                self.pump(now, Port::Client, BATCH)? + self.pump(now, Port::Server, BATCH)? > 0;
+            let busy = self.pump(now, Port::Client)? + self.pump(now, Port::Server)? > 0;
             self.tick(now);
             if now >= next_stats {
                 self.collect_kernel_drops();
@@ -228,7 +269,7 @@ mod tests {
     fn bridges_to_the_other_port() {
         let mut r = runner();
         r.port_mut(Port::Client).push(udp_frame(100));
-        assert_eq!(r.pump(1, Port::Client, 10).unwrap(), 1);
+        assert_eq!(r.pump(1, Port::Client).unwrap(), 1);
         assert_eq!(r.port_mut(Port::Server).sent, vec![udp_frame(100)]);
         assert!(r.port_mut(Port::Client).sent.is_empty());
     }
@@ -245,7 +286,7 @@ mod tests {
             },
         ));
         r.port_mut(Port::Client).push(udp_frame(1514));
-        assert_eq!(r.pump(1, Port::Client, 10).unwrap(), 3);
+        assert_eq!(r.pump(1, Port::Client).unwrap(), 3);
         assert_eq!(
             r.port_mut(Port::Server).sent.len(),
             1,
@@ -255,13 +296,14 @@ mod tests {
     }
 
     #[test]
-    fn budget_bounds_one_pump() {
+    fn batch_bounds_one_pump_and_order_is_kept() {
         let mut r = runner();
-        for _ in 0..5 {
-            r.port_mut(Port::Server).push(udp_frame(64));
+        for len in 64..64 + BATCH + 5 {
+            r.port_mut(Port::Server).push(udp_frame(len));
         }
-        assert_eq!(r.pump(1, Port::Server, 3).unwrap(), 3);
-        assert_eq!(r.pump(1, Port::Server, 3).unwrap(), 2);
-        assert_eq!(r.port_mut(Port::Client).sent.len(), 5);
+        assert_eq!(r.pump(1, Port::Server).unwrap(), BATCH);
+        assert_eq!(r.pump(1, Port::Server).unwrap(), 5);
+        let lens: Vec<_> = r.port_mut(Port::Client).sent.iter().map(Vec::len).collect();
+        assert_eq!(lens, (64..64 + BATCH + 5).collect::<Vec<_>>());
     }
 }
