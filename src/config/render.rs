@@ -66,7 +66,11 @@ pub fn render(s: &Settings) -> String {
         "established_idle_seconds = {}",
         e.established_idle_timeout_ms.div_ceil(1000)
     );
-    let _ = writeln!(out, "time_wait_seconds = {}", e.time_wait_ms.div_ceil(1000));
+    let _ = writeln!(
+        out,
+        "time_wait_seconds = {}",
+        e.time_wait_ms().div_ceil(1000)
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "[metrics]");
     let listen = match s.metrics_listen {

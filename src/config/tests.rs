@@ -141,7 +141,7 @@ fn defaults_are_within_their_own_bounds() {
         ),
         (
             "tw",
-            (e.time_wait_ms / 1000) as i64,
+            (e.time_wait_ms() / 1000) as i64,
             validate::TIME_WAIT_SECONDS,
         ),
         ("rcvbuf", i.rcvbuf_bytes as i64, validate::RCVBUF_BYTES),
@@ -150,7 +150,7 @@ fn defaults_are_within_their_own_bounds() {
         assert!(range.contains(&v), "default {name} = {v} outside {range:?}");
     }
     assert_eq!(e.established_idle_timeout_ms % 1000, 0);
-    assert_eq!(e.time_wait_ms % 1000, 0);
+    assert_eq!(e.time_wait_ms() % 1000, 0);
 }
 
 #[test]
@@ -332,7 +332,7 @@ secret_file = \"/etc/synguard/secret\"
     assert_eq!(s.engine.backend_syn_retries, 0);
     assert_eq!(s.engine.invalid_ack_action, InvalidAckAction::Drop);
     assert_eq!(s.engine.established_idle_timeout_ms, 30_000);
-    assert_eq!(s.engine.time_wait_ms, 2_000);
+    assert_eq!(s.engine.time_wait_ms(), 2_000);
     assert!(!s.io.disable_offloads);
     assert_eq!(s.metrics_listen, None);
     assert_eq!(s.secret_file, Some(PathBuf::from("/etc/synguard/secret")));

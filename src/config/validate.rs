@@ -161,12 +161,13 @@ pub(crate) fn resolve(file: FileConfig, ov: &Overrides) -> Result<Settings, Conf
             ed.established_idle_timeout_ms,
             IDLE_SECONDS,
         )?,
-        time_wait_ms: seconds_to_ms(
+        msl_ms: seconds_to_ms(
             "timeouts.time_wait_seconds",
             file.timeouts.time_wait_seconds,
-            ed.time_wait_ms,
+            ed.time_wait_ms(),
             TIME_WAIT_SECONDS,
-        )?,
+        )? / 2,
+        ..ed.clone()
     };
 
     let io = IoConfig {

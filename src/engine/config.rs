@@ -14,6 +14,32 @@ pub enum InvalidAckAction {
     Drop,
 }
 
+/// When SYNs get stateless cookies instead of a half-open queue entry; the
+/// meaning of Linux's net.ipv4.tcp_syncookies 0 / 1 / 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncookieMode {
+    /// Queue only: a SYN that finds the queue (or its source's share) full
+    /// is dropped. Cookies still validate (every ISN is one), so an entry
+    /// lost any other way never breaks a handshake.
+    Off,
+    /// Queue; a SYN that overflows it gets a cookie and the gateway stays in
+    /// cookie mode (all SYNs stateless) until `cookie_hold_ms` after the last
+    /// overflow.
+    Auto,
+    /// Stateless cookies only; the queue is never used.
+    Always,
+}
+
+impl SyncookieMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncookieMode::Off => "off",
+            SyncookieMode::Auto => "auto",
+            SyncookieMode::Always => "always",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {
     /// Protected services: TCP (address, port) pairs whose handshakes the
@@ -29,6 +55,19 @@ pub struct EngineConfig {
     pub synack_window: u16,
     /// Window scale the gateway advertises to clients that offer scaling.
     pub synack_wscale: u8,
+    pub syncookies: SyncookieMode,
+    /// Half-open (SYN_RECV) queue capacity.
+    pub backlog: usize,
+    /// Half-open entries one source may hold (an IPv4 address, an IPv6 /64).
+    pub per_source_backlog: usize,
+    /// SYN-ACK retransmissions for a queued entry (Linux tcp_synack_retries).
+    pub synack_retries: u8,
+    /// First SYN-ACK retransmission timeout; doubles each time. The entry is
+    /// given up one doubled timeout after the last retransmission
+    /// (1 s and 5 retries: sent at 1, 3, 7, 15, 31 s, given up at 63 s).
+    pub synack_timeout_ms: u64,
+    /// Auto mode stays in cookie mode this long after the last overflow.
+    pub cookie_hold_ms: u64,
     /// Backend SYN: first retransmission timeout (doubles each retry).
     pub backend_syn_timeout_ms: u64,
     /// Backend SYN retransmissions before the client is reset.
@@ -43,10 +82,22 @@ pub struct EngineConfig {
     pub invalid_ack_action: InvalidAckAction,
     /// Budget of RSTs the gateway originates per second.
     pub rst_per_second: u32,
-    /// Idle time after which an established flow is forgotten.
+    /// Idle time after which an ESTABLISHED flow is forgotten.
     pub established_idle_timeout_ms: u64,
-    /// How long a flow stays in TIME_WAIT (2 x MSL).
-    pub time_wait_ms: u64,
+    /// Idle timeout in FIN_WAIT_1, FIN_WAIT_2 and CLOSING (Linux tcp_fin_timeout).
+    pub fin_wait_timeout_ms: u64,
+    /// Idle timeout in CLOSE_WAIT (the server has not closed its side yet).
+    pub close_wait_timeout_ms: u64,
+    /// Idle timeout in LAST_ACK.
+    pub last_ack_timeout_ms: u64,
+    /// Maximum segment lifetime; TIME_WAIT lasts 2 x MSL (RFC 9293 3.4.2).
+    pub msl_ms: u64,
+}
+
+impl EngineConfig {
+    pub fn time_wait_ms(&self) -> u64 {
+        2 * self.msl_ms
+    }
 }
 
 impl Default for EngineConfig {
@@ -58,6 +109,12 @@ impl Default for EngineConfig {
             synack_mss_v6: 1440,
             synack_window: 65535,
             synack_wscale: 7,
+            syncookies: SyncookieMode::Auto,
+            backlog: 4096,
+            per_source_backlog: 128,
+            synack_retries: 5,
+            synack_timeout_ms: 1000,
+            cookie_hold_ms: 30_000,
             backend_syn_timeout_ms: 1000,
             backend_syn_retries: 3,
             max_flows: 1_000_000,
@@ -66,7 +123,10 @@ impl Default for EngineConfig {
             invalid_ack_action: InvalidAckAction::Rst,
             rst_per_second: 1000,
             established_idle_timeout_ms: 7_200_000,
-            time_wait_ms: 60_000,
+            fin_wait_timeout_ms: 60_000,
+            close_wait_timeout_ms: 600_000,
+            last_ack_timeout_ms: 30_000,
+            msl_ms: 30_000,
         }
     }
 }

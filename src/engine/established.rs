@@ -193,7 +193,7 @@ impl Engine {
             TcpState::Closed => self.remove_flow(key),
             TcpState::TimeWait => {
                 self.flows.set_state(key, after);
-                self.arm_timer(key, now_ms + self.cfg.time_wait_ms);
+                self.arm_timer(key, now_ms + self.cfg.time_wait_ms());
             }
             _ => self.flows.set_state(key, after),
         }

@@ -21,7 +21,7 @@ pub mod timers;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub use config::{EngineConfig, InvalidAckAction};
+pub use config::{EngineConfig, InvalidAckAction, SyncookieMode};
 pub use counters::{Counters, Port};
 pub use drop_reason::DropReason;
 pub use flow::{Flow, FlowKey};
