@@ -47,20 +47,40 @@ pub struct Counters {
     pub translated: AtomicU64,
     /// SYNs to protected services (kernel: TcpExt SyncookiesSent's input).
     pub syn_received: AtomicU64,
-    /// SYN-ACKs carrying a cookie (SyncookiesSent).
+    /// Stateless SYN-ACKs: the cookie is all the state (SyncookiesSent).
     pub synack_cookie: AtomicU64,
+    /// First SYN-ACKs of half-open queue entries.
+    pub synack_queued: AtomicU64,
+    /// SYN-ACKs sent again: timer retransmissions and answers to repeated
+    /// SYNs of queued entries (synproxy cookie_retrans).
+    pub synack_retransmit: AtomicU64,
+    /// Handshakes completed through a half-open queue entry.
+    pub queue_completed: AtomicU64,
+    /// Half-open entries given up after the last SYN-ACK retransmission.
+    pub queue_expired: AtomicU64,
+    /// Half-open entries now (the SYN_RECV count).
+    pub half_open: AtomicI64,
+    /// 1 while SYNs are answered statelessly (always mode, or auto mode
+    /// after an overflow).
+    pub cookie_mode_active: AtomicU64,
     /// ACKs whose cookie validated (SyncookiesRecv / synproxy cookie_valid).
     pub cookies_validated: AtomicU64,
     /// ACKs with no flow whose cookie failed (SyncookiesFailed / cookie_invalid).
     pub cookies_failed: AtomicU64,
     pub backend_started: AtomicU64,
     pub backend_completed: AtomicU64,
-    /// Backend refused (RST) or never answered.
-    pub backend_failed: AtomicU64,
+    /// Backend refused with a RST.
+    pub backend_refused: AtomicU64,
+    /// Backend never answered the SYN and its retransmissions.
+    pub backend_timeout: AtomicU64,
     pub backend_syn_retransmits: AtomicU64,
     /// RSTs the gateway originated.
     pub rst_sent: AtomicU64,
     pub drops: [AtomicU64; DropReason::ALL.len()],
+    /// Flows removed after their state's idle timeout.
+    pub flows_expired: AtomicU64,
+    /// TIME_WAIT flows evicted to make room for a new flow (table full).
+    pub flows_evicted: AtomicU64,
     /// Live flows per state (index `TcpState::index`).
     pub flows_by_state: [AtomicI64; TcpState::ALL.len()],
     /// Frames the kernel dropped before the gateway could read them

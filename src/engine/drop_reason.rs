@@ -31,10 +31,18 @@ pub enum DropReason {
     UnexpectedSegment,
     /// Frame larger than the port MTU allows (GRO/GSO super-frame).
     Oversize,
+    /// SYN while the half-open queue is full and syncookies are off.
+    QueueFull,
+    /// SYN from a source whose share of the half-open queue is used up
+    /// (syncookies off).
+    PerSourceLimit,
+    /// Segment of a tracked flow outside the plausible sequence window, or
+    /// a RST that does not match it (RFC 5961 section 3).
+    OutOfWindow,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::BadChecksum,
         DropReason::Fragment,
@@ -48,6 +56,9 @@ impl DropReason {
         DropReason::SynOnOpenFlow,
         DropReason::UnexpectedSegment,
         DropReason::Oversize,
+        DropReason::QueueFull,
+        DropReason::PerSourceLimit,
+        DropReason::OutOfWindow,
     ];
 
     /// The metric label.
@@ -66,6 +77,9 @@ impl DropReason {
             DropReason::SynOnOpenFlow => "syn_on_open_flow",
             DropReason::UnexpectedSegment => "unexpected_segment",
             DropReason::Oversize => "oversize",
+            DropReason::QueueFull => "queue_full",
+            DropReason::PerSourceLimit => "per_source_limit",
+            DropReason::OutOfWindow => "out_of_window",
         }
     }
 

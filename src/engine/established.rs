@@ -1,52 +1,210 @@
-//! Segments of tracked flows after the handshake: sequence, SACK, timestamp
-//! and window translation in place with incremental checksums (RFC 1624),
-//! close tracking through the state machine, and the flow timers (backend
-//! SYN retransmission, TIME_WAIT and idle expiry).
+//! Segments of tracked flows: plausibility (sequence window, RFC 5961 RST
+//! checks), translation in place with incremental checksums (RFC 1624):
+//! sequence numbers, SACK blocks, timestamps, window scale; close tracking
+//! through the state machine, and the flow timers (backend SYN
+//! retransmission, TIME_WAIT, per-state idle expiry). One table lookup per
+//! segment: the translation runs on the flow inside it.
 
 use crate::wire::frame::{rewrite_tcp_u16, rewrite_tcp_u32};
 use crate::wire::tcp::{self, MIN_HEADER_LEN};
 use crate::wire::{parse_frame, ParsedFrame, TcpView};
 
 use super::counters::bump;
-use super::flow::{seq_ge, FlowKey};
+use super::flow::{check_rst, seq_ge, seq_plausible, Flow, FlowKey, RstCheck};
 use super::state::CloseEvent;
 use super::{DropReason, Engine, TcpState, Verdict};
 
+/// What a segment did to its flow.
+enum Step {
+    /// The flow is still waiting for the server's SYN-ACK.
+    Pending,
+    Drop(DropReason),
+    /// Translated; the flow's new state if it changed.
+    Forward(Option<TcpState>),
+    /// A repeated server SYN-ACK, to be acknowledged again.
+    ReAck(Option<u32>),
+}
+
+fn fold_events(state: TcpState, events: &[Option<CloseEvent>]) -> Option<TcpState> {
+    let after = events.iter().flatten().fold(state, |s, &e| s.on(e));
+    (after != state).then_some(after)
+}
+
+/// Client -> server, in place: ack, SACK blocks and TSecr into the server's
+/// space, window rescaled; tracks the client's sequence space and FIN.
+fn translate_client(f: &mut Flow, frame: &mut [u8], v: &TcpView, now_ms: u64) -> Step {
+    f.last_seen = now_ms;
+    let mut events = [None, None];
+    if v.tcp.has(tcp::RST) {
+        match check_rst(v.tcp.seq, f.client_next, f.server_window_max) {
+            RstCheck::Outside => return Step::Drop(DropReason::OutOfWindow),
+            RstCheck::Exact => events[1] = Some(CloseEvent::Rst),
+            RstCheck::InWindow => {} // the server answers with a challenge ACK
+        }
+    } else if !seq_plausible(v.tcp.seq, f.client_next, f.server_window_max) {
+        return Step::Drop(DropReason::OutOfWindow);
+    }
+    let delta = f.seq_delta;
+    if v.tcp.has(tcp::ACK) {
+        let ack = v.tcp.ack.wrapping_sub(delta);
+        rewrite_tcp_u32(frame, v, tcp::OFF_ACK, ack);
+        if f.server_fin_end.is_some_and(|end| seq_ge(ack, end)) {
+            events[0] = Some(CloseEvent::ClientAcksServerFin);
+        }
+        // SACK blocks name server sequence numbers (RFC 2018 section 3).
+        for i in 0..usize::from(v.options.sack_blocks) {
+            let at = MIN_HEADER_LEN + v.options.sack_at + 8 * i;
+            let seg = &frame[v.tcp_offset()..];
+            let (left, right) = (tcp::read_u32(seg, at), tcp::read_u32(seg, at + 4));
+            rewrite_tcp_u32(frame, v, at, left.wrapping_sub(delta));
+            rewrite_tcp_u32(frame, v, at + 4, right.wrapping_sub(delta));
+        }
+        let window = u32::from(v.tcp.window) << f.client_to_server_window.from_shift;
+        f.client_window_max = f.client_window_max.max(window);
+    }
+    if let Some((tsval, tsecr)) = v.options.timestamps {
+        f.client_last_tsval = tsval;
+        if f.timestamps {
+            rewrite_tcp_u32(
+                frame,
+                v,
+                MIN_HEADER_LEN + v.options.timestamps_at + 4,
+                tsecr.wrapping_sub(f.ts_offset),
+            );
+        }
+    }
+    f.client_last_window = v.tcp.window;
+    if !f.client_to_server_window.is_identity() {
+        rewrite_tcp_u16(
+            frame,
+            v,
+            tcp::OFF_WINDOW,
+            f.client_to_server_window.apply(v.tcp.window),
+        );
+    }
+    if !v.tcp.has(tcp::RST) {
+        let end = v.tcp.seq.wrapping_add(v.seq_len());
+        if seq_ge(end, f.client_next) {
+            f.client_next = end;
+        }
+        if v.tcp.has(tcp::FIN) {
+            f.client_fin_end = Some(end);
+            events[1] = Some(CloseEvent::ClientFin);
+        }
+    }
+    Step::Forward(fold_events(f.state, &events))
+}
+
+/// Server -> client, in place: seq and TSval into the client's view,
+/// window rescaled; tracks the server's sequence space and FIN.
+fn translate_server(f: &mut Flow, frame: &mut [u8], v: &TcpView, now_ms: u64) -> Step {
+    if f.state == TcpState::BackendSynSent {
+        return Step::Pending;
+    }
+    if v.tcp.has(tcp::SYN) {
+        return if v.tcp.has(tcp::ACK) {
+            Step::ReAck(v.options.timestamps.map(|(val, _)| val))
+        } else {
+            Step::Drop(DropReason::UnexpectedSegment)
+        };
+    }
+    f.last_seen = now_ms;
+    let mut events = [None];
+    if v.tcp.has(tcp::RST) {
+        match check_rst(v.tcp.seq, f.server_next, f.client_window_max) {
+            RstCheck::Outside => return Step::Drop(DropReason::OutOfWindow),
+            RstCheck::Exact => events[0] = Some(CloseEvent::Rst),
+            RstCheck::InWindow => {} // the client answers with a challenge ACK
+        }
+    } else if !seq_plausible(v.tcp.seq, f.server_next, f.client_window_max) {
+        return Step::Drop(DropReason::OutOfWindow);
+    }
+    rewrite_tcp_u32(frame, v, tcp::OFF_SEQ, v.tcp.seq.wrapping_add(f.seq_delta));
+    if f.timestamps {
+        if let Some((tsval, _)) = v.options.timestamps {
+            rewrite_tcp_u32(
+                frame,
+                v,
+                MIN_HEADER_LEN + v.options.timestamps_at,
+                tsval.wrapping_add(f.ts_offset),
+            );
+        }
+    }
+    if v.tcp.has(tcp::ACK) {
+        let window = u32::from(v.tcp.window) << f.server_to_client_window.from_shift;
+        f.server_window_max = f.server_window_max.max(window);
+    }
+    if !f.server_to_client_window.is_identity() {
+        rewrite_tcp_u16(
+            frame,
+            v,
+            tcp::OFF_WINDOW,
+            f.server_to_client_window.apply(v.tcp.window),
+        );
+    }
+    if !v.tcp.has(tcp::RST) {
+        let end = v.tcp.seq.wrapping_add(v.seq_len());
+        if seq_ge(end, f.server_next) {
+            f.server_next = end;
+        }
+        if v.tcp.has(tcp::FIN) {
+            f.server_fin_end = Some(end);
+            events[0] = Some(CloseEvent::ServerFin);
+        }
+    }
+    Step::Forward(fold_events(f.state, &events))
+}
+
 impl Engine {
-    /// A client segment of a tracked flow.
+    /// A client segment of a tracked flow; `None` if there is no flow.
     pub(super) fn client_flow_segment(
         &mut self,
         now_ms: u64,
         frame: &mut [u8],
         v: &TcpView,
         key: &FlowKey,
-    ) -> Verdict {
-        match self.flows.state(key) {
-            Some(TcpState::BackendSynSent) => {
-                if v.tcp.has(tcp::RST) {
-                    // The client gave up; the server holds only a SYN_RECV
-                    // entry, which this RST (seq = ISN + 1, no ACK needed in
-                    // RFC 9293 3.10.7.4) clears.
-                    self.remove_flow(key);
-                    return Verdict::Forward;
-                }
-                if v.payload_len() == 0 && !v.tcp.has(tcp::FIN) {
-                    return Verdict::Absorbed; // a repeated pure ACK: nothing to hold
-                }
-                self.hold(key, frame)
+    ) -> Option<Verdict> {
+        let step = self.flows.with(key, |f| {
+            if f.state == TcpState::BackendSynSent {
+                Step::Pending
+            } else {
+                translate_client(f, frame, v, now_ms)
             }
-            Some(_) => {
-                if self.translate_client_segment(now_ms, frame, v, key) {
-                    Verdict::Forward
-                } else {
-                    Verdict::Drop(DropReason::NoFlow)
+        })?;
+        Some(match step {
+            Step::Pending => self.client_segment_while_pending(key, frame, v),
+            Step::Forward(new_state) => {
+                if let Some(s) = new_state {
+                    self.change_state(now_ms, key, s);
                 }
+                bump(&self.counters.translated);
+                Verdict::Forward
             }
-            None => Verdict::Drop(DropReason::NoFlow),
-        }
+            Step::Drop(reason) => Verdict::Drop(reason),
+            Step::ReAck(_) => unreachable!("client segments never ask for a re-ACK"),
+        })
     }
 
-    /// A server segment of a flow past its backend handshake.
+    /// Client segments before the server answered: held (data) or absorbed.
+    fn client_segment_while_pending(
+        &mut self,
+        key: &FlowKey,
+        frame: &[u8],
+        v: &TcpView,
+    ) -> Verdict {
+        if v.tcp.has(tcp::RST) {
+            // The client gave up; the server holds only a SYN_RECV entry,
+            // which this RST (seq = ISN + 1) clears.
+            self.remove_flow(key);
+            return Verdict::Forward;
+        }
+        if v.payload_len() == 0 && !v.tcp.has(tcp::FIN) {
+            return Verdict::Absorbed; // a repeated pure ACK: nothing to hold
+        }
+        self.hold(key, frame)
+    }
+
+    /// A server segment toward a client.
     pub(super) fn server_flow_segment(
         &mut self,
         now_ms: u64,
@@ -54,154 +212,85 @@ impl Engine {
         v: &TcpView,
         key: &FlowKey,
     ) -> Verdict {
-        if v.tcp.has(tcp::SYN) {
-            if v.tcp.has(tcp::ACK) {
-                // Our ACK of its SYN-ACK was lost; answer it again.
-                self.reack_server_synack(key, v.options.timestamps.map(|(val, _)| val));
-                return Verdict::Absorbed;
-            }
-            return Verdict::Drop(DropReason::UnexpectedSegment);
-        }
-        let Some(f) = self.flows.with(key, |f| {
-            f.last_seen = now_ms;
-            (
-                f.seq_delta,
-                f.ts_offset,
-                f.timestamps,
-                f.server_to_client_window,
-            )
-        }) else {
+        let Some(step) = self
+            .flows
+            .with(key, |f| translate_server(f, frame, v, now_ms))
+        else {
             return Verdict::Drop(DropReason::NoFlow);
         };
-        let (delta, ts_offset, timestamps, window) = f;
-        let mut events = [None, None];
-        if v.tcp.has(tcp::RST) {
-            events[0] = Some(CloseEvent::Rst);
-        } else if v.tcp.has(tcp::FIN) {
-            let fin_end = v.tcp.seq.wrapping_add(v.seq_len());
-            self.flows.with(key, |f| f.server_fin_end = Some(fin_end));
-            events[0] = Some(CloseEvent::ServerFin);
-        }
-        rewrite_tcp_u32(frame, v, tcp::OFF_SEQ, v.tcp.seq.wrapping_add(delta));
-        if timestamps {
-            if let Some((tsval, _)) = v.options.timestamps {
-                rewrite_tcp_u32(
-                    frame,
-                    v,
-                    MIN_HEADER_LEN + v.options.timestamps_at,
-                    tsval.wrapping_add(ts_offset),
-                );
+        match step {
+            Step::Pending => self.on_backend_reply(now_ms, frame, v, key),
+            Step::ReAck(server_tsval) => {
+                // Our ACK of its SYN-ACK was lost; answer it again.
+                self.reack_server_synack(key, server_tsval);
+                Verdict::Absorbed
             }
-        }
-        if !window.is_identity() {
-            rewrite_tcp_u16(frame, v, tcp::OFF_WINDOW, window.apply(v.tcp.window));
-        }
-        self.apply_close_events(now_ms, key, &events);
-        bump(&self.counters.translated);
-        Verdict::Forward
-    }
-
-    /// Translate a client segment in place toward the server and track its
-    /// close events. False if the flow is gone.
-    fn translate_client_segment(
-        &mut self,
-        now_ms: u64,
-        frame: &mut [u8],
-        v: &TcpView,
-        key: &FlowKey,
-    ) -> bool {
-        let Some(f) = self.flows.with(key, |f| {
-            f.last_seen = now_ms;
-            if let Some((tsval, _)) = v.options.timestamps {
-                f.client_last_tsval = tsval;
+            Step::Forward(new_state) => {
+                if let Some(s) = new_state {
+                    self.change_state(now_ms, key, s);
+                }
+                bump(&self.counters.translated);
+                Verdict::Forward
             }
-            f.client_last_window = v.tcp.window;
-            (
-                f.seq_delta,
-                f.ts_offset,
-                f.timestamps,
-                f.client_to_server_window,
-                f.server_fin_end,
-            )
-        }) else {
-            return false;
-        };
-        let (delta, ts_offset, timestamps, window, server_fin_end) = f;
-        let mut events = [None, None];
-        if v.tcp.has(tcp::ACK) {
-            let ack = v.tcp.ack.wrapping_sub(delta);
-            rewrite_tcp_u32(frame, v, tcp::OFF_ACK, ack);
-            if server_fin_end.is_some_and(|end| seq_ge(ack, end)) {
-                events[0] = Some(CloseEvent::ClientAcksServerFin);
-            }
-            // SACK blocks name server sequence numbers (RFC 2018 section 3).
-            for i in 0..usize::from(v.options.sack_blocks) {
-                let at = MIN_HEADER_LEN + v.options.sack_at + 8 * i;
-                let seg = &frame[v.tcp_offset()..];
-                let (left, right) = (tcp::read_u32(seg, at), tcp::read_u32(seg, at + 4));
-                rewrite_tcp_u32(frame, v, at, left.wrapping_sub(delta));
-                rewrite_tcp_u32(frame, v, at + 4, right.wrapping_sub(delta));
-            }
+            Step::Drop(reason) => Verdict::Drop(reason),
         }
-        if timestamps {
-            if let Some((_, tsecr)) = v.options.timestamps {
-                rewrite_tcp_u32(
-                    frame,
-                    v,
-                    MIN_HEADER_LEN + v.options.timestamps_at + 4,
-                    tsecr.wrapping_sub(ts_offset),
-                );
-            }
-        }
-        if !window.is_identity() {
-            rewrite_tcp_u16(frame, v, tcp::OFF_WINDOW, window.apply(v.tcp.window));
-        }
-        if v.tcp.has(tcp::RST) {
-            events[1] = Some(CloseEvent::Rst);
-        } else if v.tcp.has(tcp::FIN) {
-            let fin_end = v.tcp.seq.wrapping_add(v.seq_len());
-            self.flows.with(key, |f| f.client_fin_end = Some(fin_end));
-            events[1] = Some(CloseEvent::ClientFin);
-        }
-        self.apply_close_events(now_ms, key, &events);
-        bump(&self.counters.translated);
-        true
     }
 
     /// Translate a held client frame (parsed again: it was copied whole).
-    pub(super) fn translate_client_frame(
+    pub(super) fn translate_held_client_frame(
         &mut self,
         now_ms: u64,
         frame: &mut [u8],
         key: &FlowKey,
     ) -> bool {
-        match parse_frame(frame) {
-            Ok(ParsedFrame::Tcp(v)) => self.translate_client_segment(now_ms, frame, &v, key),
+        let Ok(ParsedFrame::Tcp(v)) = parse_frame(frame) else {
+            return false;
+        };
+        match self
+            .flows
+            .with(key, |f| translate_client(f, frame, &v, now_ms))
+        {
+            Some(Step::Forward(new_state)) => {
+                if let Some(s) = new_state {
+                    self.change_state(now_ms, key, s);
+                }
+                bump(&self.counters.translated);
+                true
+            }
             _ => false,
         }
     }
 
-    fn apply_close_events(&mut self, now_ms: u64, key: &FlowKey, events: &[Option<CloseEvent>]) {
-        let Some(before) = self.flows.state(key) else {
-            return;
-        };
-        let after = events.iter().flatten().fold(before, |s, &e| s.on(e));
-        if after == before {
+    /// The one place a tracked flow changes state after the handshake: the
+    /// gauges (through the table), then the timer of the new state.
+    fn change_state(&mut self, now_ms: u64, key: &FlowKey, state: TcpState) {
+        if state == TcpState::Closed {
+            self.remove_flow(key);
             return;
         }
-        match after {
-            TcpState::Closed => self.remove_flow(key),
-            TcpState::TimeWait => {
-                self.flows.set_state(key, after);
-                self.arm_timer(key, now_ms + self.cfg.time_wait_ms());
+        self.flows.set_state(key, state);
+        self.arm_timer(key, now_ms + self.state_timeout_ms(state));
+    }
+
+    /// How long a flow may stay in `state` without traffic (TIME_WAIT: at
+    /// all).
+    fn state_timeout_ms(&self, state: TcpState) -> u64 {
+        match state {
+            TcpState::BackendSynSent => self.cfg.backend_syn_timeout_ms,
+            TcpState::Established => self.cfg.established_idle_timeout_ms,
+            TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing => {
+                self.cfg.fin_wait_timeout_ms
             }
-            _ => self.flows.set_state(key, after),
+            TcpState::CloseWait => self.cfg.close_wait_timeout_ms,
+            TcpState::LastAck => self.cfg.last_ack_timeout_ms,
+            TcpState::TimeWait => self.cfg.time_wait_ms(),
+            TcpState::Closed => 0,
         }
     }
 
     /// A flow's timer fired at `at` (it may be stale: a newer deadline
     /// replaced it).
-    pub(super) fn on_timer(&mut self, now_ms: u64, at: u64, key: &FlowKey) {
+    pub(super) fn on_flow_timer(&mut self, now_ms: u64, at: u64, key: &FlowKey) {
         let Some((state, timer_at, last_seen)) =
             self.flows.with(key, |f| (f.state, f.timer_at, f.last_seen))
         else {
@@ -214,8 +303,9 @@ impl Engine {
             TcpState::BackendSynSent => self.on_backend_syn_timer(now_ms, key),
             TcpState::TimeWait | TcpState::Closed => self.remove_flow(key),
             _ => {
-                let idle_deadline = last_seen + self.cfg.established_idle_timeout_ms;
+                let idle_deadline = last_seen + self.state_timeout_ms(state);
                 if idle_deadline <= now_ms {
+                    bump(&self.counters.flows_expired);
                     self.remove_flow(key);
                 } else {
                     self.arm_timer(key, idle_deadline);

@@ -119,6 +119,14 @@ pub struct Flow {
     pub client_last_window: u16,
     /// Server ISN, from its SYN-ACK.
     pub server_isn: u32,
+    /// Next sequence number expected from the client (client space) and
+    /// from the server (server space): the highest SEQ + LEN seen.
+    pub client_next: u32,
+    pub server_next: u32,
+    /// Largest window (bytes) each side advertised: bounds what the other
+    /// side may plausibly send.
+    pub client_window_max: u32,
+    pub server_window_max: u32,
     /// Sequence number that acknowledges the client's FIN (client space).
     pub client_fin_end: Option<u32>,
     /// Sequence number that acknowledges the server's FIN (server space).
@@ -137,6 +145,40 @@ pub struct Flow {
 /// Serial-number comparison (RFC 1982): a >= b within half the space.
 pub fn seq_ge(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) >= 0
+}
+
+/// Windows smaller than this are widened for the plausibility test: the
+/// gateway may have missed a window update it did not need to see.
+pub const MIN_TRACKING_WINDOW: u32 = 65535;
+
+/// Is `seq` plausible for a receiver expecting `next` with at most
+/// `max_window` bytes of window? RFC 9293 3.10.7.4's acceptability test,
+/// widened backwards by one window so retransmissions of data the receiver
+/// already has still pass (they must reach it to be acknowledged again).
+pub fn seq_plausible(seq: u32, next: u32, max_window: u32) -> bool {
+    let w = i64::from(max_window.max(MIN_TRACKING_WINDOW));
+    let d = i64::from(seq.wrapping_sub(next) as i32);
+    (-w..=w).contains(&d)
+}
+
+/// RFC 5961 section 3.2 for a RST the gateway sees on its way: `Exact`
+/// (SEQ = RCV.NXT) resets the connection; `InWindow` makes the endpoint send
+/// a challenge ACK, so it passes but the flow stays; `Outside` is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RstCheck {
+    Exact,
+    InWindow,
+    Outside,
+}
+
+pub fn check_rst(seq: u32, next: u32, max_window: u32) -> RstCheck {
+    if seq == next {
+        RstCheck::Exact
+    } else if seq_plausible(seq, next, max_window) {
+        RstCheck::InWindow
+    } else {
+        RstCheck::Outside
+    }
 }
 
 #[cfg(test)]
@@ -173,6 +215,35 @@ mod tests {
         assert!(!seq_ge(4, 5));
         assert!(seq_ge(3, u32::MAX - 2));
         assert!(!seq_ge(u32::MAX - 2, 3));
+    }
+
+    #[test]
+    fn plausibility_window() {
+        let next = 1_000_000;
+        assert!(seq_plausible(next, next, 0));
+        assert!(
+            seq_plausible(next + 65535, next, 1000),
+            "small windows widen to 64 KiB"
+        );
+        assert!(!seq_plausible(next + 65536, next, 1000));
+        assert!(
+            seq_plausible(next - 65535, next, 1000),
+            "retransmission one window back"
+        );
+        assert!(!seq_plausible(next - 65536, next, 1000));
+        assert!(
+            seq_plausible(next + (1 << 20), next, 1 << 20),
+            "scaled windows"
+        );
+        assert!(seq_plausible(5, u32::MAX - 5, 0), "wraps");
+        assert!(!seq_plausible(next.wrapping_add(1 << 30), next, 1 << 20));
+    }
+
+    #[test]
+    fn rst_checks() {
+        assert_eq!(check_rst(100, 100, 0), RstCheck::Exact);
+        assert_eq!(check_rst(101, 100, 0), RstCheck::InWindow);
+        assert_eq!(check_rst(100 + 70_000, 100, 0), RstCheck::Outside);
     }
 
     #[test]

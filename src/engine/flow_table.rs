@@ -1,7 +1,10 @@
 //! The bounded flow table (dashmap, so a status reader can look in while the
-//! engine thread runs). Every state change goes through [`FlowTable::set_state`],
-//! which keeps the per-state gauges right.
+//! engine thread runs). Every state change goes through
+//! [`FlowTable::set_state`], which keeps the per-state gauges right. Overflow
+//! policy: a new flow may evict the oldest TIME_WAIT flow (its connection is
+//! over; only stragglers would miss it); if there is none it is refused.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -13,6 +16,9 @@ use super::state::TcpState;
 pub struct FlowTable {
     map: DashMap<FlowKey, Flow>,
     limit: usize,
+    /// Keys in the order they entered TIME_WAIT (all stay there equally
+    /// long, so this is also expiry order); stale keys are skipped lazily.
+    time_wait: VecDeque<FlowKey>,
     counters: Arc<Counters>,
 }
 
@@ -21,6 +27,7 @@ impl FlowTable {
         FlowTable {
             map: DashMap::new(),
             limit,
+            time_wait: VecDeque::new(),
             counters,
         }
     }
@@ -29,29 +36,45 @@ impl FlowTable {
         self.map.len()
     }
 
-    pub fn is_full(&self) -> bool {
-        self.map.len() >= self.limit
-    }
-
-    pub fn contains(&self, key: &FlowKey) -> bool {
-        self.map.contains_key(key)
-    }
-
     pub fn state(&self, key: &FlowKey) -> Option<TcpState> {
         self.map.get(key).map(|f| f.state)
     }
 
-    /// Insert a new flow (caller checked `is_full`).
-    pub fn insert(&self, key: FlowKey, flow: Flow) {
+    /// Make room for one more flow: true if there is room now (possibly by
+    /// evicting the oldest TIME_WAIT flow).
+    pub fn make_room(&mut self) -> bool {
+        if self.map.len() < self.limit {
+            return true;
+        }
+        while let Some(key) = self.time_wait.pop_front() {
+            if self.state(&key) == Some(TcpState::TimeWait) {
+                self.remove(&key);
+                counters_bump_evicted(&self.counters);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Insert a new flow (caller made room).
+    pub fn insert(&mut self, key: FlowKey, flow: Flow) {
         add_signed(&self.counters.flows_by_state[flow.state.index()], 1);
         if let Some(old) = self.map.insert(key, flow) {
             add_signed(&self.counters.flows_by_state[old.state.index()], -1);
         }
     }
 
-    pub fn remove(&self, key: &FlowKey) -> Option<Flow> {
+    pub fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
         let (_, flow) = self.map.remove(key)?;
         add_signed(&self.counters.flows_by_state[flow.state.index()], -1);
+        // Expired TIME_WAIT keys leave the front of the queue in order.
+        while self.time_wait.front().is_some_and(|k| {
+            self.map
+                .get(k)
+                .is_none_or(|f| f.state != TcpState::TimeWait)
+        }) {
+            self.time_wait.pop_front();
+        }
         Some(flow)
     }
 
@@ -61,12 +84,15 @@ impl FlowTable {
         self.map.get_mut(key).map(|mut g| f(&mut g))
     }
 
-    pub fn set_state(&self, key: &FlowKey, state: TcpState) {
+    pub fn set_state(&mut self, key: &FlowKey, state: TcpState) {
         if let Some(mut f) = self.map.get_mut(key) {
             if f.state != state {
                 add_signed(&self.counters.flows_by_state[f.state.index()], -1);
                 add_signed(&self.counters.flows_by_state[state.index()], 1);
                 f.state = state;
+                if state == TcpState::TimeWait {
+                    self.time_wait.push_back(*key);
+                }
             }
         }
     }
@@ -76,4 +102,8 @@ impl FlowTable {
         self.with(key, |f| std::mem::replace(&mut f.timer_at, at_ms) != at_ms)
             .unwrap_or(false)
     }
+}
+
+fn counters_bump_evicted(c: &Counters) {
+    super::counters::bump(&c.flows_evicted);
 }

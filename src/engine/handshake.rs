@@ -1,8 +1,10 @@
-//! The handshakes the gateway terminates: client SYN -> cookie SYN-ACK
-//! (rewritten in place), cookie ACK -> backend SYN with the client's options,
-//! server SYN-ACK -> translated release of held client frames, and the
-//! failure paths (backend RST or silence -> RST to the client). Frames the
-//! gateway writes from scratch are built here too.
+//! The handshakes the gateway terminates: client SYN -> SYN-ACK (rewritten
+//! in place; a half-open queue entry or a stateless cookie, per the
+//! syncookies switch), SYN-ACK retransmission for queued entries, the
+//! client's ACK (queue entry or cookie) -> backend SYN with the client's
+//! options, server SYN-ACK -> translated release of held client frames, and
+//! the failure paths (backend RST or silence -> RST to the client). Frames
+//! the gateway writes from scratch are built here too.
 
 use std::net::IpAddr;
 
@@ -12,12 +14,25 @@ use crate::wire::tcp::{self, TcpSegmentSpec};
 use crate::wire::tcp_options::SynOptionSet;
 use crate::wire::{ipv4, write_tcp_frame, TcpView};
 
+use super::cookie_mode::SynDecision;
 use super::counters::{add_signed, bump};
 use super::flow::{Flow, FlowKey, L2Template, WindowRescale};
+use super::half_open::HalfOpen;
+use super::timers::TimerTarget;
 use super::{DropReason, Engine, InvalidAckAction, Port, TcpState, Verdict};
 
 /// TTL / hop limit of frames the gateway writes from scratch.
 const TTL: u8 = ipv4::DEFAULT_TTL;
+/// RFC 9293 3.7.1: the MSS assumed when a SYN carries none (IPv4 / IPv6).
+const DEFAULT_MSS_V4: u16 = 536;
+const DEFAULT_MSS_V6: u16 = 1220;
+
+/// Why a backend handshake failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BackendFailure {
+    Refused,
+    Timeout,
+}
 
 fn tuple(v: &TcpView) -> CookieTuple {
     CookieTuple {
@@ -28,15 +43,69 @@ fn tuple(v: &TcpView) -> CookieTuple {
     }
 }
 
-fn copy_l2(frame: &[u8], l3_offset: usize) -> ([u8; MAX_HEADER_LEN], usize) {
-    let mut l2 = [0u8; MAX_HEADER_LEN];
-    l2[..l3_offset].copy_from_slice(&frame[..l3_offset]);
-    (l2, l3_offset)
+/// Everything a SYN-ACK toward the client says.
+struct SynAck {
+    isn: u32,
+    client_isn: u32,
+    mss: u16,
+    sack_permitted: bool,
+    /// (TSval, TSecr).
+    timestamps: Option<(u32, u32)>,
+    wscale: Option<u8>,
+    ecn: bool,
+    window: u16,
+}
+
+impl SynAck {
+    /// Append the SYN-ACK frame for `key` behind `l2_to_client`.
+    fn write(&self, out: &mut Vec<u8>, l2_to_client: &[u8], key: &FlowKey) {
+        let options = SynOptionSet {
+            mss: Some(self.mss),
+            sack_permitted: self.sack_permitted,
+            timestamps: self.timestamps,
+            wscale: self.wscale,
+        }
+        .encode();
+        let spec = TcpSegmentSpec {
+            src_port: key.server_port,
+            dst_port: key.client_port,
+            seq: self.isn,
+            ack: self.client_isn.wrapping_add(1),
+            // RFC 3168 6.1.1: ECE answers an ECN-setup SYN.
+            flags: tcp::SYN | tcp::ACK | if self.ecn { tcp::ECE } else { 0 },
+            window: self.window,
+            options: options.as_slice(),
+            payload: &[],
+        };
+        write_tcp_frame(out, l2_to_client, key.server, key.client, TTL, &spec);
+    }
 }
 
 impl Engine {
-    /// RFC 9293 3.10.7.2 LISTEN + SYN, with the ISN a cookie: the SYN becomes
-    /// its SYN-ACK in the same buffer (like XDP_TX) and no state is kept.
+    fn synack_mss(&self, client: IpAddr) -> u16 {
+        if client.is_ipv4() {
+            self.cfg.synack_mss_v4
+        } else {
+            self.cfg.synack_mss_v6
+        }
+    }
+
+    fn synack_for_entry(&self, key: &FlowKey, e: &HalfOpen) -> SynAck {
+        SynAck {
+            isn: e.cookie_isn,
+            client_isn: e.client_isn,
+            mss: self.synack_mss(key.client),
+            sack_permitted: e.sack_permitted,
+            timestamps: e.timestamps,
+            wscale: e.wscale.map(|_| self.cfg.synack_wscale),
+            ecn: e.ecn,
+            window: self.cfg.synack_window,
+        }
+    }
+
+    /// RFC 9293 3.10.7.2 LISTEN + SYN. The SYN becomes its SYN-ACK in the
+    /// same buffer (like XDP_TX); its ISN is a cookie whether or not a
+    /// half-open entry is kept.
     pub(super) fn on_client_syn(
         &mut self,
         now_ms: u64,
@@ -55,6 +124,28 @@ impl Engine {
             None => {}
         }
         bump(&self.counters.syn_received);
+        if let Some(entry) = self.half_open.get(&key) {
+            if entry.client_isn == v.tcp.seq {
+                // A retransmitted SYN: the same SYN-ACK again, not a new entry.
+                let synack = self.synack_for_entry(&key, &entry);
+                self.reply_in_place(frame, v, &key, &synack);
+                bump(&self.counters.synack_retransmit);
+                return Verdict::Reply;
+            }
+            // A new attempt on the same 4-tuple replaces the old one.
+            self.remove_half_open(&key);
+        }
+        let decision = self.cookie_mode.decide(
+            now_ms,
+            self.half_open.is_full(),
+            self.half_open.source_is_full(key.client),
+        );
+        self.publish_cookie_mode(now_ms);
+        match decision {
+            SynDecision::DropQueueFull => return Verdict::Drop(DropReason::QueueFull),
+            SynDecision::DropPerSource => return Verdict::Drop(DropReason::PerSourceLimit),
+            SynDecision::Queue | SynDecision::Cookie => {}
+        }
         let syn_opts = SynOptions {
             mss: v.options.mss,
             wscale: v.options.wscale,
@@ -72,39 +163,100 @@ impl Engine {
             }
             _ => None,
         };
-        let mss = if v.ip.is_v4() {
-            self.cfg.synack_mss_v4
-        } else {
-            self.cfg.synack_mss_v6
-        };
-        let options = SynOptionSet {
-            mss: Some(mss),
+        let synack = SynAck {
+            isn: cookie.isn,
+            client_isn: v.tcp.seq,
+            mss: self.synack_mss(key.client),
             sack_permitted: syn_opts.sack_permitted,
             timestamps,
             wscale: syn_opts.wscale.map(|_| self.cfg.synack_wscale),
-        }
-        .encode();
-        let spec = TcpSegmentSpec {
-            src_port: v.tcp.dst_port,
-            dst_port: v.tcp.src_port,
-            seq: cookie.isn,
-            ack: v.tcp.seq.wrapping_add(1),
-            flags: tcp::SYN | tcp::ACK | if syn_opts.ecn { tcp::ECE } else { 0 },
+            ecn: syn_opts.ecn,
             window: self.cfg.synack_window,
-            options: options.as_slice(),
-            payload: &[],
         };
-        let (mut l2, l2_len) = copy_l2(frame, v.ip.l3_offset);
-        ethernet::swap_macs(&mut l2);
-        frame.clear();
-        write_tcp_frame(frame, &l2[..l2_len], v.ip.dst, v.ip.src, TTL, &spec);
-        bump(&self.counters.synack_cookie);
+        if decision == SynDecision::Queue {
+            let at = now_ms + self.cfg.synack_timeout_ms;
+            let entry = HalfOpen {
+                client_isn: v.tcp.seq,
+                cookie_isn: cookie.isn,
+                mss: v.options.mss,
+                wscale: v.options.wscale,
+                sack_permitted: syn_opts.sack_permitted,
+                ecn: syn_opts.ecn,
+                timestamps,
+                l2: L2Template::from_frame(frame, v.ip.l3_offset),
+                retransmits: 0,
+                created_ms: now_ms,
+                timer_at: at,
+            };
+            self.half_open.insert(key, entry);
+            add_signed(&self.counters.half_open, 1);
+            self.timers.schedule(at, TimerTarget::HalfOpen(key));
+            bump(&self.counters.synack_queued);
+        } else {
+            bump(&self.counters.synack_cookie);
+        }
+        self.reply_in_place(frame, v, &key, &synack);
         Verdict::Reply
     }
 
-    /// An ACK for no tracked flow: the third step of a cookie handshake, or
-    /// junk. A valid cookie opens the backend connection.
-    pub(super) fn on_cookie_ack(
+    /// Turn the client's frame into `synack`, addressed back where it came from.
+    fn reply_in_place(&self, frame: &mut Vec<u8>, v: &TcpView, key: &FlowKey, synack: &SynAck) {
+        let mut l2 = [0u8; MAX_HEADER_LEN];
+        let l2_len = v.ip.l3_offset;
+        l2[..l2_len].copy_from_slice(&frame[..l2_len]);
+        ethernet::swap_macs(&mut l2);
+        frame.clear();
+        synack.write(frame, &l2[..l2_len], key);
+    }
+
+    pub(super) fn remove_half_open(&mut self, key: &FlowKey) -> Option<HalfOpen> {
+        let entry = self.half_open.remove(key)?;
+        add_signed(&self.counters.half_open, -1);
+        Some(entry)
+    }
+
+    /// SYN-ACK retransmission timer of a queued entry: resend after 1, 2, 4,
+    /// ... s (`synack_timeout_ms` doubling); give up one doubled timeout
+    /// after the last of `synack_retries`.
+    pub(super) fn on_half_open_timer(&mut self, now_ms: u64, at: u64, key: &FlowKey) {
+        let Some(entry) = self.half_open.get(key).filter(|e| e.timer_at == at) else {
+            return;
+        };
+        if entry.retransmits >= self.cfg.synack_retries {
+            self.remove_half_open(key);
+            bump(&self.counters.queue_expired);
+            return;
+        }
+        let mut frame = Vec::with_capacity(128);
+        self.synack_for_entry(key, &entry)
+            .write(&mut frame, entry.l2.to_client().to_server(), key);
+        let retransmits = entry.retransmits + 1;
+        let next = now_ms + (self.cfg.synack_timeout_ms << retransmits.min(16));
+        self.half_open.with(key, |e| {
+            e.retransmits = retransmits;
+            e.timer_at = next;
+        });
+        self.timers.schedule(next, TimerTarget::HalfOpen(*key));
+        bump(&self.counters.synack_retransmit);
+        self.emit(Port::Client, frame);
+    }
+
+    /// A client RST for no flow: it may cancel a half-open entry (RFC 9293
+    /// 3.10.7.4, SYN-RECEIVED: an acceptable RST closes it; here exactly
+    /// SEQ = client ISN + 1).
+    pub(super) fn on_client_rst_without_flow(&mut self, v: &TcpView, key: &FlowKey) -> Verdict {
+        match self.half_open.get(key) {
+            Some(e) if v.tcp.seq == e.client_isn.wrapping_add(1) => {
+                self.remove_half_open(key);
+                Verdict::Absorbed
+            }
+            _ => Verdict::Drop(DropReason::NoFlow),
+        }
+    }
+
+    /// An ACK for no tracked flow: the third step of a handshake (queued or
+    /// cookie), or junk. A valid one opens the backend connection.
+    pub(super) fn on_handshake_ack(
         &mut self,
         now_ms: u64,
         frame: &mut Vec<u8>,
@@ -115,25 +267,50 @@ impl Engine {
             return Verdict::Drop(DropReason::BadChecksum);
         }
         let tsecr = v.options.timestamps.map(|(_, ecr)| ecr);
-        let cookie = match self
-            .minter
-            .check(&tuple(v), v.tcp.seq, v.tcp.ack, tsecr, now_ms / 1000)
-        {
-            Ok(c) => c,
-            Err(_) => {
-                bump(&self.counters.cookies_failed);
-                return self.answer_invalid_ack(now_ms, frame, v);
+        let queued = self.half_open.get(&key).filter(|e| {
+            v.tcp.seq == e.client_isn.wrapping_add(1) && v.tcp.ack == e.cookie_isn.wrapping_add(1)
+        });
+        let handshake = match queued {
+            Some(e) => {
+                self.remove_half_open(&key);
+                bump(&self.counters.queue_completed);
+                let default_mss = if key.client.is_ipv4() {
+                    DEFAULT_MSS_V4
+                } else {
+                    DEFAULT_MSS_V6
+                };
+                DecodedCookie {
+                    client_isn: e.client_isn,
+                    mss: e.mss.unwrap_or(default_mss),
+                    wscale: e.wscale,
+                    sack_permitted: e.sack_permitted,
+                    timestamps: e.timestamps.is_some(),
+                    ecn: e.ecn,
+                }
             }
+            None => match self
+                .minter
+                .check(&tuple(v), v.tcp.seq, v.tcp.ack, tsecr, now_ms / 1000)
+            {
+                Ok(c) => {
+                    bump(&self.counters.cookies_validated);
+                    c
+                }
+                Err(_) => {
+                    bump(&self.counters.cookies_failed);
+                    return self.answer_invalid_ack(now_ms, frame, v);
+                }
+            },
         };
-        bump(&self.counters.cookies_validated);
-        if self.flows.is_full() {
+        if !self.flows.make_room() {
             return Verdict::Drop(DropReason::FlowTableFull);
         }
-        let backend_syn = build_backend_syn(frame, v, &cookie);
+        let backend_syn = build_backend_syn(frame, v, &handshake);
+        let client_shift = handshake.wscale.unwrap_or(0);
         let flow = Flow {
             state: TcpState::BackendSynSent,
             l2: L2Template::from_frame(frame, v.ip.l3_offset),
-            client_isn: cookie.client_isn,
+            client_isn: handshake.client_isn,
             gateway_isn: v.tcp.ack.wrapping_sub(1),
             seq_delta: 0,
             gateway_tsval: tsecr.unwrap_or(0),
@@ -141,10 +318,14 @@ impl Engine {
             timestamps: false,
             client_to_server_window: WindowRescale::default(),
             server_to_client_window: WindowRescale::default(),
-            client_wscale: cookie.wscale,
+            client_wscale: handshake.wscale,
             client_last_tsval: v.options.timestamps.map_or(0, |(val, _)| val),
             client_last_window: v.tcp.window,
             server_isn: 0,
+            client_next: handshake.client_isn.wrapping_add(1),
+            server_next: 0,
+            client_window_max: u32::from(v.tcp.window) << client_shift,
+            server_window_max: 0,
             client_fin_end: None,
             server_fin_end: None,
             backend_syn: backend_syn.clone(),
@@ -183,7 +364,9 @@ impl Engine {
                     options: &[],
                     payload: &[],
                 };
-                let (mut l2, l2_len) = copy_l2(frame, v.ip.l3_offset);
+                let mut l2 = [0u8; MAX_HEADER_LEN];
+                let l2_len = v.ip.l3_offset;
+                l2[..l2_len].copy_from_slice(&frame[..l2_len]);
                 ethernet::swap_macs(&mut l2);
                 frame.clear();
                 write_tcp_frame(frame, &l2[..l2_len], v.ip.dst, v.ip.src, TTL, &spec);
@@ -209,7 +392,7 @@ impl Engine {
             // RFC 9293 3.10.7.3: in SYN-SENT a RST is acceptable if it
             // acknowledges our SYN.
             if v.tcp.has(tcp::ACK) && v.tcp.ack == expected_ack {
-                self.fail_backend(key);
+                self.fail_backend(key, BackendFailure::Refused);
                 return Verdict::Absorbed;
             }
             return Verdict::Drop(DropReason::UnexpectedSegment);
@@ -222,10 +405,14 @@ impl Engine {
         }
         let synack_wscale = v.options.wscale;
         let server_ts = v.options.timestamps;
+        let gateway_wscale = self.cfg.synack_wscale;
         let held = self
             .flows
             .with(key, |f| {
                 f.server_isn = v.tcp.seq;
+                f.server_next = v.tcp.seq.wrapping_add(1);
+                // A SYN's window is never scaled (RFC 7323 2.2).
+                f.server_window_max = u32::from(v.tcp.window);
                 f.seq_delta = f.gateway_isn.wrapping_sub(v.tcp.seq);
                 // RFC 7323 2.2: scaling is on for a direction only if both
                 // SYNs of that handshake carried the option.
@@ -242,11 +429,7 @@ impl Engine {
                     } else {
                         0
                     },
-                    to_shift: if client_side {
-                        self.cfg.synack_wscale
-                    } else {
-                        0
-                    },
+                    to_shift: if client_side { gateway_wscale } else { 0 },
                 };
                 if let Some((server_tsval, _)) = server_ts {
                     f.timestamps = true;
@@ -254,16 +437,16 @@ impl Engine {
                 }
                 f.backend_syn = Vec::new();
                 f.last_seen = now_ms;
+                f.held_bytes = 0;
                 std::mem::take(&mut f.held)
             })
             .unwrap_or_default();
         self.flows.set_state(key, TcpState::Established);
         bump(&self.counters.backend_completed);
         let released: usize = held.iter().map(Vec::len).sum();
-        self.flows.with(key, |f| f.held_bytes = 0);
         self.release_held_budget(released);
         for mut held_frame in held {
-            if self.translate_client_frame(now_ms, &mut held_frame, key) {
+            if self.translate_held_client_frame(now_ms, &mut held_frame, key) {
                 self.emit(Port::Server, held_frame);
             }
         }
@@ -273,12 +456,15 @@ impl Engine {
 
     /// Backend refused or never answered: reset the client (its next
     /// expected sequence number is our cookie ISN + 1) and forget the flow.
-    pub(super) fn fail_backend(&mut self, key: &FlowKey) {
+    pub(super) fn fail_backend(&mut self, key: &FlowKey, why: BackendFailure) {
         if let Some(rst) = self.flows.with(key, |f| build_rst_to_client(key, f)) {
             bump(&self.counters.rst_sent);
             self.emit(Port::Client, rst);
         }
-        bump(&self.counters.backend_failed);
+        bump(match why {
+            BackendFailure::Refused => &self.counters.backend_refused,
+            BackendFailure::Timeout => &self.counters.backend_timeout,
+        });
         self.remove_flow(key);
     }
 
@@ -299,7 +485,7 @@ impl Engine {
                 let backoff = self.cfg.backend_syn_timeout_ms << (sent - 1).min(16);
                 self.arm_timer(key, now_ms + backoff);
             }
-            None => self.fail_backend(key),
+            None => self.fail_backend(key, BackendFailure::Timeout),
         }
     }
 
@@ -367,8 +553,9 @@ impl Engine {
     }
 }
 
-/// The backend SYN: the client's 4-tuple, ISN and (cookie-recovered)
-/// options, so the server negotiates with the client's real parameters.
+/// The backend SYN: the client's 4-tuple, ISN and options (exact from a
+/// queue entry, table-quantized MSS from a cookie), so the server negotiates
+/// with the client's real parameters.
 fn build_backend_syn(ack_frame: &[u8], v: &TcpView, c: &DecodedCookie) -> Vec<u8> {
     let options = SynOptionSet {
         mss: Some(c.mss),
@@ -420,11 +607,10 @@ fn build_rst_to_client(key: &FlowKey, f: &Flow) -> Vec<u8> {
         payload: &[],
     };
     let mut out = Vec::with_capacity(80);
-    let server: IpAddr = key.server;
     write_tcp_frame(
         &mut out,
         f.l2.to_client().to_server(),
-        server,
+        key.server,
         key.client,
         TTL,
         &spec,

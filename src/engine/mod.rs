@@ -7,11 +7,13 @@
 //! [`Verdict`] per frame plus frames to emit ([`Engine::drain_emitted`]).
 
 pub mod config;
+pub mod cookie_mode;
 pub mod counters;
 pub mod drop_reason;
 mod established;
 pub mod flow;
 mod flow_table;
+pub mod half_open;
 mod handshake;
 mod protected;
 pub mod rst_budget;
@@ -29,11 +31,13 @@ pub use state::TcpState;
 
 use crate::cookie::{CookieMinter, CookieSecret};
 use crate::wire::{self, ethernet, tcp, ParsedFrame, TcpView};
+use cookie_mode::CookieModeSwitch;
 use counters::bump;
 use flow_table::FlowTable;
+use half_open::HalfOpenQueue;
 use protected::ProtectedServices;
 use rst_budget::RstBudget;
-use timers::TimerQueue;
+use timers::{TimerQueue, TimerTarget};
 
 /// What to do with the frame handed to [`Engine::handle`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +64,8 @@ pub struct Engine {
     minter: CookieMinter,
     protected: ProtectedServices,
     flows: FlowTable,
+    half_open: HalfOpenQueue,
+    cookie_mode: CookieModeSwitch,
     timers: TimerQueue,
     rst_budget: RstBudget,
     held_total: usize,
@@ -74,6 +80,8 @@ impl Engine {
             minter: CookieMinter::new(secret, cfg.cookie_slot_seconds),
             protected: ProtectedServices::new(&cfg.protected),
             flows: FlowTable::new(cfg.max_flows, counters.clone()),
+            half_open: HalfOpenQueue::new(cfg.backlog, cfg.per_source_backlog),
+            cookie_mode: CookieModeSwitch::new(cfg.syncookies, cfg.cookie_hold_ms),
             timers: TimerQueue::default(),
             rst_budget: RstBudget::new(cfg.rst_per_second),
             held_total: 0,
@@ -90,6 +98,16 @@ impl Engine {
 
     pub fn flow_count(&self) -> usize {
         self.flows.len()
+    }
+
+    /// Half-open (SYN_RECV) entries now.
+    pub fn half_open_count(&self) -> usize {
+        self.half_open.len()
+    }
+
+    /// The half-open entry of this 4-tuple, if queued.
+    pub fn half_open_entry(&self, key: &FlowKey) -> Option<half_open::HalfOpen> {
+        self.half_open.get(key)
     }
 
     /// State of the flow with this key, if tracked.
@@ -167,26 +185,22 @@ impl Engine {
             return self.on_client_syn(now_ms, frame, v);
         }
         let key = FlowKey::from_client_segment(v);
-        if self.flows.contains(&key) {
-            return self.client_flow_segment(now_ms, frame, v, &key);
+        if let Some(verdict) = self.client_flow_segment(now_ms, frame, v, &key) {
+            return verdict;
         }
         if flags & tcp::RST != 0 {
-            return Verdict::Drop(DropReason::NoFlow);
+            return self.on_client_rst_without_flow(v, &key);
         }
         if flags & tcp::ACK == 0 {
             return Verdict::Drop(DropReason::InvalidFlags);
         }
-        self.on_cookie_ack(now_ms, frame, v, key)
+        self.on_handshake_ack(now_ms, frame, v, key)
     }
 
     /// A segment from a protected service toward a client.
     fn server_segment(&mut self, now_ms: u64, frame: &mut [u8], v: &TcpView) -> Verdict {
         let key = FlowKey::from_server_segment(v);
-        match self.flows.state(&key) {
-            None => Verdict::Drop(DropReason::NoFlow),
-            Some(TcpState::BackendSynSent) => self.on_backend_reply(now_ms, frame, v, &key),
-            Some(_) => self.server_flow_segment(now_ms, frame, v, &key),
-        }
+        self.server_flow_segment(now_ms, frame, v, &key)
     }
 
     /// When [`Engine::handle_timeout`] next has work, if ever.
@@ -196,9 +210,20 @@ impl Engine {
 
     /// Run every timer due at `now_ms`.
     pub fn handle_timeout(&mut self, now_ms: u64) {
-        while let Some((at, key)) = self.timers.pop_due(now_ms) {
-            self.on_timer(now_ms, at, &key);
+        while let Some((at, target)) = self.timers.pop_due(now_ms) {
+            match target {
+                TimerTarget::Flow(key) => self.on_flow_timer(now_ms, at, &key),
+                TimerTarget::HalfOpen(key) => self.on_half_open_timer(now_ms, at, &key),
+            }
         }
+        self.publish_cookie_mode(now_ms);
+    }
+
+    fn publish_cookie_mode(&self, now_ms: u64) {
+        let active = u64::from(self.cookie_mode.cookie_mode_active(now_ms));
+        self.counters
+            .cookie_mode_active
+            .store(active, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Frames the engine originated since the last call, in order.
@@ -213,7 +238,7 @@ impl Engine {
 
     fn arm_timer(&mut self, key: &FlowKey, at_ms: u64) {
         if self.flows.set_timer(key, at_ms) {
-            self.timers.schedule(at_ms, *key);
+            self.timers.schedule(at_ms, TimerTarget::Flow(*key));
         }
     }
 

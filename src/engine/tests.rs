@@ -17,12 +17,15 @@ const SERVER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
 const CLIENT_ISN: u32 = 0x1000_0000;
 const SERVER_ISN: u32 = 0x7000_0000;
 
+/// Stateless cookies only, so the handshake tests exercise the cookie path;
+/// the queue tests switch modes.
 fn config() -> EngineConfig {
     EngineConfig {
         protected: vec![
             "198.18.0.2:8080".parse().unwrap(),
             "[2001:db8::2]:8080".parse().unwrap(),
         ],
+        syncookies: SyncookieMode::Always,
         ..EngineConfig::default()
     }
 }
@@ -556,7 +559,7 @@ fn backend_rst_resets_the_client() {
     assert_eq!(r.tcp.seq, cookie + 1);
     assert_eq!(&out[0].frame[0..6], &CLIENT_MAC);
     assert_eq!(e.flow_count(), 0);
-    assert_eq!(Counters::get(&e.counters().backend_failed), 1);
+    assert_eq!(Counters::get(&e.counters().backend_refused), 1);
 }
 
 #[test]

@@ -1,21 +1,29 @@
-//! Flow timers: a min-heap of (deadline, flow) with lazy cancellation. Each
-//! flow has one live deadline (`Flow::timer_at`); superseded entries are
-//! skipped when popped. A tick costs O(log n) per expired entry, never a
-//! sweep of the table.
+//! Timers of flows and half-open entries: a min-heap of (deadline, target)
+//! with lazy cancellation. Each flow and entry has one live deadline
+//! (`timer_at`); superseded heap entries are skipped when popped. A tick
+//! costs O(log n) per expired entry and nothing per idle one: no sweep of
+//! the tables.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use super::flow::FlowKey;
 
+/// What a timer belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimerTarget {
+    Flow(FlowKey),
+    HalfOpen(FlowKey),
+}
+
 #[derive(Debug, Default)]
 pub struct TimerQueue {
-    heap: BinaryHeap<Reverse<(u64, FlowKey)>>,
+    heap: BinaryHeap<Reverse<(u64, TimerTarget)>>,
 }
 
 impl TimerQueue {
-    pub fn schedule(&mut self, at_ms: u64, key: FlowKey) {
-        self.heap.push(Reverse((at_ms, key)));
+    pub fn schedule(&mut self, at_ms: u64, target: TimerTarget) {
+        self.heap.push(Reverse((at_ms, target)));
     }
 
     /// Earliest deadline, live or stale (a stale one only causes an early,
@@ -25,7 +33,7 @@ impl TimerQueue {
     }
 
     /// Pop one entry due at or before `now_ms`.
-    pub fn pop_due(&mut self, now_ms: u64) -> Option<(u64, FlowKey)> {
+    pub fn pop_due(&mut self, now_ms: u64) -> Option<(u64, TimerTarget)> {
         match self.heap.peek() {
             Some(Reverse((at, _))) if *at <= now_ms => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
@@ -45,13 +53,13 @@ impl TimerQueue {
 mod tests {
     use super::*;
 
-    fn key(port: u16) -> FlowKey {
-        FlowKey {
+    fn key(port: u16) -> TimerTarget {
+        TimerTarget::Flow(FlowKey {
             client: "198.18.0.1".parse().unwrap(),
             server: "198.18.0.2".parse().unwrap(),
             client_port: port,
             server_port: 80,
-        }
+        })
     }
 
     #[test]

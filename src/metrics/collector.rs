@@ -153,11 +153,19 @@ pub fn families(c: &Counters) -> Vec<MetricFamily> {
             "SYNs received for protected services.",
         )
         .sample(&[], load(&c.syn_received)),
-        counter(
-            "synguard_synack_sent_total",
-            "SYN-ACKs sent to clients, by kind.",
-        )
-        .sample(&[("kind", "cookie")], load(&c.synack_cookie)),
+        counter("synguard_synack_sent_total", "SYN-ACKs sent to clients: queued (half-open entry), cookie (stateless), retransmit.")
+            .sample(&[("kind", "queued")], load(&c.synack_queued))
+            .sample(&[("kind", "cookie")], load(&c.synack_cookie))
+            .sample(&[("kind", "retransmit")], load(&c.synack_retransmit)),
+        counter("synguard_syn_queue_completed_total", "Handshakes completed through a half-open queue entry.")
+            .sample(&[], load(&c.queue_completed)),
+        counter("synguard_syn_queue_expired_total", "Half-open entries given up after the last SYN-ACK retransmission.")
+            .sample(&[], load(&c.queue_expired)),
+        gauge("synguard_syn_recv", "Half-open (SYN_RECV) entries in the queue.").sample(&[], c.half_open.load(Ordering::Relaxed) as f64),
+        gauge("synguard_cookie_mode_active", "1 while SYNs are answered with stateless cookies (always mode, or auto mode after an overflow).")
+            .sample(&[], load(&c.cookie_mode_active)),
+        counter("synguard_flows_expired_total", "Flows removed after their state's idle timeout.").sample(&[], load(&c.flows_expired)),
+        counter("synguard_flows_evicted_total", "TIME_WAIT flows evicted to make room in a full flow table.").sample(&[], load(&c.flows_evicted)),
         counter(
             "synguard_cookies_validated_total",
             "ACKs whose SYN cookie validated (kernel: SyncookiesRecv).",
@@ -168,13 +176,11 @@ pub fn families(c: &Counters) -> Vec<MetricFamily> {
             "ACKs for no flow whose SYN cookie failed (kernel: SyncookiesFailed).",
         )
         .sample(&[], load(&c.cookies_failed)),
-        counter(
-            "synguard_backend_handshakes_total",
-            "Backend handshakes by result (started, completed, failed).",
-        )
-        .sample(&[("result", "started")], load(&c.backend_started))
-        .sample(&[("result", "completed")], load(&c.backend_completed))
-        .sample(&[("result", "failed")], load(&c.backend_failed)),
+        counter("synguard_backend_handshakes_total", "Backend handshakes by result (started, completed, refused by RST, timeout).")
+            .sample(&[("result", "started")], load(&c.backend_started))
+            .sample(&[("result", "completed")], load(&c.backend_completed))
+            .sample(&[("result", "refused")], load(&c.backend_refused))
+            .sample(&[("result", "timeout")], load(&c.backend_timeout)),
         counter(
             "synguard_backend_syn_retransmits_total",
             "Backend SYNs retransmitted.",
