@@ -34,6 +34,51 @@ fn check_config_prints_resolved_toml() {
     let table: toml::Table = toml::from_str(&stdout).expect("stdout is TOML");
     assert_eq!(table["interfaces"]["client"].as_str(), Some("gwc"));
     assert_eq!(table["handshake"]["synack_wscale"].as_integer(), Some(7));
+    assert_eq!(table["syn_queue"]["syncookies"].as_str(), Some("auto"));
+    assert_eq!(table["syn_queue"]["backlog"].as_integer(), Some(4096));
+    assert_eq!(table["timeouts"]["msl_seconds"].as_integer(), Some(30));
+    assert!(table["timeouts"].get("time_wait_seconds").is_none());
+}
+
+/// The shipped file with `from` replaced by `to`, run through check-config.
+fn check_edited(name: &str, from: &str, to: &str) -> Output {
+    let path = scratch(name);
+    let original = std::fs::read_to_string(shipped()).unwrap();
+    assert!(original.contains(from), "shipped file lacks `{from}`");
+    std::fs::write(&path, original.replace(from, to)).unwrap();
+    let out = synguard(&["check-config", "--config", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    out
+}
+
+#[test]
+fn check_config_bad_syn_queue_value_names_the_key() {
+    let out = check_edited("retries.toml", "synack_retries = 5", "synack_retries = 11");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        stderr.trim_end(),
+        "error: syn_queue.synack_retries: 11 is out of range 0..=10"
+    );
+}
+
+#[test]
+fn check_config_rejects_old_time_wait_seconds() {
+    // A file written for the old format: time_wait_seconds became msl_seconds.
+    let out = check_edited(
+        "old-time-wait.toml",
+        "msl_seconds = 30",
+        "time_wait_seconds = 60",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr.starts_with("error: unknown key `time_wait_seconds` in [timeouts]")
+            && stderr.contains("msl_seconds"),
+        "{stderr}"
+    );
 }
 
 #[test]

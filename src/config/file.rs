@@ -14,6 +14,7 @@ pub(crate) struct FileConfig {
     pub protect: Protect,
     pub cookies: Cookies,
     pub handshake: Handshake,
+    pub syn_queue: SynQueue,
     pub limits: Limits,
     pub invalid_ack: InvalidAck,
     pub timeouts: Timeouts,
@@ -60,6 +61,19 @@ pub(crate) struct Handshake {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct SynQueue {
+    /// Kept as a string so validate can say which spellings are accepted
+    /// (serde's enum error would name a Rust type).
+    pub syncookies: Option<String>,
+    pub backlog: Option<i64>,
+    pub per_source_backlog: Option<i64>,
+    pub synack_retries: Option<i64>,
+    pub synack_timeout_ms: Option<i64>,
+    pub cookie_hold_seconds: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Limits {
     pub max_flows: Option<i64>,
     pub held_bytes_per_flow: Option<i64>,
@@ -84,7 +98,10 @@ pub(crate) struct InvalidAck {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Timeouts {
     pub established_idle_seconds: Option<i64>,
-    pub time_wait_seconds: Option<i64>,
+    pub fin_wait_seconds: Option<i64>,
+    pub close_wait_seconds: Option<i64>,
+    pub last_ack_seconds: Option<i64>,
+    pub msl_seconds: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,8 +9,8 @@ use crate::engine::InvalidAckAction;
 
 /// Render resolved settings as a complete config file. Loading the result
 /// gives back equal `Settings`, except for what TOML cannot carry: a
-/// non-UTF-8 secret path (rendered lossily) and timeouts that are not whole
-/// seconds (rounded up; the file format has only seconds).
+/// non-UTF-8 secret path (rendered lossily) and `*_seconds` durations that
+/// are not whole seconds (rounded up; those keys take only seconds).
 pub fn render(s: &Settings) -> String {
     let e = &s.engine;
     let mut out = String::new();
@@ -47,6 +47,18 @@ pub fn render(s: &Settings) -> String {
     let _ = writeln!(out, "backend_syn_timeout_ms = {}", e.backend_syn_timeout_ms);
     let _ = writeln!(out, "backend_syn_retries = {}", e.backend_syn_retries);
     let _ = writeln!(out);
+    let _ = writeln!(out, "[syn_queue]");
+    let _ = writeln!(out, "syncookies = {}", quote(e.syncookies.as_str()));
+    let _ = writeln!(out, "backlog = {}", e.backlog);
+    let _ = writeln!(out, "per_source_backlog = {}", e.per_source_backlog);
+    let _ = writeln!(out, "synack_retries = {}", e.synack_retries);
+    let _ = writeln!(out, "synack_timeout_ms = {}", e.synack_timeout_ms);
+    let _ = writeln!(
+        out,
+        "cookie_hold_seconds = {}",
+        e.cookie_hold_ms.div_ceil(1000)
+    );
+    let _ = writeln!(out);
     let _ = writeln!(out, "[limits]");
     let _ = writeln!(out, "max_flows = {}", e.max_flows);
     let _ = writeln!(out, "held_bytes_per_flow = {}", e.held_bytes_per_flow);
@@ -68,9 +80,20 @@ pub fn render(s: &Settings) -> String {
     );
     let _ = writeln!(
         out,
-        "time_wait_seconds = {}",
-        e.time_wait_ms().div_ceil(1000)
+        "fin_wait_seconds = {}",
+        e.fin_wait_timeout_ms.div_ceil(1000)
     );
+    let _ = writeln!(
+        out,
+        "close_wait_seconds = {}",
+        e.close_wait_timeout_ms.div_ceil(1000)
+    );
+    let _ = writeln!(
+        out,
+        "last_ack_seconds = {}",
+        e.last_ack_timeout_ms.div_ceil(1000)
+    );
+    let _ = writeln!(out, "msl_seconds = {}", e.msl_ms.div_ceil(1000));
     let _ = writeln!(out);
     let _ = writeln!(out, "[metrics]");
     let listen = match s.metrics_listen {

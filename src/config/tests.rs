@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::validate;
 use super::*;
-use crate::engine::{EngineConfig, InvalidAckAction};
+use crate::engine::{EngineConfig, InvalidAckAction, SyncookieMode};
 use crate::io::IoConfig;
 
 const SHIPPED: &str = include_str!("../../config/synguard.toml");
@@ -110,7 +110,7 @@ fn minimal_file_gives_documented_defaults() {
 fn defaults_are_within_their_own_bounds() {
     let e = EngineConfig::default();
     let i = IoConfig::default();
-    let cases: [(&str, i64, std::ops::RangeInclusive<i64>); 14] = [
+    let cases: [(&str, i64, std::ops::RangeInclusive<i64>); 22] = [
         ("slot", e.cookie_slot_seconds as i64, validate::SLOT_SECONDS),
         ("mss4", e.synack_mss_v4.into(), validate::MSS_V4),
         ("mss6", e.synack_mss_v6.into(), validate::MSS_V6),
@@ -126,6 +126,27 @@ fn defaults_are_within_their_own_bounds() {
             e.backend_syn_retries.into(),
             validate::BACKEND_SYN_RETRIES,
         ),
+        ("backlog", e.backlog as i64, validate::BACKLOG),
+        (
+            "per_source",
+            e.per_source_backlog as i64,
+            validate::PER_SOURCE_BACKLOG,
+        ),
+        (
+            "synack_retries",
+            e.synack_retries.into(),
+            validate::SYNACK_RETRIES,
+        ),
+        (
+            "synack_rto",
+            e.synack_timeout_ms as i64,
+            validate::SYNACK_TIMEOUT_MS,
+        ),
+        (
+            "cookie_hold",
+            (e.cookie_hold_ms / 1000) as i64,
+            validate::COOKIE_HOLD_SECONDS,
+        ),
         ("flows", e.max_flows as i64, validate::MAX_FLOWS),
         (
             "held",
@@ -140,17 +161,57 @@ fn defaults_are_within_their_own_bounds() {
             validate::IDLE_SECONDS,
         ),
         (
-            "tw",
-            (e.time_wait_ms() / 1000) as i64,
-            validate::TIME_WAIT_SECONDS,
+            "fin_wait",
+            (e.fin_wait_timeout_ms / 1000) as i64,
+            validate::FIN_WAIT_SECONDS,
         ),
+        (
+            "close_wait",
+            (e.close_wait_timeout_ms / 1000) as i64,
+            validate::CLOSE_WAIT_SECONDS,
+        ),
+        (
+            "last_ack",
+            (e.last_ack_timeout_ms / 1000) as i64,
+            validate::LAST_ACK_SECONDS,
+        ),
+        ("msl", (e.msl_ms / 1000) as i64, validate::MSL_SECONDS),
         ("rcvbuf", i.rcvbuf_bytes as i64, validate::RCVBUF_BYTES),
     ];
     for (name, v, range) in cases {
         assert!(range.contains(&v), "default {name} = {v} outside {range:?}");
     }
-    assert_eq!(e.established_idle_timeout_ms % 1000, 0);
-    assert_eq!(e.time_wait_ms() % 1000, 0);
+    assert!(e.per_source_backlog <= e.backlog);
+    // Keys in seconds must be able to state the default exactly.
+    for ms in [
+        e.cookie_hold_ms,
+        e.established_idle_timeout_ms,
+        e.fin_wait_timeout_ms,
+        e.close_wait_timeout_ms,
+        e.last_ack_timeout_ms,
+        e.msl_ms,
+    ] {
+        assert_eq!(ms % 1000, 0, "{ms} ms is not whole seconds");
+    }
+}
+
+#[test]
+fn syn_queue_and_timeout_defaults() {
+    // The values config/synguard.toml and README document, independent of
+    // EngineConfig::default() (so a change there must be a change here).
+    let e = load_str(MINIMAL, &none()).unwrap().engine;
+    assert_eq!(e.syncookies, SyncookieMode::Auto);
+    assert_eq!(e.backlog, 4096);
+    assert_eq!(e.per_source_backlog, 128);
+    assert_eq!(e.synack_retries, 5);
+    assert_eq!(e.synack_timeout_ms, 1000);
+    assert_eq!(e.cookie_hold_ms, 30_000);
+    assert_eq!(e.established_idle_timeout_ms, 7_200_000);
+    assert_eq!(e.fin_wait_timeout_ms, 60_000);
+    assert_eq!(e.close_wait_timeout_ms, 600_000);
+    assert_eq!(e.last_ack_timeout_ms, 30_000);
+    assert_eq!(e.msl_ms, 30_000);
+    assert_eq!(e.time_wait_ms(), 60_000);
 }
 
 #[test]
@@ -226,6 +287,66 @@ fn every_range_check_rejects_and_names_the_key() {
             "-1",
             "out of range 0..=10",
         ),
+        (
+            "syn_queue",
+            "backlog",
+            "0",
+            "0 is out of range 1..=16777216",
+        ),
+        (
+            "syn_queue",
+            "backlog",
+            "16777217",
+            "out of range 1..=16777216",
+        ),
+        (
+            "syn_queue",
+            "per_source_backlog",
+            "0",
+            "0 is out of range 1..=16777216",
+        ),
+        (
+            "syn_queue",
+            "per_source_backlog",
+            "-5",
+            "-5 is out of range 1..=16777216",
+        ),
+        (
+            "syn_queue",
+            "synack_retries",
+            "11",
+            "11 is out of range 0..=10",
+        ),
+        (
+            "syn_queue",
+            "synack_retries",
+            "-1",
+            "-1 is out of range 0..=10",
+        ),
+        (
+            "syn_queue",
+            "synack_timeout_ms",
+            "99",
+            "99 is out of range 100..=60000",
+        ),
+        (
+            "syn_queue",
+            "synack_timeout_ms",
+            "60001",
+            "out of range 100..=60000",
+        ),
+        (
+            "syn_queue",
+            "cookie_hold_seconds",
+            "-1",
+            "-1 is out of range 0..=3600",
+        ),
+        (
+            "syn_queue",
+            "cookie_hold_seconds",
+            "3601",
+            "out of range 0..=3600",
+        ),
         ("limits", "max_flows", "0", "must be at least 1"),
         (
             "limits",
@@ -258,12 +379,48 @@ fn every_range_check_rejects_and_names_the_key() {
             "604801",
             "out of range 1..=604800",
         ),
-        ("timeouts", "time_wait_seconds", "0", "out of range 1..=600"),
         (
             "timeouts",
-            "time_wait_seconds",
-            "601",
-            "out of range 1..=600",
+            "fin_wait_seconds",
+            "0",
+            "0 is out of range 1..=3600",
+        ),
+        (
+            "timeouts",
+            "fin_wait_seconds",
+            "3601",
+            "out of range 1..=3600",
+        ),
+        (
+            "timeouts",
+            "close_wait_seconds",
+            "0",
+            "0 is out of range 1..=86400",
+        ),
+        (
+            "timeouts",
+            "close_wait_seconds",
+            "86401",
+            "out of range 1..=86400",
+        ),
+        (
+            "timeouts",
+            "last_ack_seconds",
+            "0",
+            "0 is out of range 1..=3600",
+        ),
+        (
+            "timeouts",
+            "last_ack_seconds",
+            "3601",
+            "out of range 1..=3600",
+        ),
+        ("timeouts", "msl_seconds", "0", "0 is out of range 1..=300"),
+        (
+            "timeouts",
+            "msl_seconds",
+            "301",
+            "301 is out of range 1..=300",
         ),
         (
             "io",
@@ -300,7 +457,25 @@ fn range_edges_are_accepted() {
         ("handshake", "synack_wscale = 14"),
         ("handshake", "backend_syn_retries = 0"),
         ("invalid_ack", "rst_per_second = 0"),
-        ("timeouts", "time_wait_seconds = 600"),
+        ("syn_queue", "backlog = 1\nper_source_backlog = 1"),
+        (
+            "syn_queue",
+            "backlog = 16777216\nper_source_backlog = 16777216",
+        ),
+        ("syn_queue", "synack_retries = 0"),
+        ("syn_queue", "synack_retries = 10"),
+        ("syn_queue", "synack_timeout_ms = 100"),
+        ("syn_queue", "synack_timeout_ms = 60000"),
+        ("syn_queue", "cookie_hold_seconds = 0"),
+        ("syn_queue", "cookie_hold_seconds = 3600"),
+        ("timeouts", "fin_wait_seconds = 1"),
+        ("timeouts", "fin_wait_seconds = 3600"),
+        ("timeouts", "close_wait_seconds = 1"),
+        ("timeouts", "close_wait_seconds = 86400"),
+        ("timeouts", "last_ack_seconds = 1"),
+        ("timeouts", "last_ack_seconds = 3600"),
+        ("timeouts", "msl_seconds = 1"),
+        ("timeouts", "msl_seconds = 300"),
     ];
     for (section, line) in cases {
         load_str(&with(section, line), &none()).unwrap_or_else(|e| panic!("{line}: {e}"));
@@ -316,9 +491,19 @@ synack_wscale = 14
 backend_syn_retries = 0
 [invalid_ack]
 action = \"drop\"
+[syn_queue]
+syncookies = \"always\"
+backlog = 100
+per_source_backlog = 100
+synack_retries = 0
+synack_timeout_ms = 250
+cookie_hold_seconds = 0
 [timeouts]
 established_idle_seconds = 30
-time_wait_seconds = 2
+fin_wait_seconds = 5
+close_wait_seconds = 86400
+last_ack_seconds = 7
+msl_seconds = 2
 [io]
 disable_offloads = false
 [metrics]
@@ -331,8 +516,18 @@ secret_file = \"/etc/synguard/secret\"
     assert_eq!(s.engine.synack_wscale, 14);
     assert_eq!(s.engine.backend_syn_retries, 0);
     assert_eq!(s.engine.invalid_ack_action, InvalidAckAction::Drop);
+    assert_eq!(s.engine.syncookies, SyncookieMode::Always);
+    assert_eq!(s.engine.backlog, 100);
+    assert_eq!(s.engine.per_source_backlog, 100);
+    assert_eq!(s.engine.synack_retries, 0);
+    assert_eq!(s.engine.synack_timeout_ms, 250);
+    assert_eq!(s.engine.cookie_hold_ms, 0);
     assert_eq!(s.engine.established_idle_timeout_ms, 30_000);
-    assert_eq!(s.engine.time_wait_ms(), 2_000);
+    assert_eq!(s.engine.fin_wait_timeout_ms, 5_000);
+    assert_eq!(s.engine.close_wait_timeout_ms, 86_400_000);
+    assert_eq!(s.engine.last_ack_timeout_ms, 7_000);
+    assert_eq!(s.engine.msl_ms, 2_000);
+    assert_eq!(s.engine.time_wait_ms(), 4_000);
     assert!(!s.io.disable_offloads);
     assert_eq!(s.metrics_listen, None);
     assert_eq!(s.secret_file, Some(PathBuf::from("/etc/synguard/secret")));
@@ -354,10 +549,102 @@ fn held_total_below_per_flow_is_rejected() {
 }
 
 #[test]
+fn syncookies_accepts_exactly_off_auto_always() {
+    for (text, mode) in [
+        ("off", SyncookieMode::Off),
+        ("auto", SyncookieMode::Auto),
+        ("always", SyncookieMode::Always),
+    ] {
+        let s = load_str(
+            &with("syn_queue", &format!("syncookies = \"{text}\"")),
+            &none(),
+        )
+        .unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(s.engine.syncookies, mode);
+    }
+    // Other spellings, Linux's sysctl numbers (as strings or integers) and
+    // other types are all rejected under the key's name.
+    for value in [
+        "\"Auto\"",
+        "\"OFF\"",
+        "\" auto\"",
+        "\"on\"",
+        "\"\"",
+        "\"1\"",
+        "1",
+        "true",
+        "[\"auto\"]",
+    ] {
+        let msg = err(
+            &with("syn_queue", &format!("syncookies = {value}")),
+            &none(),
+        );
+        assert!(
+            msg.starts_with("syn_queue.syncookies: "),
+            "syncookies = {value}: got `{msg}`"
+        );
+    }
+    let msg = err(&with("syn_queue", "syncookies = \"on\""), &none());
+    assert_eq!(
+        msg,
+        "syn_queue.syncookies: \"on\" is not \"off\", \"auto\" or \"always\""
+    );
+}
+
+#[test]
+fn per_source_backlog_above_backlog_is_rejected() {
+    let msg = err(
+        &with("syn_queue", "backlog = 100\nper_source_backlog = 101"),
+        &none(),
+    );
+    assert_eq!(
+        msg,
+        "syn_queue.per_source_backlog: 101 is more than syn_queue.backlog (100)"
+    );
+    // Against the default backlog (4096) too.
+    let msg = err(&with("syn_queue", "per_source_backlog = 4097"), &none());
+    assert_eq!(
+        msg,
+        "syn_queue.per_source_backlog: 4097 is more than syn_queue.backlog (4096)"
+    );
+    // Equal is fine.
+    let s = load_str(
+        &with("syn_queue", "backlog = 100\nper_source_backlog = 100"),
+        &none(),
+    )
+    .unwrap();
+    assert_eq!(s.engine.per_source_backlog, 100);
+}
+
+#[test]
+fn default_per_source_backlog_is_capped_by_a_smaller_backlog() {
+    // The default 128 is not an error the operator never wrote: it shrinks.
+    let s = load_str(&with("syn_queue", "backlog = 16"), &none()).unwrap();
+    assert_eq!(s.engine.backlog, 16);
+    assert_eq!(s.engine.per_source_backlog, 16);
+    let s = load_str(&with("syn_queue", "backlog = 1000"), &none()).unwrap();
+    assert_eq!(s.engine.per_source_backlog, 128);
+}
+
+#[test]
+fn old_time_wait_seconds_is_an_unknown_key() {
+    // Replaced by msl_seconds (TIME_WAIT = 2 x MSL); an old file must fail
+    // loudly rather than be half-honoured.
+    let msg = err(&with("timeouts", "time_wait_seconds = 60"), &none());
+    assert!(
+        msg.starts_with("unknown key `time_wait_seconds` in [timeouts]"),
+        "{msg}"
+    );
+    assert!(msg.contains("msl_seconds"), "should list the keys: {msg}");
+}
+
+#[test]
 fn bad_values_name_the_key() {
     let cases: &[(&str, &str, &str)] = &[
         ("invalid_ack", "action = \"reject\"", "invalid_ack.action: "),
         ("limits", "max_flows = \"many\"", "limits.max_flows: "),
+        ("syn_queue", "backlog = \"4096\"", "syn_queue.backlog: "),
+        ("timeouts", "msl_seconds = 1.5", "timeouts.msl_seconds: "),
         ("io", "disable_offloads = 1", "io.disable_offloads: "),
         ("metrics", "listen = \"localhost\"", "metrics.listen: "),
         ("metrics", "listen = \"127.0.0.1:0\"", "metrics.listen: "),
@@ -614,6 +901,16 @@ fn render_round_trips() {
     shipped.engine.synack_wscale = 0;
     shipped.engine.held_bytes_total = 1 << 20;
     shipped.engine.established_idle_timeout_ms = 5_000;
+    shipped.engine.syncookies = SyncookieMode::Off;
+    shipped.engine.backlog = 65_536;
+    shipped.engine.per_source_backlog = 1;
+    shipped.engine.synack_retries = 10;
+    shipped.engine.synack_timeout_ms = 1_234;
+    shipped.engine.cookie_hold_ms = 0;
+    shipped.engine.fin_wait_timeout_ms = 1_000;
+    shipped.engine.close_wait_timeout_ms = 86_400_000;
+    shipped.engine.last_ack_timeout_ms = 3_600_000;
+    shipped.engine.msl_ms = 300_000;
     shipped.metrics_listen = None;
     shipped.secret_file = Some(PathBuf::from("/etc/syn\"guard/se\\cret"));
     shipped.log_level = "synguard=debug,warn".into();
@@ -623,6 +920,7 @@ fn render_round_trips() {
 
     shipped.metrics_listen = Some(sa("[::1]:9150"));
     shipped.secret_file = None;
+    shipped.engine.syncookies = SyncookieMode::Always;
     assert_eq!(load_str(&render(&shipped), &none()).unwrap(), shipped);
 }
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use super::file::{ActionName, FileConfig};
 use super::{ConfigError, Overrides, Settings};
-use crate::engine::{EngineConfig, InvalidAckAction};
+use crate::engine::{EngineConfig, InvalidAckAction, SyncookieMode};
 use crate::io::IoConfig;
 
 // Bounds. Each is the sane envelope for the setting, not a tuning hint.
@@ -27,6 +27,16 @@ pub(crate) const SYNACK_WINDOW: RangeInclusive<i64> = 1..=65535;
 pub(crate) const WSCALE: RangeInclusive<i64> = 0..=14;
 pub(crate) const BACKEND_SYN_TIMEOUT_MS: RangeInclusive<i64> = 100..=60_000;
 pub(crate) const BACKEND_SYN_RETRIES: RangeInclusive<i64> = 0..=10;
+/// Half-open queue entries: at least one, at most 2^24.
+pub(crate) const BACKLOG: RangeInclusive<i64> = 1..=(1 << 24);
+/// Checked against this first, then against the resolved backlog.
+pub(crate) const PER_SOURCE_BACKLOG: RangeInclusive<i64> = 1..=(1 << 24);
+/// Linux tcp_synack_retries. The timeout doubles without a cap, so 10 retries
+/// from a 1 s start already keep an entry for 2047 s (about 34 minutes).
+pub(crate) const SYNACK_RETRIES: RangeInclusive<i64> = 0..=10;
+pub(crate) const SYNACK_TIMEOUT_MS: RangeInclusive<i64> = 100..=60_000;
+/// 0: leave cookie mode as soon as the queue has room again; at most an hour.
+pub(crate) const COOKIE_HOLD_SECONDS: RangeInclusive<i64> = 0..=3600;
 pub(crate) const MAX_FLOWS: RangeInclusive<i64> = 1..=i64::MAX;
 /// Per-flow hold budget: at least a byte, at most 1 GiB.
 pub(crate) const HELD_PER_FLOW: RangeInclusive<i64> = 1..=(1 << 30);
@@ -34,8 +44,15 @@ pub(crate) const HELD_TOTAL: RangeInclusive<i64> = 1..=i64::MAX;
 pub(crate) const RST_PER_SECOND: RangeInclusive<i64> = 0..=1_000_000;
 /// One second up to a week.
 pub(crate) const IDLE_SECONDS: RangeInclusive<i64> = 1..=604_800;
-/// One second up to ten minutes (2 x the largest MSL anyone uses).
-pub(crate) const TIME_WAIT_SECONDS: RangeInclusive<i64> = 1..=600;
+/// FIN_WAIT_1, FIN_WAIT_2 and CLOSING idle: one second up to an hour.
+pub(crate) const FIN_WAIT_SECONDS: RangeInclusive<i64> = 1..=3600;
+/// CLOSE_WAIT idle: the server may legitimately take long to close its side;
+/// one second up to a day.
+pub(crate) const CLOSE_WAIT_SECONDS: RangeInclusive<i64> = 1..=86_400;
+pub(crate) const LAST_ACK_SECONDS: RangeInclusive<i64> = 1..=3600;
+/// MSL: one second up to five minutes (TIME_WAIT is twice this; RFC 9293
+/// suggests 2 minutes, Linux effectively uses 30 s).
+pub(crate) const MSL_SECONDS: RangeInclusive<i64> = 1..=300;
 /// The kernel clamps SO_RCVBUF(FORCE) to INT_MAX / 2; below a page is useless.
 pub(crate) const RCVBUF_BYTES: RangeInclusive<i64> = 4096..=(i32::MAX as i64 / 2);
 
@@ -92,6 +109,34 @@ pub(crate) fn resolve(file: FileConfig, ov: &Overrides) -> Result<Settings, Conf
         ));
     }
 
+    let q = file.syn_queue;
+    let syncookies = match q.syncookies.as_deref() {
+        None => ed.syncookies,
+        Some(text) => syncookie_mode(text)?,
+    };
+    let backlog: usize = int("syn_queue.backlog", q.backlog, ed.backlog, BACKLOG)?;
+    let per_source_backlog: usize = match q.per_source_backlog {
+        // The default share is capped by a smaller configured backlog rather
+        // than failing on a key the operator never wrote.
+        None => ed.per_source_backlog.min(backlog),
+        Some(v) => {
+            let v: usize = int(
+                "syn_queue.per_source_backlog",
+                Some(v),
+                0,
+                PER_SOURCE_BACKLOG,
+            )?;
+            if v > backlog {
+                return Err(ConfigError::invalid(
+                    "syn_queue.per_source_backlog",
+                    format!("{v} is more than syn_queue.backlog ({backlog})"),
+                ));
+            }
+            v
+        }
+    };
+
+    let t = file.timeouts;
     let engine = EngineConfig {
         protected,
         cookie_slot_seconds: int(
@@ -123,6 +168,27 @@ pub(crate) fn resolve(file: FileConfig, ov: &Overrides) -> Result<Settings, Conf
             h.synack_wscale,
             ed.synack_wscale,
             WSCALE,
+        )?,
+        syncookies,
+        backlog,
+        per_source_backlog,
+        synack_retries: int(
+            "syn_queue.synack_retries",
+            q.synack_retries,
+            ed.synack_retries,
+            SYNACK_RETRIES,
+        )?,
+        synack_timeout_ms: int(
+            "syn_queue.synack_timeout_ms",
+            q.synack_timeout_ms,
+            ed.synack_timeout_ms,
+            SYNACK_TIMEOUT_MS,
+        )?,
+        cookie_hold_ms: seconds_to_ms(
+            "syn_queue.cookie_hold_seconds",
+            q.cookie_hold_seconds,
+            ed.cookie_hold_ms,
+            COOKIE_HOLD_SECONDS,
         )?,
         backend_syn_timeout_ms: int(
             "handshake.backend_syn_timeout_ms",
@@ -157,17 +223,34 @@ pub(crate) fn resolve(file: FileConfig, ov: &Overrides) -> Result<Settings, Conf
         )?,
         established_idle_timeout_ms: seconds_to_ms(
             "timeouts.established_idle_seconds",
-            file.timeouts.established_idle_seconds,
+            t.established_idle_seconds,
             ed.established_idle_timeout_ms,
             IDLE_SECONDS,
         )?,
+        fin_wait_timeout_ms: seconds_to_ms(
+            "timeouts.fin_wait_seconds",
+            t.fin_wait_seconds,
+            ed.fin_wait_timeout_ms,
+            FIN_WAIT_SECONDS,
+        )?,
+        close_wait_timeout_ms: seconds_to_ms(
+            "timeouts.close_wait_seconds",
+            t.close_wait_seconds,
+            ed.close_wait_timeout_ms,
+            CLOSE_WAIT_SECONDS,
+        )?,
+        last_ack_timeout_ms: seconds_to_ms(
+            "timeouts.last_ack_seconds",
+            t.last_ack_seconds,
+            ed.last_ack_timeout_ms,
+            LAST_ACK_SECONDS,
+        )?,
         msl_ms: seconds_to_ms(
-            "timeouts.time_wait_seconds",
-            file.timeouts.time_wait_seconds,
-            ed.time_wait_ms(),
-            TIME_WAIT_SECONDS,
-        )? / 2,
-        ..ed.clone()
+            "timeouts.msl_seconds",
+            t.msl_seconds,
+            ed.msl_ms,
+            MSL_SECONDS,
+        )?,
     };
 
     let io = IoConfig {
@@ -334,6 +417,24 @@ fn check_log_level(key: &str, level: &str) -> Result<(), ConfigError> {
     tracing_subscriber::EnvFilter::try_new(level)
         .map(|_| ())
         .map_err(|e| ConfigError::invalid(key, format!("\"{level}\" is not a tracing filter: {e}")))
+}
+
+/// Exactly the three lowercase spellings; anything else (including Linux's
+/// numbers) is rejected with the accepted list.
+fn syncookie_mode(text: &str) -> Result<SyncookieMode, ConfigError> {
+    [
+        SyncookieMode::Off,
+        SyncookieMode::Auto,
+        SyncookieMode::Always,
+    ]
+    .into_iter()
+    .find(|m| m.as_str() == text)
+    .ok_or_else(|| {
+        ConfigError::invalid(
+            "syn_queue.syncookies",
+            format!("\"{text}\" is not \"off\", \"auto\" or \"always\""),
+        )
+    })
 }
 
 /// Range-check an optional integer; `None` yields the default unchecked (the
