@@ -27,6 +27,10 @@ const TTL: u8 = ipv4::DEFAULT_TTL;
 const DEFAULT_MSS_V4: u16 = 536;
 const DEFAULT_MSS_V6: u16 = 1220;
 
+/// How far past ISN + 1 a queued client's ACK may be (bytes it sent that
+/// the gateway missed): the SYN-ACK's unscaled window.
+const MAX_QUEUED_SEQ_ADVANCE: u32 = 65535;
+
 /// Why a backend handshake failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum BackendFailure {
@@ -267,8 +271,15 @@ impl Engine {
             return Verdict::Drop(DropReason::BadChecksum);
         }
         let tsecr = v.options.timestamps.map(|(_, ecr)| ecr);
+        // A queue entry knows the client's ISN, so unlike a cookie it can
+        // accept an ACK whose SEQ moved past ISN + 1: the client sent data we
+        // never saw (its third ACK and first segment lost) and now answers a
+        // retransmitted SYN-ACK with a challenge ACK at SND.NXT (RFC 5961 4).
+        // Resetting that ACK would kill a real client; the server gets the
+        // hole and the client retransmits.
         let queued = self.half_open.get(&key).filter(|e| {
-            v.tcp.seq == e.client_isn.wrapping_add(1) && v.tcp.ack == e.cookie_isn.wrapping_add(1)
+            v.tcp.ack == e.cookie_isn.wrapping_add(1)
+                && v.tcp.seq.wrapping_sub(e.client_isn.wrapping_add(1)) <= MAX_QUEUED_SEQ_ADVANCE
         });
         let handshake = match queued {
             Some(e) => {

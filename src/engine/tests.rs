@@ -936,3 +936,566 @@ proptest! {
         e.handle_timeout(T0 + 100_000);
     }
 }
+
+// ---- half-open queue and syncookies modes --------------------------------
+
+fn queue_config(mode: SyncookieMode) -> EngineConfig {
+    EngineConfig {
+        syncookies: mode,
+        ..config()
+    }
+}
+
+fn syn_from(e: &mut Engine, port: u16, src: &str, now: u64) -> Verdict {
+    let c = Host {
+        ip: src.parse().unwrap(),
+        port,
+        mac: CLIENT_MAC,
+    };
+    let mut f = segment(
+        c,
+        server_v4(),
+        CLIENT_ISN,
+        0,
+        tcp::SYN,
+        64240,
+        &linux_syn_options(1),
+        &[],
+    );
+    e.handle(now, Port::Client, &mut f)
+}
+
+#[test]
+fn queued_synack_retransmit_schedule_and_give_up_at_63s() {
+    let mut e = engine_with(queue_config(SyncookieMode::Auto));
+    let (first, first_frame) = syn(
+        &mut e,
+        client_v4(),
+        server_v4(),
+        T0,
+        &linux_syn_options(100),
+    );
+    assert_eq!(e.half_open_count(), 1);
+    assert_eq!(Counters::get(&e.counters().synack_queued), 1);
+    let mut sent_at = vec![];
+    let mut now = T0;
+    let mut removed_at = None;
+    while now <= T0 + 70_000 {
+        if e.poll_timeout().is_some_and(|t| t <= now) {
+            e.handle_timeout(now);
+            for em in e.drain_emitted() {
+                assert_eq!(em.port, Port::Client);
+                assert_eq!(
+                    em.frame, first_frame,
+                    "a retransmission repeats the SYN-ACK byte for byte"
+                );
+                sent_at.push(now - T0);
+            }
+            if removed_at.is_none() && e.half_open_count() == 0 {
+                removed_at = Some(now - T0);
+            }
+        }
+        now += 10;
+    }
+    assert_eq!(
+        sent_at,
+        vec![1000, 3000, 7000, 15000, 31000],
+        "1, 2, 4, 8, 16 s after the previous one"
+    );
+    assert_eq!(removed_at, Some(63_000));
+    assert_eq!(Counters::get(&e.counters().synack_retransmit), 5);
+    assert_eq!(Counters::get(&e.counters().queue_expired), 1);
+    assert_eq!(
+        e.counters()
+            .half_open
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_ne!(first.tcp.seq, 0);
+}
+
+#[test]
+fn synack_retries_and_timeout_are_configurable() {
+    let cfg = EngineConfig {
+        synack_retries: 2,
+        synack_timeout_ms: 500,
+        ..queue_config(SyncookieMode::Auto)
+    };
+    let mut e = engine_with(cfg);
+    syn(&mut e, client_v4(), server_v4(), T0, &[]);
+    let mut sent_at = vec![];
+    let mut now = T0;
+    while e.half_open_count() > 0 && now < T0 + 10_000 {
+        now += 10;
+        e.handle_timeout(now);
+        sent_at.extend(e.drain_emitted().map(|_| now - T0));
+    }
+    assert_eq!(sent_at, vec![500, 1500]);
+    assert_eq!(
+        now - T0,
+        3500,
+        "given up one doubled timeout after the last retransmission"
+    );
+}
+
+#[test]
+fn retransmitted_syn_gets_the_same_synack_not_a_new_entry() {
+    let mut e = engine_with(queue_config(SyncookieMode::Auto));
+    let (_, first) = syn(
+        &mut e,
+        client_v4(),
+        server_v4(),
+        T0,
+        &linux_syn_options(100),
+    );
+    let (_, again) = syn(
+        &mut e,
+        client_v4(),
+        server_v4(),
+        T0 + 1_500,
+        &linux_syn_options(100),
+    );
+    assert_eq!(first, again);
+    assert_eq!(e.half_open_count(), 1);
+    assert_eq!(Counters::get(&e.counters().synack_retransmit), 1);
+    assert_eq!(Counters::get(&e.counters().syn_received), 2);
+}
+
+#[test]
+fn queue_full_in_each_mode() {
+    let small = |mode| EngineConfig {
+        backlog: 2,
+        per_source_backlog: 2,
+        cookie_hold_ms: 10_000,
+        ..queue_config(mode)
+    };
+    // off: queue only, drop when full.
+    let mut off = engine_with(small(SyncookieMode::Off));
+    assert_eq!(syn_from(&mut off, 1, "198.18.1.1", T0), Verdict::Reply);
+    assert_eq!(syn_from(&mut off, 1, "198.18.1.2", T0), Verdict::Reply);
+    assert_eq!(
+        syn_from(&mut off, 1, "198.18.1.3", T0),
+        Verdict::Drop(DropReason::QueueFull)
+    );
+    assert_eq!(off.half_open_count(), 2);
+    // auto: cookies for what overflows, then cookie mode for the hold time.
+    let mut auto = engine_with(small(SyncookieMode::Auto));
+    syn_from(&mut auto, 1, "198.18.1.1", T0);
+    syn_from(&mut auto, 1, "198.18.1.2", T0);
+    assert_eq!(syn_from(&mut auto, 1, "198.18.1.3", T0), Verdict::Reply);
+    let k = auto.counters();
+    assert_eq!(
+        (
+            Counters::get(&k.synack_queued),
+            Counters::get(&k.synack_cookie)
+        ),
+        (2, 1)
+    );
+    assert_eq!(Counters::get(&k.cookie_mode_active), 1);
+    // Room again, but still within the hold time: stateless.
+    let key = FlowKey {
+        client: "198.18.1.1".parse().unwrap(),
+        server: server_v4().ip,
+        client_port: 1,
+        server_port: 8080,
+    };
+    let mut rst = segment(
+        Host {
+            ip: key.client,
+            port: 1,
+            mac: CLIENT_MAC,
+        },
+        server_v4(),
+        CLIENT_ISN + 1,
+        0,
+        tcp::RST,
+        0,
+        &[],
+        &[],
+    );
+    assert_eq!(
+        auto.handle(T0 + 1, Port::Client, &mut rst),
+        Verdict::Absorbed,
+        "client RST cancels its entry"
+    );
+    assert_eq!(auto.half_open_count(), 1);
+    syn_from(&mut auto, 2, "198.18.1.4", T0 + 9_999);
+    assert_eq!(auto.half_open_count(), 1, "cookie mode holds");
+    auto.handle_timeout(T0 + 10_000);
+    assert_eq!(Counters::get(&k.cookie_mode_active), 0);
+    syn_from(&mut auto, 3, "198.18.1.5", T0 + 10_000);
+    assert_eq!(
+        auto.half_open_count(),
+        2,
+        "queue used again after the hold time"
+    );
+    // always: never queued.
+    let mut always = engine_with(small(SyncookieMode::Always));
+    for i in 1..=5 {
+        assert_eq!(syn_from(&mut always, i, "198.18.1.1", T0), Verdict::Reply);
+    }
+    assert_eq!(always.half_open_count(), 0);
+}
+
+#[test]
+fn per_source_limit_spares_other_sources() {
+    let cfg = |mode| EngineConfig {
+        per_source_backlog: 2,
+        ..queue_config(mode)
+    };
+    let mut off = engine_with(cfg(SyncookieMode::Off));
+    assert_eq!(syn_from(&mut off, 1, "198.18.1.1", T0), Verdict::Reply);
+    assert_eq!(syn_from(&mut off, 2, "198.18.1.1", T0), Verdict::Reply);
+    assert_eq!(
+        syn_from(&mut off, 3, "198.18.1.1", T0),
+        Verdict::Drop(DropReason::PerSourceLimit)
+    );
+    assert_eq!(
+        syn_from(&mut off, 1, "198.18.1.2", T0),
+        Verdict::Reply,
+        "another source still gets in"
+    );
+    let mut auto = engine_with(cfg(SyncookieMode::Auto));
+    syn_from(&mut auto, 1, "198.18.1.1", T0);
+    syn_from(&mut auto, 2, "198.18.1.1", T0);
+    assert_eq!(
+        syn_from(&mut auto, 3, "198.18.1.1", T0),
+        Verdict::Reply,
+        "over its share: a stateless cookie"
+    );
+    assert_eq!(auto.half_open_count(), 2);
+    assert_eq!(
+        Counters::get(&auto.counters().cookie_mode_active),
+        0,
+        "one source does not switch modes"
+    );
+}
+
+#[test]
+fn queued_handshake_keeps_the_exact_client_mss() {
+    let opts = SynOptionSet {
+        mss: Some(1380),
+        sack_permitted: true,
+        timestamps: Some((5, 0)),
+        wscale: Some(6),
+    }
+    .encode();
+    for (mode, expected_mss) in [(SyncookieMode::Auto, 1380), (SyncookieMode::Always, 1360)] {
+        let mut e = engine_with(queue_config(mode));
+        let (c, s) = (client_v4(), server_v4());
+        let (synack, _) = syn(&mut e, c, s, T0, opts.as_slice());
+        let tsval = synack.options.timestamps.unwrap().0;
+        let mut ack = segment(
+            c,
+            s,
+            CLIENT_ISN + 1,
+            synack.tcp.seq + 1,
+            tcp::ACK,
+            502,
+            &ts_option(6, tsval),
+            &[],
+        );
+        assert_eq!(e.handle(T0 + 5, Port::Client, &mut ack), Verdict::Absorbed);
+        let bsyn = view(&e.drain_emitted().next().unwrap().frame);
+        assert_eq!(bsyn.options.mss, Some(expected_mss), "{mode:?}");
+        assert_eq!(bsyn.options.wscale, Some(6));
+    }
+}
+
+#[test]
+fn queued_client_whose_first_data_was_lost_is_not_reset() {
+    // The third ACK and 1 byte of data never arrived; the client answers a
+    // retransmitted SYN-ACK with a challenge ACK at SEQ = ISN + 2.
+    let mut e = engine_with(queue_config(SyncookieMode::Auto));
+    let (c, s) = (client_v4(), server_v4());
+    let (synack, _) = syn(&mut e, c, s, T0, &[]);
+    let mut challenge = segment(
+        c,
+        s,
+        CLIENT_ISN + 2,
+        synack.tcp.seq + 1,
+        tcp::ACK,
+        502,
+        &[],
+        &[],
+    );
+    assert_eq!(
+        e.handle(T0 + 1000, Port::Client, &mut challenge),
+        Verdict::Absorbed
+    );
+    let bsyn = view(&e.drain_emitted().next().unwrap().frame);
+    assert_eq!(
+        bsyn.tcp.seq, CLIENT_ISN,
+        "backend SYN carries the queued ISN"
+    );
+    assert_eq!(Counters::get(&e.counters().rst_sent), 0);
+    // Stateless, the same ACK cannot be told from a forgery.
+    let mut cookie_only = engine();
+    let (synack, _) = syn(&mut cookie_only, c, s, T0, &[]);
+    let mut challenge = segment(
+        c,
+        s,
+        CLIENT_ISN + 2,
+        synack.tcp.seq + 1,
+        tcp::ACK,
+        502,
+        &[],
+        &[],
+    );
+    assert_eq!(
+        cookie_only.handle(T0 + 1000, Port::Client, &mut challenge),
+        Verdict::Reply
+    );
+    assert_eq!(view(&challenge).tcp.flags, tcp::RST);
+}
+
+// ---- connection tracking --------------------------------------------------
+
+#[test]
+fn rst_must_match_the_window() {
+    let mut e = engine();
+    let (c, s) = (client_v4(), server_v4());
+    let (cookie, _, _) = establish(&mut e, c, s, &[]);
+    let blind = CLIENT_ISN.wrapping_add(1 << 20);
+    let mut far = segment(c, s, blind, 0, tcp::RST, 0, &[], &[]);
+    assert_eq!(
+        e.handle(T0 + 50, Port::Client, &mut far),
+        Verdict::Drop(DropReason::OutOfWindow)
+    );
+    let mut near = segment(c, s, CLIENT_ISN + 100, 0, tcp::RST, 0, &[], &[]);
+    assert_eq!(
+        e.handle(T0 + 51, Port::Client, &mut near),
+        Verdict::Forward,
+        "in window: the server sends a challenge ACK"
+    );
+    assert_eq!(e.flow_state(&key_v4()), Some(TcpState::Established));
+    let mut far_server = segment(
+        s,
+        c,
+        SERVER_ISN.wrapping_add(1 << 20),
+        0,
+        tcp::RST,
+        0,
+        &[],
+        &[],
+    );
+    assert_eq!(
+        e.handle(T0 + 52, Port::Server, &mut far_server),
+        Verdict::Drop(DropReason::OutOfWindow)
+    );
+    let mut exact = segment(
+        c,
+        s,
+        CLIENT_ISN + 1,
+        cookie + 1,
+        tcp::RST | tcp::ACK,
+        0,
+        &[],
+        &[],
+    );
+    assert_eq!(
+        e.handle(T0 + 53, Port::Client, &mut exact),
+        Verdict::Forward
+    );
+    assert_eq!(e.flow_count(), 0);
+    assert_eq!(e.counters().dropped(DropReason::OutOfWindow), 2);
+}
+
+#[test]
+fn out_of_window_data_is_dropped_retransmissions_pass() {
+    let mut e = engine();
+    let (c, s) = (client_v4(), server_v4());
+    let (cookie, _, _) = establish(&mut e, c, s, &[]);
+    let mut data = segment(
+        c,
+        s,
+        CLIENT_ISN + 1,
+        cookie + 1,
+        tcp::ACK,
+        502,
+        &[],
+        &[7; 100],
+    );
+    assert_eq!(e.handle(T0 + 20, Port::Client, &mut data), Verdict::Forward);
+    let mut again = segment(
+        c,
+        s,
+        CLIENT_ISN + 1,
+        cookie + 1,
+        tcp::ACK,
+        502,
+        &[],
+        &[7; 100],
+    );
+    assert_eq!(
+        e.handle(T0 + 21, Port::Client, &mut again),
+        Verdict::Forward,
+        "a retransmission passes"
+    );
+    let mut wild = segment(
+        c,
+        s,
+        CLIENT_ISN.wrapping_add(50_000_000),
+        cookie + 1,
+        tcp::ACK,
+        502,
+        &[],
+        &[7; 10],
+    );
+    assert_eq!(
+        e.handle(T0 + 22, Port::Client, &mut wild),
+        Verdict::Drop(DropReason::OutOfWindow)
+    );
+    let mut wild_server = segment(
+        s,
+        c,
+        SERVER_ISN.wrapping_add(50_000_000),
+        CLIENT_ISN + 101,
+        tcp::ACK,
+        100,
+        &[],
+        b"x",
+    );
+    assert_eq!(
+        e.handle(T0 + 23, Port::Server, &mut wild_server),
+        Verdict::Drop(DropReason::OutOfWindow)
+    );
+}
+
+#[test]
+fn server_that_never_closes_stays_in_close_wait_until_its_timeout() {
+    let mut e = engine_with(EngineConfig {
+        close_wait_timeout_ms: 5_000,
+        ..config()
+    });
+    let (c, s) = (client_v4(), server_v4());
+    let (cookie, _, _) = establish(&mut e, c, s, &[]);
+    let mut fin = segment(
+        c,
+        s,
+        CLIENT_ISN + 1,
+        cookie + 1,
+        tcp::FIN | tcp::ACK,
+        502,
+        &[],
+        &[],
+    );
+    e.handle(T0 + 100, Port::Client, &mut fin);
+    assert_eq!(e.flow_state(&key_v4()), Some(TcpState::CloseWait));
+    assert_eq!(e.counters().flows_in(TcpState::CloseWait), 1);
+    e.handle_timeout(T0 + 5_099);
+    assert_eq!(e.flow_state(&key_v4()), Some(TcpState::CloseWait));
+    e.handle_timeout(T0 + 5_100);
+    assert_eq!(
+        e.flow_count(),
+        0,
+        "CLOSE_WAIT idle timeout, not the established one"
+    );
+    assert_eq!(Counters::get(&e.counters().flows_expired), 1);
+}
+
+#[test]
+fn full_table_evicts_the_oldest_time_wait_flow() {
+    let mut e = engine_with(EngineConfig {
+        max_flows: 1,
+        ..config()
+    });
+    let (c, s) = (client_v4(), server_v4());
+    let (cookie, _, _) = establish(&mut e, c, s, &[]);
+    // Close it: client FIN, server FIN+ACK, client ACK -> TIME_WAIT.
+    let mut fin = segment(
+        c,
+        s,
+        CLIENT_ISN + 1,
+        cookie + 1,
+        tcp::FIN | tcp::ACK,
+        502,
+        &[],
+        &[],
+    );
+    e.handle(T0 + 100, Port::Client, &mut fin);
+    let mut sfin = segment(
+        s,
+        c,
+        SERVER_ISN + 1,
+        CLIENT_ISN + 2,
+        tcp::FIN | tcp::ACK,
+        100,
+        &[],
+        &[],
+    );
+    e.handle(T0 + 101, Port::Server, &mut sfin);
+    let mut last = segment(c, s, CLIENT_ISN + 2, cookie + 2, tcp::ACK, 502, &[], &[]);
+    e.handle(T0 + 102, Port::Client, &mut last);
+    assert_eq!(e.flow_state(&key_v4()), Some(TcpState::TimeWait));
+    // A second client's handshake takes its place.
+    let c2 = Host { port: 40001, ..c };
+    let (synack, _) = syn(&mut e, c2, s, T0 + 200, &[]);
+    let mut ack = segment(
+        c2,
+        s,
+        CLIENT_ISN + 1,
+        synack.tcp.seq + 1,
+        tcp::ACK,
+        502,
+        &[],
+        &[],
+    );
+    assert_eq!(
+        e.handle(T0 + 201, Port::Client, &mut ack),
+        Verdict::Absorbed
+    );
+    assert_eq!(e.flow_state(&key_v4()), None);
+    assert_eq!(Counters::get(&e.counters().flows_evicted), 1);
+    // No TIME_WAIT flow left to evict: the next one is refused.
+    let c3 = Host { port: 40002, ..c };
+    let (synack, _) = syn(&mut e, c3, s, T0 + 300, &[]);
+    let mut ack = segment(
+        c3,
+        s,
+        CLIENT_ISN + 1,
+        synack.tcp.seq + 1,
+        tcp::ACK,
+        502,
+        &[],
+        &[],
+    );
+    assert_eq!(
+        e.handle(T0 + 301, Port::Client, &mut ack),
+        Verdict::Drop(DropReason::FlowTableFull)
+    );
+}
+
+#[test]
+fn simultaneous_close_through_closing() {
+    let mut e = engine();
+    let (c, s) = (client_v4(), server_v4());
+    let (cookie, _, _) = establish(&mut e, c, s, &[]);
+    // The FINs cross: neither acknowledges the other's.
+    let mut sfin = segment(
+        s,
+        c,
+        SERVER_ISN + 1,
+        CLIENT_ISN + 1,
+        tcp::FIN | tcp::ACK,
+        100,
+        &[],
+        &[],
+    );
+    e.handle(T0 + 100, Port::Server, &mut sfin);
+    let mut cfin = segment(
+        c,
+        s,
+        CLIENT_ISN + 1,
+        cookie + 1,
+        tcp::FIN | tcp::ACK,
+        502,
+        &[],
+        &[],
+    );
+    e.handle(T0 + 100, Port::Client, &mut cfin);
+    assert_eq!(e.flow_state(&key_v4()), Some(TcpState::Closing));
+    let mut ack = segment(c, s, CLIENT_ISN + 2, cookie + 2, tcp::ACK, 502, &[], &[]);
+    e.handle(T0 + 101, Port::Client, &mut ack);
+    assert_eq!(e.flow_state(&key_v4()), Some(TcpState::TimeWait));
+}

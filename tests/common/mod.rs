@@ -834,7 +834,7 @@ pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<String, Str
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let body = &raw[split + 4..];
     let status = head.lines().next().unwrap_or("");
-    if !status.split_whitespace().nth(1).is_some_and(|c| c == "200") {
+    if status.split_whitespace().nth(1).is_none_or(|c| c != "200") {
         return Err(format!("{addr}{path}: {status}"));
     }
     let chunked = head
