@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use synguard::cookie::{CookieMinter, CookieSecret, CookieTuple, SynOptions};
-use synguard::engine::{Engine, EngineConfig, InvalidAckAction, Port, Verdict};
+use synguard::engine::{Engine, EngineConfig, InvalidAckAction, Port, SyncookieMode, Verdict};
 use synguard::wire::tcp::{self, TcpSegmentSpec};
 use synguard::wire::tcp_options::SynOptionSet;
 use synguard::wire::{parse_frame, write_tcp_frame, ParsedFrame};
@@ -43,10 +43,13 @@ fn frame(
     out
 }
 
+/// Stateless cookies (`always`): the path a flood takes once the half-open
+/// queue has overflowed in `auto` mode.
 fn engine(action: InvalidAckAction) -> Engine {
     let cfg = EngineConfig {
         protected: vec![format!("{SERVER}:8080").parse().unwrap()],
         invalid_ack_action: action,
+        syncookies: SyncookieMode::Always,
         ..EngineConfig::default()
     };
     Engine::new(cfg, CookieSecret::from_bytes([9; 16]))

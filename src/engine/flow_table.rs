@@ -15,6 +15,8 @@ use super::state::TcpState;
 
 pub struct FlowTable {
     map: DashMap<FlowKey, Flow>,
+    /// `map.len()` kept here: dashmap's len() visits every shard.
+    count: usize,
     limit: usize,
     /// Keys in the order they entered TIME_WAIT (all stay there equally
     /// long, so this is also expiry order); stale keys are skipped lazily.
@@ -26,6 +28,7 @@ impl FlowTable {
     pub fn new(limit: usize, counters: Arc<Counters>) -> FlowTable {
         FlowTable {
             map: DashMap::new(),
+            count: 0,
             limit,
             time_wait: VecDeque::new(),
             counters,
@@ -33,7 +36,7 @@ impl FlowTable {
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.count
     }
 
     pub fn state(&self, key: &FlowKey) -> Option<TcpState> {
@@ -43,7 +46,7 @@ impl FlowTable {
     /// Make room for one more flow: true if there is room now (possibly by
     /// evicting the oldest TIME_WAIT flow).
     pub fn make_room(&mut self) -> bool {
-        if self.map.len() < self.limit {
+        if self.count < self.limit {
             return true;
         }
         while let Some(key) = self.time_wait.pop_front() {
@@ -59,13 +62,15 @@ impl FlowTable {
     /// Insert a new flow (caller made room).
     pub fn insert(&mut self, key: FlowKey, flow: Flow) {
         add_signed(&self.counters.flows_by_state[flow.state.index()], 1);
-        if let Some(old) = self.map.insert(key, flow) {
-            add_signed(&self.counters.flows_by_state[old.state.index()], -1);
+        match self.map.insert(key, flow) {
+            Some(old) => add_signed(&self.counters.flows_by_state[old.state.index()], -1),
+            None => self.count += 1,
         }
     }
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
         let (_, flow) = self.map.remove(key)?;
+        self.count -= 1;
         add_signed(&self.counters.flows_by_state[flow.state.index()], -1);
         // Expired TIME_WAIT keys leave the front of the queue in order.
         while self.time_wait.front().is_some_and(|k| {

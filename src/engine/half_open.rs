@@ -46,6 +46,8 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 
 pub struct HalfOpenQueue {
     entries: DashMap<FlowKey, HalfOpen>,
+    /// `entries.len()` kept here: dashmap's len() visits every shard.
+    count: usize,
     per_source: HashMap<IpAddr, u32>,
     capacity: usize,
     per_source_limit: usize,
@@ -55,6 +57,7 @@ impl HalfOpenQueue {
     pub fn new(capacity: usize, per_source_limit: usize) -> HalfOpenQueue {
         HalfOpenQueue {
             entries: DashMap::new(),
+            count: 0,
             per_source: HashMap::new(),
             capacity,
             per_source_limit,
@@ -62,15 +65,15 @@ impl HalfOpenQueue {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.count == 0
     }
 
     pub fn is_full(&self) -> bool {
-        self.entries.len() >= self.capacity
+        self.count >= self.capacity
     }
 
     pub fn source_is_full(&self, client: IpAddr) -> bool {
@@ -80,6 +83,9 @@ impl HalfOpenQueue {
     }
 
     pub fn get(&self, key: &FlowKey) -> Option<HalfOpen> {
+        if self.count == 0 {
+            return None; // the common case in cookie mode: skip the hash
+        }
         self.entries.get(key).map(|e| e.clone())
     }
 
@@ -90,12 +96,14 @@ impl HalfOpenQueue {
     /// Insert (caller checked room); replaces an entry with the same key.
     pub fn insert(&mut self, key: FlowKey, entry: HalfOpen) {
         if self.entries.insert(key, entry).is_none() {
+            self.count += 1;
             *self.per_source.entry(source_key(key.client)).or_insert(0) += 1;
         }
     }
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<HalfOpen> {
         let (_, entry) = self.entries.remove(key)?;
+        self.count -= 1;
         let src = source_key(key.client);
         if let Some(n) = self.per_source.get_mut(&src) {
             *n -= 1;
