@@ -26,6 +26,9 @@ pub use settings::Settings;
 pub const DEFAULT_METRICS_LISTEN: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9150);
 
+/// Control endpoint (`synguard status`) when none is configured.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/synguard/control.sock";
+
 /// `tracing` filter when none is configured.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 

@@ -17,6 +17,9 @@ pub struct Settings {
     /// random secret per start (cookies do not survive a restart and
     /// instances do not agree; a warning is logged).
     pub secret_file: Option<PathBuf>,
+    /// Unix socket of the local control endpoint (`synguard status`);
+    /// `None` disables it.
+    pub control_socket: Option<PathBuf>,
     /// `tracing` filter directive, e.g. "info" or "synguard=debug".
     pub log_level: String,
 }

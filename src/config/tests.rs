@@ -101,6 +101,7 @@ fn minimal_file_gives_documented_defaults() {
             io,
             metrics_listen: Some(sa("127.0.0.1:9150")),
             secret_file: None,
+            control_socket: Some("/run/synguard/control.sock".into()),
             log_level: "info".into(),
         }
     );

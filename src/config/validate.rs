@@ -291,6 +291,7 @@ pub(crate) fn resolve(file: FileConfig, ov: &Overrides) -> Result<Settings, Conf
         io,
         metrics_listen,
         secret_file,
+        control_socket: Some(PathBuf::from(super::DEFAULT_CONTROL_SOCKET)),
         log_level,
     })
 }
