@@ -5,6 +5,7 @@
 use anyhow::Context;
 
 use crate::config::Settings;
+use crate::control::ControlServer;
 use crate::cookie::CookieSecret;
 use crate::engine::Engine;
 use crate::io::af_packet::PacketPort;
@@ -29,6 +30,14 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
             let server = crate::metrics::serve(addr, crate::metrics::registry(engine.counters()))
                 .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
             tracing::info!(listen = %server.local_addr, "serving /metrics");
+            Some(server)
+        }
+        None => None,
+    };
+    let _control = match &settings.control_socket {
+        Some(path) => {
+            let server = ControlServer::start(path, engine.status_view())?;
+            tracing::info!(socket = %server.path().display(), "control endpoint for `synguard status`");
             Some(server)
         }
         None => None,

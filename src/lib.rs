@@ -5,6 +5,7 @@
 //! counters, `config` feeds everything.
 
 pub mod config;
+pub mod control;
 pub mod cookie;
 pub mod engine;
 pub mod gateway;

@@ -46,6 +46,11 @@ enum Command {
     /// Exits 0 and prints the configuration the gateway would use (file +
     /// flags + defaults); exits 2 with a message naming the bad key otherwise.
     CheckConfig(CheckArgs),
+    /// Ask the running gateway for its connections, like `ss state syn-recv`.
+    ///
+    /// Prints counts by state and the connections (SYN_RECV entries first)
+    /// with their addresses, age, idle time and retransmissions.
+    Status(StatusArgs),
     /// Write a new random cookie secret file (mode 0600).
     ///
     /// Point cookies.secret_file (or --secret-file) at it so cookies survive
@@ -103,6 +108,9 @@ struct OverrideArgs {
     /// Cookie secret file written by `synguard keygen` [file: cookies.secret_file].
     #[arg(long, value_name = "FILE")]
     secret_file: Option<PathBuf>,
+    /// Control socket for `synguard status`, or "off" [file: control.socket].
+    #[arg(long, value_name = "PATH|off", value_parser = parse_control_socket)]
+    control_socket: Option<ControlSocket>,
     /// tracing filter, e.g. info or synguard=debug [file: log.level]. RUST_LOG wins.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
@@ -112,6 +120,35 @@ struct OverrideArgs {
 /// `Option<Option<_>>` field as "flag with optional value".
 #[derive(Clone, Copy)]
 struct MetricsListen(Option<SocketAddr>);
+
+/// `--control-socket` value (newtype for the same reason as MetricsListen).
+#[derive(Clone)]
+struct ControlSocket(Option<PathBuf>);
+
+fn parse_control_socket(s: &str) -> Result<ControlSocket, String> {
+    Ok(ControlSocket(config::parse_control_socket(s)))
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// Read control.socket from this configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The gateway's control socket (wins over --config).
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
+    /// Only connections in this state: syn_recv, backend_syn_sent,
+    /// established, fin_wait_1, fin_wait_2, close_wait, closing, last_ack,
+    /// time_wait.
+    #[arg(long, value_name = "STATE")]
+    state: Option<String>,
+    /// Print the gateway's JSON reply instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// List at most this many connections.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    limit: usize,
+}
 
 fn parse_protect(s: &str) -> Result<SocketAddr, String> {
     s.trim()
@@ -131,6 +168,7 @@ impl From<OverrideArgs> for Overrides {
             protect: a.protect,
             metrics_listen: a.metrics_listen.map(|m| m.0),
             secret_file: a.secret_file,
+            control_socket: a.control_socket.map(|c| c.0),
             log_level: a.log_level,
         }
     }
@@ -140,6 +178,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => report(run(args)),
         Command::CheckConfig(args) => check_config(args),
+        Command::Status(args) => report(status(args)),
         Command::Keygen(args) => report(keygen(args)),
     }
 }
@@ -171,6 +210,41 @@ fn check_config(args: CheckArgs) -> ExitCode {
             ExitCode::from(EXIT_BAD_CONFIG)
         }
     }
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let socket = match (args.control_socket, &args.config) {
+        (Some(path), _) => path,
+        (None, Some(file)) => {
+            // Only the control section matters here; interfaces and services
+            // need not be valid for asking a running gateway.
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let table: toml::Table = toml::from_str(&text)
+                .with_context(|| format!("{} is not valid TOML", file.display()))?;
+            match table
+                .get("control")
+                .and_then(|c| c.get("socket"))
+                .and_then(|s| s.as_str())
+            {
+                Some(s) => config::parse_control_socket(s)
+                    .with_context(|| format!("control.socket is off in {}", file.display()))?,
+                None => PathBuf::from(config::DEFAULT_CONTROL_SOCKET),
+            }
+        }
+        (None, None) => PathBuf::from(config::DEFAULT_CONTROL_SOCKET),
+    };
+    let request = synguard::control::StatusRequest {
+        state: args.state,
+        limit: args.limit,
+    };
+    let (reply, raw) = synguard::control::query(&socket, &request)?;
+    if args.json {
+        println!("{raw}");
+    } else {
+        print!("{}", synguard::control::render_text(&reply));
+    }
+    Ok(())
 }
 
 fn keygen(args: KeygenArgs) -> anyhow::Result<()> {

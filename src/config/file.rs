@@ -19,6 +19,7 @@ pub(crate) struct FileConfig {
     pub invalid_ack: InvalidAck,
     pub timeouts: Timeouts,
     pub metrics: Metrics,
+    pub control: Control,
     pub io: Io,
     pub log: Log,
 }
@@ -108,6 +109,12 @@ pub(crate) struct Timeouts {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Metrics {
     pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Control {
+    pub socket: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -43,7 +43,17 @@ pub struct Overrides {
     /// `Some(None)`: metrics switched off on the command line.
     pub metrics_listen: Option<Option<SocketAddr>>,
     pub secret_file: Option<PathBuf>,
+    /// `Some(None)`: the control endpoint switched off on the command line.
+    pub control_socket: Option<Option<PathBuf>>,
     pub log_level: Option<String>,
+}
+
+/// Parse a control socket setting: a path, or "off" / "" for none.
+pub fn parse_control_socket(text: &str) -> Option<PathBuf> {
+    match text {
+        "" | "off" => None,
+        path => Some(PathBuf::from(path)),
+    }
 }
 
 /// Read the file at `path` (if any), apply `overrides`, validate.

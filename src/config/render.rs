@@ -102,6 +102,13 @@ pub fn render(s: &Settings) -> String {
     };
     let _ = writeln!(out, "listen = {}", quote(&listen));
     let _ = writeln!(out);
+    let _ = writeln!(out, "[control]");
+    let socket = s
+        .control_socket
+        .as_ref()
+        .map_or("off".to_string(), |p| p.display().to_string());
+    let _ = writeln!(out, "socket = {}", quote(&socket));
+    let _ = writeln!(out);
     let _ = writeln!(out, "[io]");
     let _ = writeln!(out, "rcvbuf_bytes = {}", s.io.rcvbuf_bytes);
     let _ = writeln!(out, "disable_offloads = {}", s.io.disable_offloads);

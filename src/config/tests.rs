@@ -734,9 +734,11 @@ fn flags_override_file() {
         protect: vec![],
         metrics_listen: Some(None),
         secret_file: Some(PathBuf::from("/run/secret")),
+        control_socket: Some(Some(PathBuf::from("/tmp/sg.sock"))),
         log_level: Some("synguard=debug".into()),
     };
     let s = load_str(SHIPPED, &ov).unwrap();
+    assert_eq!(s.control_socket, Some(PathBuf::from("/tmp/sg.sock")));
     assert_eq!(s.io.client_iface, "cx");
     assert_eq!(s.io.server_iface, "sx");
     assert_eq!(s.metrics_listen, None);
@@ -950,4 +952,41 @@ fn parse_listen_spellings() {
     assert_eq!(parse_listen("[::1]:9150"), Ok(Some(sa("[::1]:9150"))));
     assert!(parse_listen("::1:9150").is_err());
     assert!(parse_listen("127.0.0.1:0").is_err());
+}
+
+#[test]
+fn control_socket_from_file_off_and_relative() {
+    let base =
+        "[interfaces]\nclient = \"a\"\nserver = \"b\"\n[protect]\nservices = [\"198.18.0.2:80\"]\n";
+    let s = load_str(
+        &format!("{base}[control]\nsocket = \"/run/x.sock\"\n"),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(s.control_socket, Some(PathBuf::from("/run/x.sock")));
+    let off = load_str(
+        &format!("{base}[control]\nsocket = \"off\"\n"),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(off.control_socket, None);
+    let err = load_str(
+        &format!("{base}[control]\nsocket = \"rel.sock\"\n"),
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().starts_with("control.socket: "), "{err}");
+    let flag_off = Overrides {
+        control_socket: Some(None),
+        ..Overrides::default()
+    };
+    assert_eq!(
+        load_str(
+            &format!("{base}[control]\nsocket = \"/run/x.sock\"\n"),
+            &flag_off
+        )
+        .unwrap()
+        .control_socket,
+        None
+    );
 }

@@ -279,6 +279,20 @@ pub(crate) fn resolve(file: FileConfig, ov: &Overrides) -> Result<Settings, Conf
         (None, None) => None,
     };
 
+    let control_socket = match (&ov.control_socket, file.control.socket) {
+        (Some(flag), _) => flag.clone(),
+        (None, Some(text)) => super::parse_control_socket(&text),
+        (None, None) => Some(PathBuf::from(super::DEFAULT_CONTROL_SOCKET)),
+    };
+    if let Some(p) = &control_socket {
+        if p.is_relative() {
+            return Err(ConfigError::invalid(
+                "control.socket",
+                format!("{} is not an absolute path", p.display()),
+            ));
+        }
+    }
+
     let (log_level, log_key) = match (&ov.log_level, file.log.level) {
         (Some(l), _) => (l.clone(), "--log-level"),
         (None, Some(l)) => (l, "log.level"),
@@ -291,7 +305,7 @@ pub(crate) fn resolve(file: FileConfig, ov: &Overrides) -> Result<Settings, Conf
         io,
         metrics_listen,
         secret_file,
-        control_socket: Some(PathBuf::from(super::DEFAULT_CONTROL_SOCKET)),
+        control_socket,
         log_level,
     })
 }

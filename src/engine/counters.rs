@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use super::drop_reason::DropReason;
+use super::histogram::LatencyHistogram;
 use super::state::TcpState;
 
 /// The two ports of the gateway.
@@ -88,6 +89,11 @@ pub struct Counters {
     pub kernel_drops: [AtomicU64; 2],
     /// Bytes of early client data held while backend handshakes run.
     pub held_bytes: AtomicI64,
+    /// Backend SYN first sent -> server SYN-ACK.
+    pub backend_handshake_latency: LatencyHistogram,
+    /// Configured limits, for "near full" ratios: half-open queue, flows.
+    pub syn_recv_limit: AtomicU64,
+    pub flows_limit: AtomicU64,
 }
 
 /// Single-writer increment: the engine runs on one thread, so a load and a

@@ -140,6 +140,8 @@ pub struct Flow {
     /// Deadline of the flow's one live timer entry (ms).
     pub timer_at: u64,
     pub last_seen: u64,
+    /// When the backend SYN was first sent (the flow's birth), ms.
+    pub opened_ms: u64,
 }
 
 /// Serial-number comparison (RFC 1982): a >= b within half the space.

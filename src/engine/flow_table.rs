@@ -14,7 +14,7 @@ use super::flow::{Flow, FlowKey};
 use super::state::TcpState;
 
 pub struct FlowTable {
-    map: DashMap<FlowKey, Flow>,
+    map: Arc<DashMap<FlowKey, Flow>>,
     /// `map.len()` kept here: dashmap's len() visits every shard.
     count: usize,
     limit: usize,
@@ -27,7 +27,7 @@ pub struct FlowTable {
 impl FlowTable {
     pub fn new(limit: usize, counters: Arc<Counters>) -> FlowTable {
         FlowTable {
-            map: DashMap::new(),
+            map: Arc::new(DashMap::new()),
             count: 0,
             limit,
             time_wait: VecDeque::new(),
@@ -100,6 +100,11 @@ impl FlowTable {
                 }
             }
         }
+    }
+
+    /// A shared handle for readers on other threads (status).
+    pub fn shared(&self) -> Arc<DashMap<FlowKey, Flow>> {
+        self.map.clone()
     }
 
     /// Record the flow's live timer deadline; false if unchanged or no flow.

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use dashmap::DashMap;
 
@@ -45,7 +46,7 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 }
 
 pub struct HalfOpenQueue {
-    entries: DashMap<FlowKey, HalfOpen>,
+    entries: Arc<DashMap<FlowKey, HalfOpen>>,
     /// `entries.len()` kept here: dashmap's len() visits every shard.
     count: usize,
     per_source: HashMap<IpAddr, u32>,
@@ -56,7 +57,7 @@ pub struct HalfOpenQueue {
 impl HalfOpenQueue {
     pub fn new(capacity: usize, per_source_limit: usize) -> HalfOpenQueue {
         HalfOpenQueue {
-            entries: DashMap::new(),
+            entries: Arc::new(DashMap::new()),
             count: 0,
             per_source: HashMap::new(),
             capacity,
@@ -114,11 +115,9 @@ impl HalfOpenQueue {
         Some(entry)
     }
 
-    /// Visit every entry (for a status reader; takes shard read locks).
-    pub fn for_each(&self, mut f: impl FnMut(&FlowKey, &HalfOpen)) {
-        for e in self.entries.iter() {
-            f(e.key(), e.value());
-        }
+    /// A shared handle for readers on other threads (status).
+    pub fn shared(&self) -> Arc<DashMap<FlowKey, HalfOpen>> {
+        self.entries.clone()
     }
 }
 

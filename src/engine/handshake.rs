@@ -345,6 +345,7 @@ impl Engine {
             held_bytes: 0,
             timer_at: 0,
             last_seen: now_ms,
+            opened_ms: now_ms,
         };
         self.flows.insert(key, flow);
         // The ACK itself is held: translated after the server's SYN-ACK it is
@@ -454,6 +455,11 @@ impl Engine {
             .unwrap_or_default();
         self.flows.set_state(key, TcpState::Established);
         bump(&self.counters.backend_completed);
+        if let Some(opened) = self.flows.with(key, |f| f.opened_ms) {
+            self.counters
+                .backend_handshake_latency
+                .record(now_ms.saturating_sub(opened));
+        }
         let released: usize = held.iter().map(Vec::len).sum();
         self.release_held_budget(released);
         for mut held_frame in held {

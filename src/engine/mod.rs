@@ -15,9 +15,11 @@ pub mod flow;
 mod flow_table;
 pub mod half_open;
 mod handshake;
+pub mod histogram;
 mod protected;
 pub mod rst_budget;
 pub mod state;
+pub mod status;
 pub mod timers;
 
 use std::net::IpAddr;
@@ -76,6 +78,12 @@ pub struct Engine {
 impl Engine {
     pub fn new(cfg: EngineConfig, secret: CookieSecret) -> Engine {
         let counters = Arc::new(Counters::default());
+        counters
+            .syn_recv_limit
+            .store(cfg.backlog as u64, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .flows_limit
+            .store(cfg.max_flows as u64, std::sync::atomic::Ordering::Relaxed);
         Engine {
             minter: CookieMinter::new(secret, cfg.cookie_slot_seconds),
             protected: ProtectedServices::new(&cfg.protected),
@@ -98,6 +106,16 @@ impl Engine {
 
     pub fn flow_count(&self) -> usize {
         self.flows.len()
+    }
+
+    /// A read-only view of the tables for the control endpoint.
+    pub fn status_view(&self) -> status::StatusView {
+        status::StatusView::new(
+            self.flows.shared(),
+            self.half_open.shared(),
+            self.counters.clone(),
+            self.cfg.syncookies,
+        )
     }
 
     /// Half-open (SYN_RECV) entries now.

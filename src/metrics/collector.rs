@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
 
+use crate::engine::histogram::LatencyHistogram;
 use crate::engine::{Counters, DropReason, Port, TcpState};
 
 const PORTS: [Port; 2] = [Port::Client, Port::Server];
@@ -197,10 +200,41 @@ pub fn families(c: &Counters) -> Vec<MetricFamily> {
         .sample(&[], c.held_bytes.load(Ordering::Relaxed) as f64),
         gauge("synguard_build_info", "Build information; always 1.")
             .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0),
+        gauge("synguard_syn_recv_limit", "Capacity of the half-open queue (syn_queue.backlog).")
+            .sample(&[], load(&c.syn_recv_limit)),
+        gauge("synguard_flows_limit", "Capacity of the flow table (limits.max_flows).").sample(&[], load(&c.flows_limit)),
+        latency_histogram(
+            "synguard_backend_handshake_duration_seconds",
+            "Backend handshake time: first backend SYN sent to server SYN-ACK (1 ms resolution).",
+            &c.backend_handshake_latency,
+        ),
     ]
     .into_iter()
     .map(|b| b.0)
     .collect()
+}
+
+fn latency_histogram(name: &str, help: &str, h: &LatencyHistogram) -> FamilyBuilder {
+    let (buckets, sum_ms, count) = h.snapshot();
+    let mut proto = Histogram::default();
+    proto.set_bucket(
+        buckets
+            .into_iter()
+            .map(|(bound_ms, cumulative)| {
+                let mut b = Bucket::default();
+                b.set_upper_bound(bound_ms as f64 / 1000.0);
+                b.set_cumulative_count(cumulative);
+                b
+            })
+            .collect(),
+    );
+    proto.set_sample_sum(sum_ms as f64 / 1000.0);
+    proto.set_sample_count(count);
+    let mut m = Metric::default();
+    m.set_histogram(proto);
+    let mut f = FamilyBuilder::new(name, help, MetricType::HISTOGRAM);
+    f.0.mut_metric().push(m);
+    f
 }
 
 #[cfg(test)]
@@ -216,7 +250,7 @@ mod tests {
         counters.count_drop(DropReason::Fragment);
         bump(&counters.frames_rx[Port::Server.index()]);
         bump(&counters.kernel_drops[Port::Client.index()]);
-        let text = crate::metrics::render(&crate::metrics::registry(counters));
+        let text = crate::metrics::render(&crate::metrics::registry(counters.clone()));
         assert!(text.contains("synguard_syn_received_total 2\n"), "{text}");
         assert!(text.contains("synguard_drops_total{reason=\"fragment\"} 1\n"));
         assert!(text.contains("synguard_drops_total{reason=\"no_flow\"} 0\n"));
@@ -224,6 +258,17 @@ mod tests {
         assert!(text.contains("synguard_kernel_drops_total{port=\"client\"} 1\n"));
         assert!(text.contains("# TYPE synguard_flows gauge"));
         assert!(text.contains("synguard_flows{state=\"time_wait\"} 0\n"));
+        counters.backend_handshake_latency.record(3);
+        let text = crate::metrics::render(&crate::metrics::registry(counters));
+        assert!(
+            text.contains("synguard_backend_handshake_duration_seconds_bucket{le=\"0.005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("synguard_backend_handshake_duration_seconds_bucket{le=\"0.002\"} 0\n")
+        );
+        assert!(text.contains("synguard_backend_handshake_duration_seconds_count 1\n"));
+        assert!(text.contains("synguard_backend_handshake_duration_seconds_sum 0.003\n"));
     }
 
     #[test]
