@@ -1499,3 +1499,68 @@ fn simultaneous_close_through_closing() {
     e.handle(T0 + 101, Port::Client, &mut ack);
     assert_eq!(e.flow_state(&key_v4()), Some(TcpState::TimeWait));
 }
+
+#[test]
+fn exported_counters_are_exact() {
+    // 30 SYNs from 30 clients, 10 of them complete (valid ACKs), 7 forged
+    // ACKs; then the /metrics text must say exactly that.
+    let mut e = engine_with(queue_config(SyncookieMode::Auto));
+    let s = server_v4();
+    let mut cookies = vec![];
+    for port in 0..30u16 {
+        let c = Host {
+            port: 20_000 + port,
+            ..client_v4()
+        };
+        let (synack, _) = syn(&mut e, c, s, T0, &[]);
+        cookies.push((c, synack.tcp.seq));
+    }
+    for (c, cookie) in cookies.iter().take(10) {
+        let mut ack = segment(*c, s, CLIENT_ISN + 1, cookie + 1, tcp::ACK, 502, &[], &[]);
+        assert_eq!(e.handle(T0 + 1, Port::Client, &mut ack), Verdict::Absorbed);
+    }
+    for i in 0..7u32 {
+        let forger = Host {
+            ip: "198.18.9.9".parse().unwrap(),
+            port: 30_000 + i as u16,
+            mac: CLIENT_MAC,
+        };
+        let mut forged = segment(forger, s, 5, 0x4000_0000 + i, tcp::ACK, 502, &[], &[]);
+        assert_eq!(e.handle(T0 + 2, Port::Client, &mut forged), Verdict::Reply);
+    }
+    let text = crate::metrics::render(&crate::metrics::registry(e.counters()));
+    let value = |key: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(key) && l[key.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("{key} missing"));
+        line[key.len() + 1..].parse().unwrap()
+    };
+    assert_eq!(value("synguard_syn_received_total"), 30.0);
+    assert_eq!(value("synguard_synack_sent_total{kind=\"queued\"}"), 30.0);
+    assert_eq!(value("synguard_synack_sent_total{kind=\"cookie\"}"), 0.0);
+    assert_eq!(value("synguard_syn_queue_completed_total"), 10.0);
+    assert_eq!(value("synguard_syn_recv"), 20.0);
+    assert_eq!(value("synguard_cookies_validated_total"), 0.0);
+    assert_eq!(value("synguard_cookies_failed_total"), 7.0);
+    assert_eq!(value("synguard_rst_sent_total"), 7.0);
+    assert_eq!(
+        value("synguard_backend_handshakes_total{result=\"started\"}"),
+        10.0
+    );
+    assert_eq!(value("synguard_flows{state=\"backend_syn_sent\"}"), 10.0);
+    assert_eq!(
+        value("synguard_frames_total{port=\"client\",direction=\"rx\"}"),
+        47.0
+    );
+    assert_eq!(
+        value("synguard_frames_total{port=\"client\",direction=\"tx\"}"),
+        37.0,
+        "30 SYN-ACKs + 7 RSTs"
+    );
+    assert_eq!(
+        value("synguard_frames_total{port=\"server\",direction=\"tx\"}"),
+        10.0,
+        "10 backend SYNs"
+    );
+}
