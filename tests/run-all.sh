@@ -12,7 +12,8 @@ usage: sudo tests/run-all.sh [-h]
 
 Runs, in order, and prints a summary (exit 1 if any step failed):
   1. root check; installs missing apt packages (iproute2 nftables ethtool hping3
-     iputils-ping tcpdump procps coreutils util-linux) with one `apt-get update`,
+     iputils-ping tcpdump procps coreutils util-linux prometheus) with one
+     `apt-get update`,
      then fails loudly naming any tool that is still missing
   2. cargo build --release
   3. cargo test --release            (unit + integration, incl. namespace lab tests)
@@ -64,6 +65,11 @@ declare -A TOOL_PKG=(
     [timeout]=coreutils
     [flock]=util-linux
     [setpriv]=util-linux
+    # tests/promtool.rs, tests/lab_prometheus.rs. On a systemd host installing the
+    # package also starts a system Prometheus on :9090 of the root namespace; the
+    # tests do not use it (they run their own in the lab's gateway namespace).
+    [promtool]=prometheus
+    [prometheus]=prometheus
 )
 missing_tools() {
     local t
@@ -78,7 +84,8 @@ if [[ ${#MISSING[@]} -gt 0 ]]; then
     command -v apt-get >/dev/null 2>&1 || die "tools missing (${MISSING[*]}) and no apt-get to install them"
     apt-get update -q </dev/null || die "apt-get update failed"
     apt-get install -y -q --no-install-recommends \
-        iproute2 nftables ethtool hping3 iputils-ping tcpdump procps coreutils util-linux </dev/null ||
+        iproute2 nftables ethtool hping3 iputils-ping tcpdump procps coreutils util-linux \
+        prometheus </dev/null ||
         die "apt-get install failed"
     mapfile -t MISSING < <(missing_tools)
     if [[ ${#MISSING[@]} -gt 0 ]]; then
