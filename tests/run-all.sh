@@ -65,6 +65,9 @@ declare -A TOOL_PKG=(
     [timeout]=coreutils
     [flock]=util-linux
     [setpriv]=util-linux
+    # deploy/lab/attack.sh pcap-replay
+    [tcpreplay]=tcpreplay
+    [python3]=python3
     # tests/promtool.rs, tests/lab_prometheus.rs. On a systemd host installing the
     # package also starts a system Prometheus on :9090 of the root namespace; the
     # tests do not use it (they run their own in the lab's gateway namespace).
@@ -85,7 +88,7 @@ if [[ ${#MISSING[@]} -gt 0 ]]; then
     apt-get update -q </dev/null || die "apt-get update failed"
     apt-get install -y -q --no-install-recommends \
         iproute2 nftables ethtool hping3 iputils-ping tcpdump procps coreutils util-linux \
-        prometheus </dev/null ||
+        tcpreplay python3 prometheus </dev/null ||
         die "apt-get install failed"
     mapfile -t MISSING < <(missing_tools)
     if [[ ${#MISSING[@]} -gt 0 ]]; then
