@@ -108,18 +108,22 @@ fn loss_10_percent_connects_and_transfers() {
     loss_test(
         "loss_10_percent_connects_and_transfers",
         LossAt::SenderOutput,
+        200,
     );
 }
 
 #[test]
 fn loss_10_percent_after_the_gateway() {
+    // 100 connects, not 200: lost SYN-ACKs and backend SYNs make connects here slower
+    // (measured 47-72 s for 200), and the runtime should stay under a minute.
     loss_test(
         "loss_10_percent_after_the_gateway",
         LossAt::ReceiverPrerouting,
+        100,
     );
 }
 
-fn loss_test(name: &str, at: LossAt) {
+fn loss_test(name: &str, at: LossAt, connects: usize) {
     // Bounds: a connect may take up to 31 s (the kernel's SYN retransmissions, at
     // 1, 2, 3, 4, 6, 10, 18 s with this kernel's tcp_syn_linear_timeouts = 4, or
     // 1, 3, 7, 15 s classically: it fails only if every SYN in that time is lost,
@@ -129,10 +133,10 @@ fn loss_test(name: &str, at: LossAt) {
         connect: Duration::from_secs(31),
         io: Duration::from_secs(30),
     };
-    const CONNECTS: usize = 200;
     const SIZE: u64 = 20 * MIB;
-    let test_start = Instant::now();
     let lab = lab_with_config(name, "[timeouts]\nmsl_seconds = 1\n");
+    // Measured from here: Lab::new may wait for the lab lock held by other lab tests.
+    let test_start = Instant::now();
     let p = PROTECTED_PORT;
     let (hook, cli_match, srv_match) = match at {
         LossAt::SenderOutput => ("output", format!("tcp dport {p}"), format!("tcp sport {p}")),
@@ -151,7 +155,7 @@ fn loss_test(name: &str, at: LossAt) {
     // 200 sequential connects.
     let t = Instant::now();
     let results: Vec<Result<Duration, String>> =
-        lab.client(|| (0..CONNECTS).map(|_| connect_once_with(addr, T)).collect());
+        lab.client(|| (0..connects).map(|_| connect_once_with(addr, T)).collect());
     let connect_secs = t.elapsed().as_secs_f64();
     let ok: Vec<Duration> = results
         .iter()
@@ -164,7 +168,7 @@ fn loss_test(name: &str, at: LossAt) {
         .filter(|d| **d >= Duration::from_millis(900))
         .count();
     println!(
-        "{CONNECTS} sequential connects under 10% loss: {} ok in {connect_secs:.1} s, {}; \
+        "{connects} sequential connects under 10% loss: {} ok in {connect_secs:.1} s, {}; \
          {slow} took >= 0.9 s (SYN or data retransmission)",
         ok.len(),
         latency_summary(&ok)
@@ -179,7 +183,7 @@ fn loss_test(name: &str, at: LossAt) {
     );
     assert!(
         errors.is_empty(),
-        "{} of {CONNECTS} connects failed under 10% loss; first: {:?}",
+        "{} of {connects} connects failed under 10% loss; first: {:?}",
         errors.len(),
         &errors[..errors.len().min(5)]
     );
@@ -253,7 +257,7 @@ fn loss_test(name: &str, at: LossAt) {
     );
     assert_eq!(
         d("synguard_backend_handshakes_total{result=\"completed\"}"),
-        (CONNECTS + 8) as f64,
+        (connects + 8) as f64,
         "one completed backend handshake per connection"
     );
     // Every connection closed; with msl_seconds = 1 the last TIME_WAIT leaves 2 s
@@ -271,7 +275,7 @@ fn loss_test(name: &str, at: LossAt) {
     }
     finish(&lab);
     println!(
-        "loss test total {:.1} s (connects {connect_secs:.1} s, transfers {bulk_secs:.1} s)",
+        "loss test {:.1} s after lab set-up (connects {connect_secs:.1} s, transfers {bulk_secs:.1} s)",
         test_start.elapsed().as_secs_f64()
     );
 }
