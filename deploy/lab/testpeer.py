@@ -10,6 +10,10 @@
 #                            then closes
 #   'D' + u64 BE n           server sends n bytes of the xorshift64 stream seeded from n,
 #                            then closes
+#   'H' + u16 BE ms          half-close test: server reads until the client's FIN
+#                            (counting the bytes after the header), keeps its side open
+#                            (CLOSE_WAIT) for ms milliseconds, then answers 'H' + the
+#                            byte count (u64 BE) and closes
 # UDP: every datagram to the UDP port is echoed back unchanged.
 """Lab test peer: `testpeer.py server ...` or `testpeer.py client CMD HOST PORT [N]`."""
 
@@ -133,6 +137,17 @@ def serve_conn(conn):
             (n,) = struct.unpack(">Q", recv_exact(conn, 8))
             for chunk in stream_chunks(n):
                 conn.sendall(chunk)
+        elif cmd == b"H":
+            (hold_ms,) = struct.unpack(">H", recv_exact(conn, 2))
+            conn.settimeout(30 + hold_ms / 1000.0)
+            extra = 0
+            while True:
+                part = conn.recv(CHUNK)
+                if not part:
+                    break
+                extra += len(part)
+            time.sleep(hold_ms / 1000.0)
+            conn.sendall(b"H" + struct.pack(">Q", extra))
 
 
 def conn_thread(conn):
@@ -201,6 +216,18 @@ def run_client(args):
             (got,) = struct.unpack(">Q", recv_exact(s, 8))
             ok = got == h.digest()
             detail = "%d bytes, hash %016x (expected %016x)" % (args.n, got, h.digest())
+        elif args.cmd == "halfclose":
+            hold_ms = min(args.n, 65535)
+            s.sendall(b"H" + struct.pack(">H", hold_ms))
+            s.shutdown(socket.SHUT_WR)
+            fin_at = time.monotonic()
+            s.settimeout(10 + hold_ms / 1000.0)
+            reply = recv_exact(s, 9)
+            held = time.monotonic() - fin_at
+            eof = s.recv(1) == b""
+            ok = reply == b"H" + struct.pack(">Q", 0) and eof
+            detail = "server held its side %.0f ms after our FIN (asked %d ms)%s" % (
+                held * 1e3, hold_ms, "" if eof else ", no EOF after the reply")
         else:
             s.sendall(b"D" + struct.pack(">Q", args.n))
             h_got, h_exp, total = SipHash24(), SipHash24(), 0
@@ -228,11 +255,15 @@ def main():
     ps.add_argument("--port", action="append", type=int, required=True, help="TCP port (repeatable)")
     ps.add_argument("--udp-port", type=int, default=0, help="UDP echo port (0: none)")
     pc = sub.add_parser("client", help="one client operation")
-    pc.add_argument("cmd", choices=["connect", "upload", "download"])
+    pc.add_argument("cmd", choices=["connect", "upload", "download", "halfclose"])
     pc.add_argument("host")
     pc.add_argument("port", type=int)
-    pc.add_argument("n", type=int, nargs="?", default=1000000, help="bytes for upload/download")
+    pc.add_argument("n", type=int, nargs="?", default=None,
+                    help="bytes for upload/download (default 1000000); "
+                         "hold milliseconds for halfclose (default 2000, at most 65535)")
     args = p.parse_args()
+    if args.mode == "client" and args.n is None:
+        args.n = 2000 if args.cmd == "halfclose" else 1000000
     return run_server(args) if args.mode == "server" else run_client(args)
 
 

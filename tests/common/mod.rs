@@ -386,6 +386,31 @@ fn serve_conn(mut s: TcpStream) -> io::Result<()> {
                 s.write_all(&buf[..n])?;
             }
         }
+        b'H' => {
+            // Half-close test: read until the client's FIN, keep the socket open
+            // (CLOSE_WAIT) for hold_ms without closing, then answer 'H' + the bytes
+            // received after the header (u64 BE) and close.
+            let mut hold = [0u8; 2];
+            s.read_exact(&mut hold)?;
+            let hold_ms = u64::from(u16::from_be_bytes(hold));
+            s.set_read_timeout(Some(
+                Duration::from_secs(30) + Duration::from_millis(hold_ms),
+            ))?;
+            let mut extra = 0u64;
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                extra += n as u64;
+            }
+            thread::sleep(Duration::from_millis(hold_ms));
+            let mut reply = [0u8; 9];
+            reply[0] = b'H';
+            reply[1..].copy_from_slice(&extra.to_be_bytes());
+            s.write_all(&reply)?;
+        }
         other => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -461,11 +486,33 @@ fn udp_echo_loop(sock: UdpSocket, stop: Arc<AtomicBool>) {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BULK_IO_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn open(addr: SocketAddr, io_timeout: Duration) -> Result<TcpStream, String> {
-    let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(io_timeout))
-        .and_then(|_| s.set_write_timeout(Some(io_timeout)))
+/// Bounds of one client operation: `connect` for the connect() call (the kernel
+/// retransmits the SYN inside it), `io` for every single read and write after it (not
+/// for the whole exchange).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientTimeouts {
+    pub connect: Duration,
+    pub io: Duration,
+}
+
+impl ClientTimeouts {
+    /// What [`connect_once`] uses: 5 s connect, 5 s per read/write.
+    pub const CONNECT: ClientTimeouts = ClientTimeouts {
+        connect: CONNECT_TIMEOUT,
+        io: CONNECT_TIMEOUT,
+    };
+    /// What [`upload`] and [`download`] use: 5 s connect, 20 s per read/write.
+    pub const BULK: ClientTimeouts = ClientTimeouts {
+        connect: CONNECT_TIMEOUT,
+        io: BULK_IO_TIMEOUT,
+    };
+}
+
+fn open(addr: SocketAddr, t: ClientTimeouts) -> Result<TcpStream, String> {
+    let s = TcpStream::connect_timeout(&addr, t.connect)
+        .map_err(|e| format!("connect {addr} (timeout {:?}): {e}", t.connect))?;
+    s.set_read_timeout(Some(t.io))
+        .and_then(|_| s.set_write_timeout(Some(t.io)))
         .map_err(|e| format!("set timeouts: {e}"))?;
     Ok(s)
 }
@@ -483,8 +530,13 @@ fn expect_eof(s: &mut TcpStream, what: &str) -> Result<(), String> {
 /// Returns the time from connect() start to the 'C' reply (handshake through the
 /// gateway + backend handshake + one round trip). Everything bounded by 5 s.
 pub fn connect_once(addr: SocketAddr) -> Result<Duration, String> {
+    connect_once_with(addr, ClientTimeouts::CONNECT)
+}
+
+/// [`connect_once`] with explicit bounds.
+pub fn connect_once_with(addr: SocketAddr, t: ClientTimeouts) -> Result<Duration, String> {
     let start = Instant::now();
-    let mut s = open(addr, CONNECT_TIMEOUT)?;
+    let mut s = open(addr, t)?;
     s.write_all(b"C")
         .map_err(|e| format!("{addr}: send 'C': {e}"))?;
     let mut b = [0u8; 1];
@@ -501,8 +553,13 @@ pub fn connect_once(addr: SocketAddr) -> Result<Duration, String> {
 /// Uploads `n` bytes of the protocol stream and checks the server's hash of them.
 /// Returns the duration of the whole exchange.
 pub fn upload(addr: SocketAddr, n: u64) -> Result<Duration, String> {
+    upload_with(addr, n, ClientTimeouts::BULK)
+}
+
+/// [`upload`] with explicit bounds.
+pub fn upload_with(addr: SocketAddr, n: u64, t: ClientTimeouts) -> Result<Duration, String> {
     let start = Instant::now();
-    let mut s = open(addr, BULK_IO_TIMEOUT)?;
+    let mut s = open(addr, t)?;
     let mut hdr = [0u8; 9];
     hdr[0] = b'U';
     hdr[1..].copy_from_slice(&n.to_be_bytes());
@@ -539,8 +596,13 @@ pub fn upload(addr: SocketAddr, n: u64) -> Result<Duration, String> {
 /// Downloads `n` bytes of the protocol stream and compares them with the local stream
 /// (reports the first differing offset). Returns the duration of the whole exchange.
 pub fn download(addr: SocketAddr, n: u64) -> Result<Duration, String> {
+    download_with(addr, n, ClientTimeouts::BULK)
+}
+
+/// [`download`] with explicit bounds.
+pub fn download_with(addr: SocketAddr, n: u64, t: ClientTimeouts) -> Result<Duration, String> {
     let start = Instant::now();
-    let mut s = open(addr, BULK_IO_TIMEOUT)?;
+    let mut s = open(addr, t)?;
     let mut hdr = [0u8; 9];
     hdr[0] = b'D';
     hdr[1..].copy_from_slice(&n.to_be_bytes());
@@ -584,6 +646,40 @@ pub fn download(addr: SocketAddr, n: u64) -> Result<Duration, String> {
         return Err(format!("{addr}: download of {n} bytes: hash mismatch"));
     }
     Ok(start.elapsed())
+}
+
+/// Half-close exchange ('H'): connect, send 'H' + `hold_ms` (u16 BE) + `extra` bytes,
+/// shut down the write side (client FIN), then wait for the server, which keeps its
+/// side open `hold_ms` after seeing the FIN (the gateway's flow sits in CLOSE_WAIT),
+/// then answers 'H' + the extra byte count (u64 BE) and closes. Checks the reply and
+/// the EOF; returns the time from the shutdown to the reply.
+pub fn half_close_hold(addr: SocketAddr, hold_ms: u16, extra: &[u8]) -> Result<Duration, String> {
+    let t = ClientTimeouts {
+        connect: CONNECT_TIMEOUT,
+        io: Duration::from_millis(u64::from(hold_ms)) + CONNECT_TIMEOUT,
+    };
+    let mut s = open(addr, t)?;
+    let mut hdr = vec![b'H'];
+    hdr.extend_from_slice(&hold_ms.to_be_bytes());
+    hdr.extend_from_slice(extra);
+    s.write_all(&hdr)
+        .map_err(|e| format!("{addr}: 'H' header: {e}"))?;
+    s.shutdown(std::net::Shutdown::Write)
+        .map_err(|e| format!("{addr}: shutdown(Write): {e}"))?;
+    let fin_at = Instant::now();
+    let mut reply = [0u8; 9];
+    s.read_exact(&mut reply)
+        .map_err(|e| format!("{addr}: waiting for the 'H' reply: {e}"))?;
+    let held = fin_at.elapsed();
+    let count = u64::from_be_bytes(reply[1..].try_into().unwrap());
+    if reply[0] != b'H' || count != extra.len() as u64 {
+        return Err(format!(
+            "{addr}: 'H' reply {reply:?}, expected 'H' + {} (u64 BE)",
+            extra.len()
+        ));
+    }
+    expect_eof(&mut s, &format!("{addr} half-close"))?;
+    Ok(held)
 }
 
 /// Sends `n` numbered datagrams to a UDP echo server and waits for all of them (any
@@ -861,6 +957,64 @@ pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<String, Str
 }
 
 // ---------------------------------------------------------------------------------
+// Packet captures.
+
+/// A running tcpdump started by [`Lab::start_capture`].
+#[derive(Debug)]
+pub struct Capture {
+    pid: u32,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+/// One TCP line of `tcpdump -n -tt -S` text output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CapturedSegment {
+    /// Capture time, seconds since the epoch.
+    pub time: f64,
+    pub src: String,
+    pub dst: String,
+    /// Flags as tcpdump prints them, e.g. "S", "S.", "F.", "R".
+    pub flags: String,
+    /// Absolute sequence number (first of a range), if printed.
+    pub seq: Option<u32>,
+}
+
+/// Parses the TCP lines of `tcpdump -n -tt -S` output (other lines are skipped).
+pub fn parse_tcpdump(text: &str) -> Vec<CapturedSegment> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let time: f64 = it.next()?.parse().ok()?;
+            if !matches!(it.next()?, "IP" | "IP6") {
+                return None;
+            }
+            let src = it.next()?.to_owned();
+            if it.next()? != ">" {
+                return None;
+            }
+            let dst = it.next()?.trim_end_matches(':').to_owned();
+            let flags_at = l.find("Flags [")? + 7;
+            let flags = l[flags_at..].split(']').next()?.to_owned();
+            let seq = l.find(", seq ").and_then(|i| {
+                l[i + 6..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            });
+            Some(CapturedSegment {
+                time,
+                src,
+                dst,
+                flags,
+                seq,
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------
 // The lab.
 
 static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
@@ -1094,6 +1248,17 @@ impl Lab {
             "nft",
             &["list", "counter", "inet", "synguard_test", name],
         );
+        let toks: Vec<&str> = out.split_whitespace().collect();
+        toks.windows(2)
+            .find(|w| w[0] == "packets")
+            .and_then(|w| w[1].parse().ok())
+            .unwrap_or_else(|| panic!("no packet count in nft output: {out}"))
+    }
+
+    /// Packets counted by the named counter `name` of nft table `inet <table>` in `ns`
+    /// (for tables a test adds itself with [`Lab::nft`]).
+    pub fn nft_table_counter(&self, ns: &str, table: &str, name: &str) -> u64 {
+        let out = ns_run(ns, "nft", &["list", "counter", "inet", table, name]);
         let toks: Vec<&str> = out.split_whitespace().collect();
         toks.windows(2)
             .find(|w| w[0] == "packets")
@@ -1379,6 +1544,130 @@ impl Lab {
                 out.status
             ))
         }
+    }
+
+    /// Polls the metrics every 25 ms until `pred` holds (returns that snapshot and the
+    /// time waited) or `timeout` passes (returns Err with the last snapshot).
+    pub fn wait_metrics(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Metrics) -> bool,
+    ) -> Result<(Metrics, Duration), Metrics> {
+        let start = Instant::now();
+        loop {
+            let m = self.metrics();
+            if pred(&m) {
+                return Ok((m, start.elapsed()));
+            }
+            if start.elapsed() >= timeout {
+                return Err(m);
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    // ---- gateway with a config file ----------------------------------------------
+
+    /// [`Lab::start_gateway`] with `--config FILE`, FILE holding `toml` (e.g. only a
+    /// `[syn_queue]` and a `[timeouts]` section: interfaces, services and the metrics
+    /// address come from the flags). The file has a unique name in the lab directory
+    /// and is removed as soon as the gateway has read it (also when start-up fails).
+    pub fn start_gateway_with_config(&self, toml: &str, extra_args: &[&str]) {
+        static CFG_SEQ: AtomicU32 = AtomicU32::new(0);
+        let path = self.dir.join(format!(
+            "synguard-{}.toml",
+            CFG_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        struct RemoveOnDrop(PathBuf);
+        impl Drop for RemoveOnDrop {
+            fn drop(&mut self) {
+                let _ = fs::remove_file(&self.0);
+            }
+        }
+        fs::write(&path, toml).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        let _guard = RemoveOnDrop(path.clone());
+        eprintln!("[lab] gateway config {}:\n{toml}", path.display());
+        let p = path.to_string_lossy().into_owned();
+        let mut args = vec!["--config", p.as_str()];
+        args.extend_from_slice(extra_args);
+        self.start_gateway(&args);
+    }
+
+    // ---- packet capture --------------------------------------------------------
+
+    /// Starts `timeout -s INT <max_secs> tcpdump -i IFACE -n -tt -S -l -U FILTER` in
+    /// namespace `ns` (text output to a file in the lab directory) and waits until it
+    /// listens. Stop it with [`Lab::stop_capture`]; Drop kills it otherwise.
+    pub fn start_capture(&self, ns: &str, iface: &str, filter: &str, max_secs: u64) -> Capture {
+        require_tools(&["tcpdump", "timeout"]);
+        assert!((1..=120).contains(&max_secs), "capture: max_secs 1..=120");
+        static CAP_SEQ: AtomicU32 = AtomicU32::new(0);
+        let n = CAP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let out = self.dir.join(format!("capture-{n}.txt"));
+        let err = self.dir.join(format!("capture-{n}.err"));
+        let mut args: Vec<String> = ["netns", "exec", ns, "timeout", "-s", "INT", "-k", "2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(max_secs.to_string());
+        args.extend(
+            ["tcpdump", "-i", iface, "-n", "-tt", "-S", "-l", "-U"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        args.extend(filter.split_whitespace().map(str::to_owned));
+        let child = Command::new("ip")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(File::create(&out).unwrap())
+            .stderr(File::create(&err).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn tcpdump: {e}"));
+        let pid = child.id();
+        // Reaped by stop_capture or by Drop (helpers list), never via `child`.
+        drop(child);
+        self.helpers.lock().unwrap().push(pid);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = fs::read_to_string(&err).unwrap_or_default();
+            if text.contains("listening on") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tcpdump in {ns} not listening after 5 s: {text}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        // tcpdump prints "listening" just before its capture loop: a little slack.
+        thread::sleep(Duration::from_millis(100));
+        Capture { pid, out, err }
+    }
+
+    /// Stops a capture (SIGINT through timeout(1)), reaps it and returns its text output.
+    pub fn stop_capture(&self, cap: Capture) -> String {
+        send_signal(cap.pid, libc::SIGINT);
+        let mut status = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            // SAFETY: waitpid on our own (not yet reaped) child.
+            let r = unsafe { libc::waitpid(cap.pid as libc::pid_t, &mut status, libc::WNOHANG) };
+            if r != 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                send_signal(cap.pid, libc::SIGKILL);
+                // SAFETY: as above, blocking reap after SIGKILL.
+                unsafe { libc::waitpid(cap.pid as libc::pid_t, &mut status, 0) };
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.helpers.lock().unwrap().retain(|p| *p != cap.pid);
+        let text = fs::read_to_string(&cap.out).unwrap_or_default();
+        let _ = fs::remove_file(&cap.out);
+        let _ = fs::remove_file(&cap.err);
+        text
     }
 
     // ---- hping3 (lab rules enforced) -------------------------------------------
