@@ -325,6 +325,29 @@ fn half_open_entry_retransmits_on_schedule_and_is_given_up() {
         during.val("synguard_syn_queue_expired_total"),
         m0.val("synguard_syn_queue_expired_total")
     );
+    // `synguard status` lists the entry like `ss state syn-recv`.
+    let (code, table, err) = lab.status(&["--state", "syn_recv"]);
+    assert_eq!(code, 0, "synguard status failed: {err}");
+    println!("synguard status --state syn_recv:\n{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("SYN_RECV") && l.contains(&format!("{spoofed}:")))
+        .unwrap_or_else(|| panic!("no SYN_RECV row for {spoofed}:\n{table}"));
+    assert!(row.contains("198.18.0.2:8080"), "{row}");
+    let (code, json, err) = lab.status(&["--state", "syn_recv", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(json.starts_with("{\"status\":"), "{json}");
+    assert!(json.contains(&format!("\"client\":\"{spoofed}:")), "{json}");
+    assert!(
+        json.contains("\"state\":\"syn_recv\",\"count\":1"),
+        "{json}"
+    );
+    let (code, none, _) = lab.status(&["--state", "established"]);
+    assert_eq!(code, 0);
+    assert!(
+        !none.lines().any(|l| l.contains("198.18.0.2:8080")),
+        "no connection rows expected:\n{none}"
+    );
     let (after, waited) = lab
         .wait_metrics(Duration::from_secs(5), |m| {
             m.val("synguard_syn_recv") == 0.0

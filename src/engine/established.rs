@@ -174,10 +174,7 @@ impl Engine {
         Some(match step {
             Step::Pending => self.client_segment_while_pending(key, frame, v),
             Step::Forward(new_state) => {
-                if let Some(s) = new_state {
-                    self.change_state(now_ms, key, s);
-                }
-                bump(&self.counters.translated);
+                self.after_forward(now_ms, key, v, new_state);
                 Verdict::Forward
             }
             Step::Drop(reason) => Verdict::Drop(reason),
@@ -226,10 +223,7 @@ impl Engine {
                 Verdict::Absorbed
             }
             Step::Forward(new_state) => {
-                if let Some(s) = new_state {
-                    self.change_state(now_ms, key, s);
-                }
-                bump(&self.counters.translated);
+                self.after_forward(now_ms, key, v, new_state);
                 Verdict::Forward
             }
             Step::Drop(reason) => Verdict::Drop(reason),
@@ -259,6 +253,26 @@ impl Engine {
             }
             _ => false,
         }
+    }
+
+    /// Bookkeeping after a translated segment: its state change, or, for a
+    /// FIN repeated in TIME_WAIT, a fresh 2 x MSL (RFC 9293 3.10.7.4: "restart
+    /// the 2 MSL timeout"), so the final ACK's retransmission still finds us.
+    fn after_forward(
+        &mut self,
+        now_ms: u64,
+        key: &FlowKey,
+        v: &TcpView,
+        new_state: Option<TcpState>,
+    ) {
+        match new_state {
+            Some(s) => self.change_state(now_ms, key, s),
+            None if v.tcp.has(tcp::FIN) && self.flows.state(key) == Some(TcpState::TimeWait) => {
+                self.arm_timer(key, now_ms + self.cfg.time_wait_ms());
+            }
+            None => {}
+        }
+        bump(&self.counters.translated);
     }
 
     /// The one place a tracked flow changes state after the handshake: the

@@ -1564,3 +1564,58 @@ fn exported_counters_are_exact() {
         "10 backend SYNs"
     );
 }
+
+#[test]
+fn repeated_fin_in_time_wait_restarts_2msl() {
+    let mut e = engine();
+    let (c, s) = (client_v4(), server_v4());
+    let (cookie, _, _) = establish(&mut e, c, s, &[]);
+    let mut fin = segment(
+        c,
+        s,
+        CLIENT_ISN + 1,
+        cookie + 1,
+        tcp::FIN | tcp::ACK,
+        502,
+        &[],
+        &[],
+    );
+    e.handle(T0 + 100, Port::Client, &mut fin);
+    let mut sfin = segment(
+        s,
+        c,
+        SERVER_ISN + 1,
+        CLIENT_ISN + 2,
+        tcp::FIN | tcp::ACK,
+        100,
+        &[],
+        &[],
+    );
+    e.handle(T0 + 101, Port::Server, &mut sfin);
+    let mut last = segment(c, s, CLIENT_ISN + 2, cookie + 2, tcp::ACK, 502, &[], &[]);
+    e.handle(T0 + 102, Port::Client, &mut last);
+    assert_eq!(e.flow_state(&key_v4()), Some(TcpState::TimeWait));
+    // The server did not get the last ACK and repeats its FIN 50 s later.
+    let mut again = segment(
+        s,
+        c,
+        SERVER_ISN + 1,
+        CLIENT_ISN + 2,
+        tcp::FIN | tcp::ACK,
+        100,
+        &[],
+        &[],
+    );
+    assert_eq!(
+        e.handle(T0 + 50_102, Port::Server, &mut again),
+        Verdict::Forward
+    );
+    e.handle_timeout(T0 + 60_102);
+    assert_eq!(
+        e.flow_state(&key_v4()),
+        Some(TcpState::TimeWait),
+        "2 x MSL counts from the repeated FIN"
+    );
+    e.handle_timeout(T0 + 110_102);
+    assert_eq!(e.flow_count(), 0);
+}

@@ -1367,8 +1367,11 @@ impl Lab {
     pub fn start_gateway(&self, extra_args: &[&str]) {
         let v4 = srv_v4(PROTECTED_PORT).to_string();
         let v6 = srv_v6(PROTECTED_PORT).to_string();
+        let control = self.control_socket().display().to_string();
         let mut args = vec![
             "run",
+            "--control-socket",
+            &control,
             "--client-iface",
             GW_CLIENT_IF,
             "--server-iface",
@@ -1382,6 +1385,28 @@ impl Lab {
         ];
         args.extend_from_slice(extra_args);
         self.start_gateway_with(SYNGUARD_BIN, &args);
+    }
+
+    /// This lab's gateway control socket (for `synguard status`), so labs never
+    /// share the default /run/synguard/control.sock.
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// `synguard status ARGS` against this lab's gateway; (exit code, stdout, stderr).
+    pub fn status(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(SYNGUARD_BIN)
+            .arg("status")
+            .arg("--control-socket")
+            .arg(self.control_socket())
+            .args(args)
+            .output()
+            .expect("spawn synguard status");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Starts `bin ARGS` (full argument list, e.g. from `run` on) in the gateway
