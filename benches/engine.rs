@@ -3,100 +3,33 @@
 //! copied into the work buffer each iteration (the engine rewrites in place);
 //! the copy is part of the number, as a receive into the buffer would be.
 
+mod support;
+
 use std::hint::black_box;
-use std::net::IpAddr;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use synguard::cookie::{CookieMinter, CookieSecret, CookieTuple, SynOptions};
 use synguard::engine::{Engine, EngineConfig, InvalidAckAction, Port, SyncookieMode, Verdict};
-use synguard::wire::tcp::{self, TcpSegmentSpec};
-use synguard::wire::tcp_options::SynOptionSet;
-use synguard::wire::{parse_frame, write_tcp_frame, ParsedFrame};
+use synguard::wire::tcp;
 
-const NOW: u64 = 1_700_000_000_000;
-const CLIENT: &str = "198.18.0.1";
-const SERVER: &str = "198.18.0.2";
-
-fn frame(
-    from: (&str, u16),
-    to: (&str, u16),
-    seq: u32,
-    ack: u32,
-    flags: u8,
-    options: &[u8],
-    payload: &[u8],
-) -> Vec<u8> {
-    let l2 = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0, 0];
-    let spec = TcpSegmentSpec {
-        src_port: from.1,
-        dst_port: to.1,
-        seq,
-        ack,
-        flags,
-        window: 502,
-        options,
-        payload,
-    };
-    let mut out = Vec::new();
-    let (s, d): (IpAddr, IpAddr) = (from.0.parse().unwrap(), to.0.parse().unwrap());
-    write_tcp_frame(&mut out, &l2, s, d, 64, &spec);
-    out
-}
+use support::{client, establish, frame, send_syn, server, syn_options, ts, NOW};
 
 /// Stateless cookies (`always`): the path a flood takes once the half-open
-/// queue has overflowed in `auto` mode.
-fn engine(action: InvalidAckAction) -> Engine {
+/// queue has overflowed in `auto` mode. Invalid ACKs are dropped, so the RST
+/// budget does not change the path between iterations.
+fn engine() -> Engine {
     let cfg = EngineConfig {
-        protected: vec![format!("{SERVER}:8080").parse().unwrap()],
-        invalid_ack_action: action,
-        syncookies: SyncookieMode::Always,
-        ..EngineConfig::default()
+        invalid_ack_action: InvalidAckAction::Drop,
+        ..support::config(SyncookieMode::Always, 1_000_000, 4096)
     };
-    Engine::new(cfg, CookieSecret::from_bytes([9; 16]))
+    support::engine_with(cfg)
 }
 
-fn syn_options() -> Vec<u8> {
-    SynOptionSet {
-        mss: Some(1460),
-        sack_permitted: true,
-        timestamps: Some((1, 0)),
-        wscale: Some(7),
-    }
-    .encode()
-    .as_slice()
-    .to_vec()
-}
-
-fn ts(val: u32, ecr: u32) -> Vec<u8> {
-    SynOptionSet {
-        timestamps: Some((val, ecr)),
-        ..SynOptionSet::default()
-    }
-    .encode()
-    .as_slice()
-    .to_vec()
-}
-
-fn tcp_fields(f: &[u8]) -> (u32, Option<(u32, u32)>) {
-    match parse_frame(f) {
-        Ok(ParsedFrame::Tcp(v)) => (v.tcp.seq, v.options.timestamps),
-        _ => panic!("not TCP"),
-    }
-}
-
-fn bench_syn(c: &mut Criterion) {
+fn bench_handshake(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine");
     g.throughput(Throughput::Elements(1));
-    let mut e = engine(InvalidAckAction::Drop);
-    let syn = frame(
-        (CLIENT, 40000),
-        (SERVER, 8080),
-        1000,
-        0,
-        tcp::SYN,
-        &syn_options(),
-        &[],
-    );
+    let mut e = engine();
+    let syn = frame(client(0), server(), 1000, 0, tcp::SYN, &syn_options(), &[]);
     let mut buf = Vec::with_capacity(2048);
     g.bench_function("syn_to_cookie_synack", |b| {
         b.iter(|| {
@@ -109,8 +42,8 @@ fn bench_syn(c: &mut Criterion) {
         })
     });
     let bad_ack = frame(
-        (CLIENT, 40000),
-        (SERVER, 8080),
+        client(0),
+        server(),
         1001,
         0x1234_5678,
         tcp::ACK,
@@ -129,11 +62,13 @@ fn bench_syn(c: &mut Criterion) {
 
 fn bench_cookie(c: &mut Criterion) {
     let minter = CookieMinter::new(CookieSecret::from_bytes([9; 16]), 64);
+    let (client_ip, client_port) = client(0);
+    let (server_ip, server_port) = server();
     let t = CookieTuple {
-        client: CLIENT.parse().unwrap(),
-        server: SERVER.parse().unwrap(),
-        client_port: 40000,
-        server_port: 8080,
+        client: client_ip,
+        server: server_ip,
+        client_port,
+        server_port,
     };
     let opts = SynOptions {
         mss: Some(1460),
@@ -165,58 +100,15 @@ fn bench_cookie(c: &mut Criterion) {
     g.finish();
 }
 
-/// An engine with one established flow; returns it with the cookie ISN and
-/// the gateway TSval.
-fn established() -> (Engine, u32, u32) {
-    let mut e = engine(InvalidAckAction::Drop);
-    let mut f = frame(
-        (CLIENT, 40000),
-        (SERVER, 8080),
-        1000,
-        0,
-        tcp::SYN,
-        &syn_options(),
-        &[],
-    );
-    assert_eq!(e.handle(NOW, Port::Client, &mut f), Verdict::Reply);
-    let (cookie, t) = tcp_fields(&f);
-    let gw_tsval = t.unwrap().0;
-    let mut ack = frame(
-        (CLIENT, 40000),
-        (SERVER, 8080),
-        1001,
-        cookie.wrapping_add(1),
-        tcp::ACK,
-        &ts(2, gw_tsval),
-        &[],
-    );
-    assert_eq!(e.handle(NOW, Port::Client, &mut ack), Verdict::Absorbed);
-    let synack_opts = SynOptionSet {
-        mss: Some(1460),
-        sack_permitted: true,
-        timestamps: Some((500, 2)),
-        wscale: Some(9),
-    }
-    .encode();
-    let mut sa = frame(
-        (SERVER, 8080),
-        (CLIENT, 40000),
-        7000,
-        1001,
-        tcp::SYN | tcp::ACK,
-        synack_opts.as_slice(),
-        &[],
-    );
-    assert_eq!(e.handle(NOW, Port::Server, &mut sa), Verdict::Absorbed);
-    e.drain_emitted().for_each(drop);
-    (e, cookie, gw_tsval)
-}
-
 fn bench_established(c: &mut Criterion) {
-    let (mut e, cookie, gw_tsval) = established();
+    let mut e = engine();
+    // The SYN only to learn the cookie and TSval the client would echo.
+    let (cookie, gw_tsval) = send_syn(&mut e, 0, NOW);
+    establish(&mut e, 0, NOW);
+    // Server data (seq after its ISN 7000) and the client's ACK of it.
     let data = frame(
-        (SERVER, 8080),
-        (CLIENT, 40000),
+        server(),
+        client(0),
         7001,
         1001,
         tcp::ACK | tcp::PSH,
@@ -224,8 +116,8 @@ fn bench_established(c: &mut Criterion) {
         &[0x5a; 1448],
     );
     let ack = frame(
-        (CLIENT, 40000),
-        (SERVER, 8080),
+        client(0),
+        server(),
         1001,
         cookie.wrapping_add(1449),
         tcp::ACK,
@@ -258,5 +150,5 @@ fn bench_established(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_syn, bench_cookie, bench_established);
+criterion_group!(benches, bench_handshake, bench_cookie, bench_established);
 criterion_main!(benches);

@@ -14,16 +14,27 @@ pub const NOW: u64 = 1_700_000_000_000;
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const SERVER_PORT: u16 = 8080;
 
-pub fn engine(mode: SyncookieMode, max_flows: usize, backlog: usize) -> Engine {
-    let cfg = EngineConfig {
+pub fn config(mode: SyncookieMode, max_flows: usize, backlog: usize) -> EngineConfig {
+    EngineConfig {
         protected: vec![(IpAddr::V4(SERVER), SERVER_PORT).into()],
         syncookies: mode,
         max_flows,
         backlog,
         per_source_backlog: backlog,
         ..EngineConfig::default()
-    };
+    }
+}
+
+pub fn engine(mode: SyncookieMode, max_flows: usize, backlog: usize) -> Engine {
+    engine_with(config(mode, max_flows, backlog))
+}
+
+pub fn engine_with(cfg: EngineConfig) -> Engine {
     Engine::new(cfg, CookieSecret::from_bytes([9; 16]))
+}
+
+pub fn server() -> (IpAddr, u16) {
+    (IpAddr::V4(SERVER), SERVER_PORT)
 }
 
 /// The n-th client: addresses in 198.18.128.0/17 and 198.19.0.0/16, 16
@@ -80,7 +91,7 @@ pub fn ts(val: u32, ecr: u32) -> Vec<u8> {
     .to_vec()
 }
 
-fn seq_and_tsval(f: &[u8]) -> (u32, u32) {
+pub fn seq_and_tsval(f: &[u8]) -> (u32, u32) {
     match parse_frame(f) {
         Ok(ParsedFrame::Tcp(v)) => (v.tcp.seq, v.options.timestamps.map_or(0, |t| t.0)),
         _ => panic!("not TCP"),

@@ -346,6 +346,41 @@ fn full_handshake_and_translation_both_ways() {
     assert_eq!(Counters::get(&counters.translated), 3);
 }
 
+/// Client FIN at +100 ms, server FIN+ACK at +101, client's last ACK at
+/// +102: the flow ends in TIME_WAIT.
+fn close_client_first(e: &mut Engine, c: Host, s: Host, cookie: u32) {
+    let mut fin = segment(
+        c,
+        s,
+        CLIENT_ISN + 1,
+        cookie + 1,
+        tcp::FIN | tcp::ACK,
+        502,
+        &[],
+        &[],
+    );
+    assert_eq!(e.handle(T0 + 100, Port::Client, &mut fin), Verdict::Forward);
+    let mut sfin = segment(
+        s,
+        c,
+        SERVER_ISN + 1,
+        CLIENT_ISN + 2,
+        tcp::FIN | tcp::ACK,
+        100,
+        &[],
+        &[],
+    );
+    assert_eq!(
+        e.handle(T0 + 101, Port::Server, &mut sfin),
+        Verdict::Forward
+    );
+    let mut last = segment(c, s, CLIENT_ISN + 2, cookie + 2, tcp::ACK, 502, &[], &[]);
+    assert_eq!(
+        e.handle(T0 + 102, Port::Client, &mut last),
+        Verdict::Forward
+    );
+}
+
 fn key_v4() -> FlowKey {
     FlowKey {
         client: client_v4().ip,
@@ -1402,31 +1437,7 @@ fn full_table_evicts_the_oldest_time_wait_flow() {
     });
     let (c, s) = (client_v4(), server_v4());
     let (cookie, _, _) = establish(&mut e, c, s, &[]);
-    // Close it: client FIN, server FIN+ACK, client ACK -> TIME_WAIT.
-    let mut fin = segment(
-        c,
-        s,
-        CLIENT_ISN + 1,
-        cookie + 1,
-        tcp::FIN | tcp::ACK,
-        502,
-        &[],
-        &[],
-    );
-    e.handle(T0 + 100, Port::Client, &mut fin);
-    let mut sfin = segment(
-        s,
-        c,
-        SERVER_ISN + 1,
-        CLIENT_ISN + 2,
-        tcp::FIN | tcp::ACK,
-        100,
-        &[],
-        &[],
-    );
-    e.handle(T0 + 101, Port::Server, &mut sfin);
-    let mut last = segment(c, s, CLIENT_ISN + 2, cookie + 2, tcp::ACK, 502, &[], &[]);
-    e.handle(T0 + 102, Port::Client, &mut last);
+    close_client_first(&mut e, c, s, cookie);
     assert_eq!(e.flow_state(&key_v4()), Some(TcpState::TimeWait));
     // A second client's handshake takes its place.
     let c2 = Host { port: 40001, ..c };
@@ -1570,30 +1581,7 @@ fn repeated_fin_in_time_wait_restarts_2msl() {
     let mut e = engine();
     let (c, s) = (client_v4(), server_v4());
     let (cookie, _, _) = establish(&mut e, c, s, &[]);
-    let mut fin = segment(
-        c,
-        s,
-        CLIENT_ISN + 1,
-        cookie + 1,
-        tcp::FIN | tcp::ACK,
-        502,
-        &[],
-        &[],
-    );
-    e.handle(T0 + 100, Port::Client, &mut fin);
-    let mut sfin = segment(
-        s,
-        c,
-        SERVER_ISN + 1,
-        CLIENT_ISN + 2,
-        tcp::FIN | tcp::ACK,
-        100,
-        &[],
-        &[],
-    );
-    e.handle(T0 + 101, Port::Server, &mut sfin);
-    let mut last = segment(c, s, CLIENT_ISN + 2, cookie + 2, tcp::ACK, 502, &[], &[]);
-    e.handle(T0 + 102, Port::Client, &mut last);
+    close_client_first(&mut e, c, s, cookie);
     assert_eq!(e.flow_state(&key_v4()), Some(TcpState::TimeWait));
     // The server did not get the last ACK and repeats its FIN 50 s later.
     let mut again = segment(
