@@ -123,10 +123,6 @@ impl Engine {
         self.half_open.len()
     }
 
-    /// The half-open entry of this 4-tuple, if queued.
-    pub fn half_open_entry(&self, key: &FlowKey) -> Option<half_open::HalfOpen> {
-        self.half_open.get(key)
-    }
 
     /// State of the flow with this key, if tracked.
     pub fn flow_state(&self, key: &FlowKey) -> Option<TcpState> {

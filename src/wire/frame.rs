@@ -162,7 +162,7 @@ pub fn write_tcp_frame(
 ) -> usize {
     let start = out.len();
     out.extend_from_slice(l2);
-    let tcp_len = spec.len();
+    let tcp_len = spec.wire_len();
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             ethernet::set_ethertype(&mut out[start..], l2.len(), ethernet::ETHERTYPE_IPV4);

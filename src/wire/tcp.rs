@@ -86,12 +86,9 @@ pub struct TcpSegmentSpec<'a> {
 }
 
 impl TcpSegmentSpec<'_> {
-    pub fn len(&self) -> usize {
+    /// Bytes on the wire: header, options, payload.
+    pub fn wire_len(&self) -> usize {
         MIN_HEADER_LEN + self.options.len() + self.payload.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// Append the segment with a zero checksum; the caller fills it in once
@@ -136,7 +133,7 @@ mod tests {
         spec.write(&mut out);
         assert_eq!(&out[..2], &[0xa5, 0xa5]);
         assert_eq!(&out[2..], &GOLDEN);
-        assert_eq!(spec.len(), 24);
+        assert_eq!(spec.wire_len(), 24);
         let h = parse(&out[2..]).unwrap();
         assert_eq!(
             (h.src_port, h.dst_port, h.seq, h.ack),
