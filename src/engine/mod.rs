@@ -123,7 +123,6 @@ impl Engine {
         self.half_open.len()
     }
 
-
     /// State of the flow with this key, if tracked.
     pub fn flow_state(&self, key: &FlowKey) -> Option<TcpState> {
         self.flows.state(key)
