@@ -120,6 +120,20 @@ for tool in hping3 timeout; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
 done
 
+# Stopping the script (Ctrl-C, SIGTERM) stops what it started: timeout(1) puts
+# itself into its own process group, so the group signal does not reach it.
+SAMPLER=
+SAMPLES=
+TMPD=
+cleanup() {
+    [[ -z $SAMPLER ]] || kill "$SAMPLER" 2>/dev/null || true
+    [[ -z $SAMPLES ]] || rm -f "$SAMPLES"
+    [[ -z $TMPD ]] || rm -rf "$TMPD"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+
 # Lab rule: spoofed sources only from 198.18.0.0/15.
 check_source() {
     [[ $1 =~ ^198\.(18|19)\.[0-9]+\.[0-9]+$ ]] || die "source $1 is outside 198.18.0.0/15"
@@ -152,6 +166,8 @@ hpings() {
             >"${logs[-1]}" 2>&1 &
         pids+=($!)
     done
+    # shellcheck disable=SC2064 # the pids are known now
+    trap "kill ${pids[*]} 2>/dev/null; rm -f ${logs[*]}; exit 143" INT TERM HUP
     local total=0 sent
     for i in "${!pids[@]}"; do
         wait "${pids[$i]}" || true
@@ -178,6 +194,7 @@ tx_sampler_start() {
 tx_sampler_stop() {
     kill "$SAMPLER" 2>/dev/null || true
     wait "$SAMPLER" 2>/dev/null || true
+    SAMPLER=
     local thr=$((RATE / 100))
     ((thr >= 1)) || thr=1
     SECONDS_USED=$(awk -v thr="$thr" '
@@ -230,10 +247,8 @@ pcap_replay() {
     dmac=$(ip -n "$CLI" neigh show "$TARGET" dev "$CLI_IF" | grep -oE 'lladdr [0-9a-f:]+' | awk '{print $2}' || true)
     [[ -n $dmac ]] || dmac=$(mac_of "$SRV" "$SRV_IF" 2>/dev/null || true)
     [[ -n $smac && -n $dmac ]] || die "cannot find the lab's MAC addresses"
-    local tmp
-    tmp=$(mktemp -d)
-    # shellcheck disable=SC2064 # expand $tmp now
-    trap "rm -rf '$tmp'" EXIT
+    TMPD=$(mktemp -d)
+    local tmp=$TMPD
     tcpdump -r "$PCAP" -w "$tmp/tcp.pcap" 'ip and tcp' 2>/dev/null || die "cannot read $PCAP"
     tcprewrite --infile="$tmp/tcp.pcap" --outfile="$tmp/lab.pcap" \
         --srcipmap=0.0.0.0/0:198.18.2.0/24 --dstipmap=0.0.0.0/0:"$TARGET"/32 \
@@ -246,7 +261,7 @@ pcap_replay() {
     foreign=$(tcpdump -nr "$tmp/lab.pcap" 'not (src net 198.18.0.0/15 and dst net 198.18.0.0/15)' 2>/dev/null | wc -l)
     ((foreign == 0)) || die "rewritten capture still has $foreign packets outside 198.18.0.0/15"
     local out
-    out=$(ip netns exec "$CLI" timeout -s INT $((DURATION + 5)) \
+    out=$(ip netns exec "$CLI" timeout -s INT -k 3 $((DURATION + 5)) \
         tcpreplay -q -i "$CLI_IF" --pps "$RATE" --loop 100000 --limit $((RATE * DURATION)) \
         "$tmp/lab.pcap" 2>&1 || true)
     PACKETS=$(echo "$out" | grep -oE 'Actual: [0-9]+ packets' | grep -oE '[0-9]+' | head -1 || true)
