@@ -2381,3 +2381,152 @@ pub fn url_encode(s: &str) -> String {
     }
     out
 }
+
+// =================================================================================
+// Attack replay helpers (branch `attack`: tests/lab_attacks.rs). Kept as one block at
+// the end of this file, separate from the lab harness above.
+
+/// `deploy/lab/attack.sh` of this checkout.
+pub const ATTACK_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/lab/attack.sh");
+
+/// The summary line `attack.sh` prints:
+/// `scenario=S packets=N frames=F seconds=T offered_pps=P [recorded=R]`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AttackReport {
+    pub scenario: String,
+    /// Packets hping3 / tcpreplay report having sent.
+    pub packets: u64,
+    /// Ethernet frames on the wire (fragments counted one by one).
+    pub frames: u64,
+    pub seconds: f64,
+    pub offered_pps: u64,
+    /// SYNs sent while recording the pcap (pcap-replay only, else 0).
+    pub recorded: u64,
+}
+
+/// Parses the last `scenario=...` line of `attack.sh` output.
+pub fn parse_attack_report(text: &str) -> Option<AttackReport> {
+    let line = text.lines().rev().find(|l| l.starts_with("scenario="))?;
+    let mut r = AttackReport::default();
+    for kv in line.split_whitespace() {
+        let (k, v) = kv.split_once('=')?;
+        match k {
+            "scenario" => r.scenario = v.to_owned(),
+            "packets" => r.packets = v.parse().ok()?,
+            "frames" => r.frames = v.parse().ok()?,
+            "seconds" => r.seconds = v.parse().ok()?,
+            "offered_pps" => r.offered_pps = v.parse().ok()?,
+            "recorded" => r.recorded = v.parse().ok()?,
+            _ => {}
+        }
+    }
+    Some(r)
+}
+
+/// A running `attack.sh` (its own process group). Dropping it before
+/// [`AttackRun::wait`] stops the whole group (the script, its timeout(1)s, which
+/// pass the signal on to their hping3 / tcpreplay).
+pub struct AttackRun {
+    child: Option<Child>,
+    out: PathBuf,
+}
+
+impl AttackRun {
+    /// Waits for the script (it bounds itself: DURATION + 5 s at most, plus the
+    /// pcap recording) and returns its report, or its output on failure.
+    pub fn wait(mut self) -> Result<AttackReport, String> {
+        let mut child = self.child.take().expect("attack already waited for");
+        let status = child.wait().map_err(|e| format!("wait attack.sh: {e}"))?;
+        let text = fs::read_to_string(&self.out).unwrap_or_default();
+        let _ = fs::remove_file(&self.out);
+        if !status.success() {
+            return Err(format!("attack.sh failed ({status}):\n{text}"));
+        }
+        parse_attack_report(&text).ok_or_else(|| format!("attack.sh printed no report:\n{text}"))
+    }
+}
+
+impl Drop for AttackRun {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Our own child's process group (process_group(0) at spawn): pgid == pid.
+            // SAFETY: kill(2) on a negative pid signals exactly that process group.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGTERM) };
+            let _ = child.wait();
+            let _ = fs::remove_file(&self.out);
+        }
+    }
+}
+
+/// Reads one `kB` field (e.g. "VmRSS", "VmHWM") of /proc/PID/status, in KiB.
+pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// One line describing the machine: CPU model, CPU count, kernel.
+pub fn machine_summary() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let mem_mib = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |k| k / 1024);
+    format!("{cpu}, {cpus} CPUs, {mem_mib} MiB RAM, Linux {kernel}")
+}
+
+impl Lab {
+    /// PID of the running gateway (synguard itself: `ip netns exec` execs it).
+    pub fn gateway_pid(&self) -> Option<u32> {
+        self.gateway.lock().unwrap().as_ref().map(|c| c.id())
+    }
+
+    /// Starts `deploy/lab/attack.sh -n <this lab's suffix> ARGS` (so it floods from
+    /// this lab's client namespace), output to a file in the lab directory.
+    pub fn spawn_attack(&self, args: &[&str]) -> AttackRun {
+        use std::os::unix::process::CommandExt;
+        require_tools(&["hping3", "timeout", "tcpdump", "tcpreplay", "tcprewrite"]);
+        static ATTACK_SEQ: AtomicU32 = AtomicU32::new(0);
+        let out = self.dir.join(format!(
+            "attack-{}.txt",
+            ATTACK_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let f = File::create(&out).unwrap_or_else(|e| panic!("create {}: {e}", out.display()));
+        let child = Command::new("bash")
+            .arg(ATTACK_SCRIPT)
+            .args(["-n", &self.suffix])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {ATTACK_SCRIPT}: {e}"));
+        eprintln!(
+            "[lab] attack.sh -n {} {} (pid {})",
+            self.suffix,
+            args.join(" "),
+            child.id()
+        );
+        AttackRun {
+            child: Some(child),
+            out,
+        }
+    }
+}

@@ -1,0 +1,809 @@
+//! tests/lab_attacks.rs — owned by the attack work (branch `attack`): the attack replay
+//! suite. Every scenario of `deploy/lab/attack.sh` (the user-facing tool, invoked as
+//! is with this lab's name) runs for 10 s at 20 000 packets/s offered while a
+//! legitimate client keeps connecting and transferring through the gateway, and the
+//! test judges the result:
+//!
+//! - legitimate traffic: 100 of 100 connects and 20 of 20 transfers (10 uploads, 10
+//!   downloads of 256 KiB) succeed, connect timeout 15 s (SYN retransmissions
+//!   allowed: the flood and the gateway share 2 cores), p99 connect <= 3.5 s;
+//! - the server namespace sees nothing of the attack: a tcpdump on srv0 of
+//!   everything from the spoofed nets 198.18.1.0/24 and 198.18.2.0/24 captures 0
+//!   packets, the nft SYN counter equals the legitimate connections (+ at most 3
+//!   backend SYN retransmissions), TcpPassiveOpens grows by exactly the
+//!   legitimate connections, and SyncookiesSent/Recv/Failed, ListenOverflows,
+//!   ListenDrops, TCPReqQFullDrop/DoCookies, TcpOutRsts and IpReasmReqds stay 0;
+//! - synguard's peak RSS (VmHWM) stays under 32 MiB;
+//! - the metrics account for the attack packets by reason (see [`Expect`]), with
+//!   the frames the kernel dropped before synguard read them
+//!   (`synguard_kernel_drops_total{port="client"}`) as the only allowance.
+//!
+//! The one exception is the flood on the unprotected port 8081: it is bridged, and
+//! the server namespace does receive it (the gateway is not a firewall for what it
+//! does not protect); that test proves the packets arrive.
+//!
+//! Each test appends a row to `target/tmp/attack-results.tsv`; `zz_results_table`
+//! (last in name order) prints the table of this run. Run with
+//! `cargo test --release --test lab_attacks -- --test-threads=1 --nocapture`.
+//! Needs root, hping3, tcpdump, tcpreplay (`sudo tests/run-all.sh` installs them).
+
+mod common;
+
+use std::fmt::Write as _;
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Offered attack rate (total over all sources), packets per second.
+const RATE: u32 = 20_000;
+/// Flood duration, seconds.
+const FLOOD_SECS: u32 = 10;
+/// Legitimate connects ('C' exchanges) during the flood, one every 80 ms.
+const LEGIT_CONNECTS: usize = 100;
+/// Legitimate transfers during the flood (alternating upload and download).
+const LEGIT_TRANSFERS: usize = 20;
+const TRANSFER_BYTES: u64 = 256 * 1024;
+/// Every legitimate connection the server should see.
+const LEGIT_TOTAL: u64 = (LEGIT_CONNECTS + LEGIT_TRANSFERS) as u64;
+/// Bound on the legitimate connects' p99 (time from connect() to the 'C' reply):
+/// at most one SYN retransmission (1 s) plus slack for the 99th percentile.
+const P99_BOUND: Duration = Duration::from_millis(3500);
+/// Bound on the gateway's peak resident set size (VmHWM), KiB.
+const RSS_BOUND_KIB: u64 = 32 * 1024;
+/// Backend SYN retransmissions the server's SYN counter may see on top of one SYN
+/// per legitimate connection (same slack as tests/lab_basic.rs).
+const BACKEND_SYN_SLACK: u64 = 3;
+/// SYNs the gateway may count beyond the attack's: the legitimate ones and their
+/// retransmissions.
+const LEGIT_SYN_SLACK: f64 = 2.0 * LEGIT_TOTAL as f64;
+/// Drops a reason may count beyond the attack's (stray legitimate segments).
+const STRAY_SLACK: f64 = 20.0;
+/// Default per-source half-open share (`syn_queue.per_source_backlog`).
+const PER_SOURCE_BACKLOG: u64 = 128;
+/// Default `invalid_ack.rst_per_second`.
+const RST_PER_SECOND: f64 = 1000.0;
+/// Everything the attack sends comes from these nets (attack.sh).
+const SPOOFED_FILTER: &str = "ip and ( src net 198.18.1.0/24 or src net 198.18.2.0/24 )";
+
+const RESULTS_FILE: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/attack-results.tsv");
+
+/// How the metrics must account for the attack.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Expect {
+    /// SYNs to the protected port: every one counted by `syn_received` and answered
+    /// (queued, cookie or retransmitted SYN-ACK), `sources` x per-source share at most
+    /// queued, none completes.
+    SynFlood { sources: u64 },
+    /// SYN flood from one source: as SynFlood, plus that source holds exactly its
+    /// per-source share of SYN_RECV entries, cookie mode never switches on for
+    /// everyone, and every legitimate handshake still completes through the queue.
+    SingleSource,
+    /// ACKs with random numbers: `cookies_failed`, each answered by a RST within the
+    /// RST budget or dropped as `rst_budget`.
+    AckFlood,
+    /// Every attack frame dropped with this `synguard_drops_total` reason.
+    Dropped(&'static str),
+    /// Flood to the unprotected port: bridged, the server receives it.
+    Bridged,
+}
+
+struct Scenario {
+    /// attack.sh scenario name.
+    attack: &'static str,
+    /// Row label in the results table.
+    label: &'static str,
+    port: u16,
+    expect: Expect,
+}
+
+/// Legitimate tests still running in this process (zz_results_table waits for 0).
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+struct Running;
+impl Running {
+    fn start() -> Running {
+        RUNNING.fetch_add(1, Ordering::SeqCst);
+        Running
+    }
+}
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Peaks sampled every 200 ms while the flood runs.
+#[derive(Default, Debug)]
+struct Peaks {
+    rss_kib: u64,
+    syn_recv: f64,
+    cookie_mode: f64,
+}
+
+struct Legit {
+    connects: Vec<Result<Duration, String>>,
+    transfers: Vec<Result<Duration, String>>,
+}
+
+fn ok_durations(v: &[Result<Duration, String>]) -> Vec<Duration> {
+    v.iter().filter_map(|r| r.as_ref().ok()).copied().collect()
+}
+
+fn errors(v: &[Result<Duration, String>]) -> Vec<&String> {
+    v.iter().filter_map(|r| r.as_ref().err()).collect()
+}
+
+/// The legitimate load: LEGIT_CONNECTS connects (one every 80 ms) and, in parallel,
+/// LEGIT_TRANSFERS transfers (one every 400 ms), all from 198.18.0.1.
+fn legit_load(lab: &Lab) -> Legit {
+    let addr = srv_v4(PROTECTED_PORT);
+    let t = ClientTimeouts {
+        connect: Duration::from_secs(15),
+        io: Duration::from_secs(20),
+    };
+    let transfers = lab.spawn_client(move || {
+        (0..LEGIT_TRANSFERS)
+            .map(|i| {
+                let t0 = Instant::now();
+                let r = if i % 2 == 0 {
+                    upload_with(addr, TRANSFER_BYTES, t)
+                } else {
+                    download_with(addr, TRANSFER_BYTES, t)
+                };
+                if let Some(rest) = Duration::from_millis(400).checked_sub(t0.elapsed()) {
+                    thread::sleep(rest);
+                }
+                r
+            })
+            .collect::<Vec<_>>()
+    });
+    let connects = lab.client(|| {
+        (0..LEGIT_CONNECTS)
+            .map(|_| {
+                let t0 = Instant::now();
+                let r = connect_once_with(addr, t);
+                if let Some(rest) = Duration::from_millis(80).checked_sub(t0.elapsed()) {
+                    thread::sleep(rest);
+                }
+                r
+            })
+            .collect::<Vec<_>>()
+    });
+    Legit {
+        connects,
+        transfers: transfers.join().expect("transfer thread panicked"),
+    }
+}
+
+fn nstat_delta(
+    n1: &std::collections::BTreeMap<String, u64>,
+    n0: &std::collections::BTreeMap<String, u64>,
+    key: &str,
+) -> i64 {
+    n1.get(key).copied().unwrap_or(0) as i64 - n0.get(key).copied().unwrap_or(0) as i64
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Appends one row of the results table.
+fn record_row(row: &[String]) {
+    if let Some(dir) = std::path::Path::new(RESULTS_FILE).parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(RESULTS_FILE)
+        .unwrap_or_else(|e| panic!("open {RESULTS_FILE}: {e}"));
+    let mut line = std::process::id().to_string();
+    for c in row {
+        line.push('\t');
+        line.push_str(c);
+    }
+    writeln!(f, "{line}").unwrap_or_else(|e| panic!("write {RESULTS_FILE}: {e}"));
+}
+
+/// Collects failed checks instead of stopping at the first, so that the results row
+/// and the report show everything that went wrong.
+#[derive(Default)]
+struct Checks {
+    failed: Vec<String>,
+    log: String,
+}
+
+impl Checks {
+    fn check(&mut self, ok: bool, what: String) {
+        let _ = writeln!(self.log, "  [{}] {what}", if ok { "ok" } else { "FAIL" });
+        if !ok {
+            self.failed.push(what);
+        }
+    }
+}
+
+fn run_scenario(test: &str, sc: Scenario) {
+    let _running = Running::start();
+    let lab = Lab::new(test);
+    lab.start_server();
+    lab.start_gateway(&[]);
+    let pid = lab
+        .gateway_pid()
+        .expect("this suite needs the real gateway (no SYNGUARD_LAB_STANDIN)");
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "synguard", "gateway pid {pid} is {comm:?}");
+    let pcap = lab.dir.join("attack.pcap").display().to_string();
+
+    let capture = lab.start_capture(&lab.srv, SRV_IF, SPOOFED_FILTER, 90);
+    let m0 = lab.metrics();
+    let n0 = lab.nstat(&lab.srv);
+    let syn0 = lab.server_syn_count_port(PROTECTED_PORT);
+    let unprot_syn0 = lab.server_syn_count_port(UNPROTECTED_PORT);
+    let unprot_tcp0 = lab.server_tcp_count(UNPROTECTED_PORT);
+
+    let rate = RATE.to_string();
+    let secs = FLOOD_SECS.to_string();
+    let port = sc.port.to_string();
+    let mut args = vec![
+        sc.attack,
+        "--rate",
+        &rate,
+        "--duration",
+        &secs,
+        "--port",
+        &port,
+    ];
+    if sc.attack == "pcap-replay" {
+        args.extend(["--pcap", &pcap]);
+    }
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    let (report, legit, peaks) = thread::scope(|s| {
+        let attack = lab.spawn_attack(&args);
+        let monitor = s.spawn(|| {
+            let mut p = Peaks::default();
+            while !stop.load(Ordering::Relaxed) {
+                p.rss_kib = p.rss_kib.max(proc_status_kib(pid, "VmRSS").unwrap_or(0));
+                let m = lab.metrics();
+                p.syn_recv = p.syn_recv.max(m.val("synguard_syn_recv"));
+                p.cookie_mode = p.cookie_mode.max(m.val("synguard_cookie_mode_active"));
+                thread::sleep(Duration::from_millis(200));
+            }
+            p
+        });
+        thread::sleep(Duration::from_secs(1));
+        let legit = legit_load(&lab);
+        let report = attack.wait();
+        stop.store(true, Ordering::Relaxed);
+        (report, legit, monitor.join().expect("monitor thread"))
+    });
+    let wall = started.elapsed();
+    // Let queued SYN-ACK retransmissions and the last segments settle.
+    thread::sleep(Duration::from_millis(500));
+    lab.assert_gateway_alive();
+    let report = report.unwrap_or_else(|e| panic!("{e}"));
+    let captured = lab.stop_capture(capture);
+    let captured_lines: Vec<&str> = captured.lines().filter(|l| !l.trim().is_empty()).collect();
+    let m1 = lab.metrics();
+    let n1 = lab.nstat(&lab.srv);
+    let hwm = proc_status_kib(pid, "VmHWM").unwrap_or(0);
+    let rss_peak = hwm.max(peaks.rss_kib);
+
+    let d = |k: &str| m1.val(k) - m0.val(k);
+    let ds = |k: &str| m1.sum(k) - m0.sum(k);
+    let drop_d = |r: &str| d(&format!("synguard_drops_total{{reason=\"{r}\"}}"));
+    let mut c = Checks::default();
+
+    // ---- legitimate traffic ------------------------------------------------------
+    let conn_ok = ok_durations(&legit.connects);
+    let xfer_ok = ok_durations(&legit.transfers);
+    let p99 = percentile(&conn_ok, 0.99);
+    let conn_err = errors(&legit.connects);
+    let xfer_err = errors(&legit.transfers);
+    c.check(
+        conn_ok.len() == LEGIT_CONNECTS,
+        format!(
+            "legit connects {}/{LEGIT_CONNECTS} ok ({}){}",
+            conn_ok.len(),
+            latency_summary(&conn_ok),
+            if conn_err.is_empty() {
+                String::new()
+            } else {
+                format!("; first errors {:?}", &conn_err[..conn_err.len().min(3)])
+            }
+        ),
+    );
+    c.check(
+        xfer_ok.len() == LEGIT_TRANSFERS,
+        format!(
+            "legit transfers {}/{LEGIT_TRANSFERS} ok ({} KiB each, {}){}",
+            xfer_ok.len(),
+            TRANSFER_BYTES / 1024,
+            latency_summary(&xfer_ok),
+            if xfer_err.is_empty() {
+                String::new()
+            } else {
+                format!("; first errors {:?}", &xfer_err[..xfer_err.len().min(3)])
+            }
+        ),
+    );
+    c.check(
+        p99 <= P99_BOUND,
+        format!(
+            "p99 connect {:.1} ms <= {} ms",
+            ms(p99),
+            P99_BOUND.as_millis()
+        ),
+    );
+    c.check(
+        lab.server_errors() == 0,
+        format!("test server errors {}", lab.server_errors()),
+    );
+
+    // ---- the attack happened -------------------------------------------------------
+    let frames = report.frames + report.recorded;
+    let kd = d("synguard_kernel_drops_total{port=\"client\"}");
+    let rx = d("synguard_frames_total{direction=\"rx\",port=\"client\"}");
+    c.check(
+        report.packets as f64 >= 0.5 * f64::from(RATE) * f64::from(FLOOD_SECS),
+        format!(
+            "attack.sh sent {} packets ({} frames{}) in {} s, offered {} pps (asked {RATE} pps x {FLOOD_SECS} s)",
+            report.packets,
+            report.frames,
+            if report.recorded > 0 {
+                format!(", + {} SYNs recording the pcap", report.recorded)
+            } else {
+                String::new()
+            },
+            report.seconds,
+            report.offered_pps
+        ),
+    );
+    c.check(
+        rx + kd >= frames as f64,
+        format!("gateway client port: rx +{rx} + kernel drops +{kd} >= {frames} attack frames"),
+    );
+    let lower = frames as f64 - kd;
+
+    // ---- the server namespace ------------------------------------------------------
+    let syns = lab.server_syn_count_port(PROTECTED_PORT) - syn0;
+    c.check(
+        (LEGIT_TOTAL..=LEGIT_TOTAL + BACKEND_SYN_SLACK).contains(&syns),
+        format!(
+            "server SYNs on {PROTECTED_PORT} +{syns} in {LEGIT_TOTAL}..={} (one per legitimate connection)",
+            LEGIT_TOTAL + BACKEND_SYN_SLACK
+        ),
+    );
+    let passive = nstat_delta(&n1, &n0, "TcpPassiveOpens");
+    c.check(
+        passive == LEGIT_TOTAL as i64,
+        format!("server TcpPassiveOpens +{passive} == {LEGIT_TOTAL} legitimate connections"),
+    );
+    let unprot_syns = lab.server_syn_count_port(UNPROTECTED_PORT) - unprot_syn0;
+    let unprot_tcp = lab.server_tcp_count(UNPROTECTED_PORT) - unprot_tcp0;
+    let kernel_keys = [
+        "TcpExtSyncookiesSent",
+        "TcpExtSyncookiesRecv",
+        "TcpExtSyncookiesFailed",
+        "TcpExtListenOverflows",
+        "TcpExtListenDrops",
+        "TcpExtTCPReqQFullDrop",
+        "TcpExtTCPReqQFullDoCookies",
+        "TcpOutRsts",
+        "IpReasmReqds",
+    ];
+    let kernel: Vec<String> = kernel_keys
+        .iter()
+        .map(|k| format!("{k} +{}", nstat_delta(&n1, &n0, k)))
+        .collect();
+    if sc.expect == Expect::Bridged {
+        // The one case where the server is meant to see the attack.
+        c.check(
+            !captured_lines.is_empty(),
+            format!(
+                "server capture: {} packets from the spoofed nets (bridged, as documented)",
+                captured_lines.len()
+            ),
+        );
+        c.check(
+            unprot_syns as f64 >= lower && unprot_syns <= report.packets,
+            format!(
+                "server SYNs on {UNPROTECTED_PORT} +{unprot_syns} in {lower}..={} (every flood SYN \
+                 the gateway read was bridged)",
+                report.packets
+            ),
+        );
+        println!(
+            "  server kernel under the bridged flood: {}",
+            kernel.join(", ")
+        );
+    } else {
+        c.check(
+            captured_lines.is_empty(),
+            format!(
+                "server capture: {} packets from the spoofed nets{}",
+                captured_lines.len(),
+                captured_lines
+                    .first()
+                    .map(|l| format!(", first: {l}"))
+                    .unwrap_or_default()
+            ),
+        );
+        c.check(
+            unprot_tcp == 0,
+            format!("server TCP on {UNPROTECTED_PORT} +{unprot_tcp} == 0"),
+        );
+        let nonzero: Vec<&String> = kernel.iter().filter(|s| !s.ends_with(" +0")).collect();
+        c.check(
+            nonzero.is_empty(),
+            format!("server kernel counters all +0: {}", kernel.join(", ")),
+        );
+    }
+
+    // ---- the gateway ---------------------------------------------------------------
+    c.check(
+        rss_peak <= RSS_BOUND_KIB,
+        format!(
+            "gateway peak RSS {:.1} MiB (VmHWM) <= {} MiB",
+            rss_peak as f64 / 1024.0,
+            RSS_BOUND_KIB / 1024
+        ),
+    );
+    let started_backend = d("synguard_backend_handshakes_total{result=\"started\"}");
+    c.check(
+        started_backend == LEGIT_TOTAL as f64,
+        format!("backend handshakes started +{started_backend} == {LEGIT_TOTAL} (legitimate only)"),
+    );
+    let completed_q = d("synguard_syn_queue_completed_total");
+    let validated = d("synguard_cookies_validated_total");
+    c.check(
+        completed_q + validated == LEGIT_TOTAL as f64,
+        format!(
+            "handshakes completed: queue +{completed_q} + cookies +{validated} == {LEGIT_TOTAL}"
+        ),
+    );
+    let received = d("synguard_syn_received_total");
+    let answered = ds("synguard_synack_sent_total");
+    let queued = d("synguard_synack_sent_total{kind=\"queued\"}");
+    match sc.expect {
+        Expect::SynFlood { .. } | Expect::SingleSource => {
+            let sources = match sc.expect {
+                Expect::SynFlood { sources } => sources,
+                _ => 1,
+            };
+            c.check(
+                received >= lower && received <= frames as f64 + LEGIT_SYN_SLACK,
+                format!(
+                    "syn_received +{received} in {lower}..={} (attack SYNs read + legitimate)",
+                    frames as f64 + LEGIT_SYN_SLACK
+                ),
+            );
+            c.check(
+                answered >= received,
+                format!("SYN-ACKs +{answered} (queued, cookie, retransmit) >= SYNs +{received}"),
+            );
+            let refused = drop_d("queue_full") + drop_d("per_source_limit");
+            c.check(
+                refused == 0.0,
+                format!("drops queue_full + per_source_limit +{refused} == 0 (syncookies auto)"),
+            );
+            // hping3 counts source ports up from a random base: after 65536 SYNs a
+            // source reuses a 4-tuple with a new ISN, which replaces (and re-queues)
+            // its entry. So a source queues its share once per 65536 SYNs at most.
+            let rounds = (frames / sources).div_ceil(65536).max(1);
+            c.check(
+                queued <= (sources * PER_SOURCE_BACKLOG * rounds) as f64 + LEGIT_SYN_SLACK,
+                format!(
+                    "queued SYN-ACKs +{queued} <= {sources} sources x {PER_SOURCE_BACKLOG} x \
+                     {rounds} source-port round(s) + legitimate"
+                ),
+            );
+        }
+        Expect::AckFlood => {
+            let failed = d("synguard_cookies_failed_total");
+            let rst = d("synguard_rst_sent_total");
+            let budget = drop_d("rst_budget");
+            c.check(
+                failed >= lower && failed <= frames as f64 + STRAY_SLACK,
+                format!(
+                    "cookies_failed +{failed} in {lower}..={}",
+                    frames as f64 + STRAY_SLACK
+                ),
+            );
+            c.check(
+                rst + budget == failed,
+                format!(
+                    "rst_sent +{rst} + drops{{rst_budget}} +{budget} == cookies_failed +{failed}"
+                ),
+            );
+            let max_rst = RST_PER_SECOND * (wall.as_secs_f64() + 2.0);
+            c.check(
+                rst <= max_rst,
+                format!(
+                    "rst_sent +{rst} <= {RST_PER_SECOND}/s x {:.1} s (RST budget)",
+                    wall.as_secs_f64() + 2.0
+                ),
+            );
+        }
+        Expect::Dropped(reason) => {
+            let n = drop_d(reason);
+            c.check(
+                n >= lower && n <= frames as f64 + STRAY_SLACK,
+                format!(
+                    "drops{{reason=\"{reason}\"}} +{n} in {lower}..={}",
+                    frames as f64 + STRAY_SLACK
+                ),
+            );
+            c.check(
+                received <= LEGIT_SYN_SLACK,
+                format!("syn_received +{received} <= {LEGIT_SYN_SLACK} (legitimate only)"),
+            );
+        }
+        Expect::Bridged => {
+            let bridged = d("synguard_bridged_frames_total");
+            c.check(
+                bridged >= lower,
+                format!("bridged frames +{bridged} >= {lower}"),
+            );
+            c.check(
+                received <= LEGIT_SYN_SLACK,
+                format!(
+                    "syn_received +{received} <= {LEGIT_SYN_SLACK} (the 8081 flood is not handled)"
+                ),
+            );
+        }
+    }
+    if sc.expect == Expect::SingleSource {
+        // The flooding source holds exactly its share of SYN_RECV entries (they live
+        // 63 s, so they are all still there), everybody else is unaffected.
+        let (code, json, err) = lab.status(&["--state", "syn_recv", "--json", "--limit", "10000"]);
+        assert_eq!(code, 0, "synguard status failed: {err}");
+        let held = json.matches("\"client\":\"198.18.1.1:").count() as u64;
+        c.check(
+            held == PER_SOURCE_BACKLOG,
+            format!("SYN_RECV entries of 198.18.1.1 (synguard status) {held} == per_source_backlog {PER_SOURCE_BACKLOG}"),
+        );
+        c.check(
+            peaks.syn_recv <= (PER_SOURCE_BACKLOG + 8) as f64,
+            format!(
+                "syn_recv peak {} <= {PER_SOURCE_BACKLOG} + 8 legitimate in flight",
+                peaks.syn_recv
+            ),
+        );
+        c.check(
+            peaks.cookie_mode == 0.0,
+            format!(
+                "cookie_mode_active peak {} == 0 (one source over its share does not switch everyone)",
+                peaks.cookie_mode
+            ),
+        );
+        c.check(
+            completed_q == LEGIT_TOTAL as f64,
+            format!(
+                "legitimate handshakes completed through the queue +{completed_q} == {LEGIT_TOTAL}"
+            ),
+        );
+    }
+
+    // ---- report --------------------------------------------------------------------
+    let nonzero_drops: Vec<String> = m1
+        .text
+        .lines()
+        .filter(|l| l.starts_with("synguard_drops_total{"))
+        .filter_map(|l| {
+            let (k, _) = l.rsplit_once(' ')?;
+            let v = m1.val(k) - m0.val(k);
+            (v != 0.0).then(|| format!("{} +{v}", k.trim_start_matches("synguard_drops_total")))
+        })
+        .collect();
+    let verdict = if c.failed.is_empty() { "PASS" } else { "FAIL" };
+    println!(
+        "== {} ({}, port {}): {verdict} in {:.1} s\n{}  gateway: rx +{rx}, kernel drops +{kd}, syn_received +{received}, \
+         SYN-ACKs +{answered} (queued +{queued}), cookies_failed +{}, rst_sent +{}, bridged +{}, \
+         drops {}; peaks: RSS {:.1} MiB, syn_recv {}, cookie_mode {}",
+        sc.label,
+        sc.attack,
+        sc.port,
+        wall.as_secs_f64(),
+        c.log,
+        d("synguard_cookies_failed_total"),
+        d("synguard_rst_sent_total"),
+        d("synguard_bridged_frames_total"),
+        if nonzero_drops.is_empty() {
+            "none".into()
+        } else {
+            nonzero_drops.join(", ")
+        },
+        rss_peak as f64 / 1024.0,
+        peaks.syn_recv,
+        peaks.cookie_mode
+    );
+    record_row(&[
+        sc.label.to_owned(),
+        report.offered_pps.to_string(),
+        format!(
+            "{}/{}",
+            conn_ok.len() + xfer_ok.len(),
+            LEGIT_CONNECTS + LEGIT_TRANSFERS
+        ),
+        format!("{:.0}", ms(p99)),
+        format!("{:.1}", rss_peak as f64 / 1024.0),
+        verdict.to_owned(),
+    ]);
+    assert!(
+        c.failed.is_empty(),
+        "{}: {} check(s) failed:\n  {}",
+        sc.label,
+        c.failed.len(),
+        c.failed.join("\n  ")
+    );
+}
+
+fn scenario(attack: &'static str, expect: Expect) -> Scenario {
+    Scenario {
+        attack,
+        label: attack,
+        port: PROTECTED_PORT,
+        expect,
+    }
+}
+
+#[test]
+fn attack_ack_flood() {
+    run_scenario("attack_ack_flood", scenario("ack-flood", Expect::AckFlood));
+}
+
+#[test]
+fn attack_fin_flood() {
+    run_scenario(
+        "attack_fin_flood",
+        scenario("fin-flood", Expect::Dropped("invalid_flags")),
+    );
+}
+
+#[test]
+fn attack_ip_fragments() {
+    run_scenario(
+        "attack_ip_fragments",
+        scenario("ip-fragments", Expect::Dropped("fragment")),
+    );
+}
+
+#[test]
+fn attack_null_flags() {
+    run_scenario(
+        "attack_null_flags",
+        scenario("null", Expect::Dropped("invalid_flags")),
+    );
+}
+
+#[test]
+fn attack_pcap_replay() {
+    run_scenario(
+        "attack_pcap_replay",
+        scenario("pcap-replay", Expect::SynFlood { sources: 16 }),
+    );
+}
+
+#[test]
+fn attack_rst_flood() {
+    run_scenario(
+        "attack_rst_flood",
+        scenario("rst-flood", Expect::Dropped("no_flow")),
+    );
+}
+
+#[test]
+fn attack_syn_fin() {
+    run_scenario(
+        "attack_syn_fin",
+        scenario("syn-fin", Expect::Dropped("invalid_flags")),
+    );
+}
+
+#[test]
+fn attack_syn_flood() {
+    run_scenario(
+        "attack_syn_flood",
+        scenario("syn-flood", Expect::SynFlood { sources: 16 }),
+    );
+}
+
+#[test]
+fn attack_syn_flood_single_source() {
+    run_scenario(
+        "attack_syn_flood_single_source",
+        scenario("syn-flood-single-source", Expect::SingleSource),
+    );
+}
+
+#[test]
+fn attack_syn_flood_unprotected_port_is_bridged() {
+    run_scenario(
+        "attack_syn_flood_unprotected",
+        Scenario {
+            attack: "syn-flood",
+            label: "syn-flood (port 8081, unprotected)",
+            port: UNPROTECTED_PORT,
+            expect: Expect::Bridged,
+        },
+    );
+}
+
+#[test]
+fn attack_syn_with_payload() {
+    run_scenario(
+        "attack_syn_with_payload",
+        scenario("syn-with-payload", Expect::SynFlood { sources: 16 }),
+    );
+}
+
+#[test]
+fn attack_xmas_flags() {
+    run_scenario(
+        "attack_xmas_flags",
+        scenario("xmas", Expect::Dropped("invalid_flags")),
+    );
+}
+
+/// Parses attack.sh output lines (no lab needed).
+#[test]
+fn attack_report_parses() {
+    let r = parse_attack_report(
+        "noise\nscenario=pcap-replay packets=200000 frames=200000 seconds=10.2 offered_pps=19607 recorded=2000\n",
+    )
+    .expect("report");
+    assert_eq!(r.scenario, "pcap-replay");
+    assert_eq!(
+        (r.packets, r.frames, r.recorded, r.offered_pps),
+        (200_000, 200_000, 2000, 19_607)
+    );
+    assert!((r.seconds - 10.2).abs() < 1e-9);
+    assert!(parse_attack_report("nothing here").is_none());
+}
+
+/// Runs last (name order, `--test-threads=1`): prints this run's results table.
+/// With more test threads it waits until the other tests of this process are done.
+#[test]
+fn zz_results_table() {
+    thread::sleep(Duration::from_millis(200));
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while RUNNING.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(200));
+    }
+    let me = std::process::id().to_string();
+    let text = fs::read_to_string(RESULTS_FILE).unwrap_or_default();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .filter(|c| c.len() == 7 && c[0] == me)
+        .collect();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nAttack replay results ({}; {RATE} pps offered for {FLOOD_SECS} s per scenario; \
+         legit = {LEGIT_CONNECTS} connects + {LEGIT_TRANSFERS} transfers of {} KiB):\n",
+        machine_summary(),
+        TRANSFER_BYTES / 1024
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | attack pps offered | legitimate success | p99 connect | gateway RSS (peak) | verdict |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---|");
+    for c in &rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} ms | {} MiB | {} |",
+            c[1], c[2], c[3], c[4], c[5], c[6]
+        );
+    }
+    if rows.is_empty() {
+        let _ = writeln!(out, "(no scenario ran in this process)");
+    }
+    println!("{out}");
+}
