@@ -59,41 +59,6 @@ fn sequential_connects(lab: &Lab, addr: SocketAddr, n: usize) -> Vec<Duration> {
     ok
 }
 
-/// 4 uploads and 4 downloads of `size` bytes each, all at once; panics on any error.
-fn parallel_bulk(lab: &Lab, addr: SocketAddr, size: u64) {
-    let start = Instant::now();
-    let mut handles = Vec::new();
-    for i in 0..4 {
-        handles.push((
-            format!("upload#{i}"),
-            lab.spawn_client(move || upload(addr, size)),
-        ));
-        handles.push((
-            format!("download#{i}"),
-            lab.spawn_client(move || download(addr, size)),
-        ));
-    }
-    let mut errors = Vec::new();
-    for (what, h) in handles {
-        match h.join().expect("client thread panicked") {
-            Ok(d) => println!(
-                "{what} {addr} {} MiB: {:.2} s ({:.1} MiB/s)",
-                size / MIB,
-                d.as_secs_f64(),
-                size as f64 / MIB as f64 / d.as_secs_f64()
-            ),
-            Err(e) => errors.push(format!("{what}: {e}")),
-        }
-    }
-    let total = start.elapsed().as_secs_f64();
-    println!(
-        "8 parallel transfers via {addr}: {:.2} s, aggregate {:.1} MiB/s",
-        total,
-        8.0 * size as f64 / MIB as f64 / total
-    );
-    assert!(errors.is_empty(), "bulk transfers failed: {errors:#?}");
-}
-
 fn finish(lab: &Lab) {
     lab.assert_gateway_alive();
     assert_eq!(lab.server_errors(), 0, "test server saw connection errors");
@@ -154,7 +119,14 @@ fn gateway_stops_cleanly_on_sigterm() {
 #[test]
 fn bulk_transfers_v4() {
     let lab = lab_up("bulk_transfers_v4");
-    parallel_bulk(&lab, srv_v4(PROTECTED_PORT), 20 * MIB);
+    let (_, errors) = parallel_bulk(
+        &lab,
+        srv_v4(PROTECTED_PORT),
+        20 * MIB,
+        ClientTimeouts::BULK,
+        "",
+    );
+    assert!(errors.is_empty(), "bulk transfers failed: {errors:#?}");
     finish(&lab);
 }
 
@@ -162,7 +134,14 @@ fn bulk_transfers_v4() {
 fn connects_and_bulk_v6() {
     let lab = lab_up("connects_and_bulk_v6");
     sequential_connects(&lab, srv_v6(PROTECTED_PORT), 50);
-    parallel_bulk(&lab, srv_v6(PROTECTED_PORT), 20 * MIB);
+    let (_, errors) = parallel_bulk(
+        &lab,
+        srv_v6(PROTECTED_PORT),
+        20 * MIB,
+        ClientTimeouts::BULK,
+        "",
+    );
+    assert!(errors.is_empty(), "bulk transfers failed: {errors:#?}");
     let syns = lab.server_syn_count();
     assert!(
         (58..=58 + BACKEND_SYN_SLACK).contains(&syns),

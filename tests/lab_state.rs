@@ -189,35 +189,7 @@ fn loss_test(name: &str, at: LossAt, connects: usize) {
     );
 
     // 4 uploads + 4 downloads of 20 MiB at once.
-    let t = Instant::now();
-    let mut handles = Vec::new();
-    for i in 0..4 {
-        handles.push((
-            format!("upload#{i}"),
-            lab.spawn_client(move || upload_with(addr, SIZE, T)),
-        ));
-        handles.push((
-            format!("download#{i}"),
-            lab.spawn_client(move || download_with(addr, SIZE, T)),
-        ));
-    }
-    let mut errors = Vec::new();
-    for (what, h) in handles {
-        match h.join().expect("client thread panicked") {
-            Ok(d) => println!(
-                "{what} {} MiB under 10% loss: {:.2} s ({:.2} MiB/s), data intact",
-                SIZE / MIB,
-                d.as_secs_f64(),
-                SIZE as f64 / MIB as f64 / d.as_secs_f64()
-            ),
-            Err(e) => errors.push(format!("{what}: {e}")),
-        }
-    }
-    let bulk_secs = t.elapsed().as_secs_f64();
-    println!(
-        "8 parallel transfers under 10% loss: {bulk_secs:.1} s, aggregate {:.2} MiB/s",
-        8.0 * SIZE as f64 / MIB as f64 / bulk_secs
-    );
+    let (bulk_secs, errors) = parallel_bulk(&lab, addr, SIZE, T, "under 10% loss");
 
     // The loss really happened, on both sides, at about the configured rate.
     for (side, ns) in [("client", &lab.cli), ("server", &lab.srv)] {

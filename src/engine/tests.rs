@@ -1607,3 +1607,96 @@ fn repeated_fin_in_time_wait_restarts_2msl() {
     e.handle_timeout(T0 + 110_102);
     assert_eq!(e.flow_count(), 0);
 }
+
+#[test]
+fn remaining_drop_reasons() {
+    let (c, s) = (client_v4(), server_v4());
+    // held_bytes_total: two flows share a 250-byte budget.
+    let mut e = engine_with(EngineConfig {
+        held_bytes_total: 250,
+        ..config()
+    });
+    for (i, port) in [40000u16, 40001].into_iter().enumerate() {
+        let c = Host { port, ..c };
+        let (synack, _) = syn(&mut e, c, s, T0, &[]);
+        let mut ack = segment(
+            c,
+            s,
+            CLIENT_ISN + 1,
+            synack.tcp.seq + 1,
+            tcp::ACK,
+            502,
+            &[],
+            &[],
+        );
+        assert_eq!(e.handle(T0 + 1, Port::Client, &mut ack), Verdict::Absorbed);
+        let mut data = segment(
+            c,
+            s,
+            CLIENT_ISN + 1,
+            synack.tcp.seq + 1,
+            tcp::ACK,
+            502,
+            &[],
+            &[1; 60],
+        );
+        let expected = if i == 0 {
+            Verdict::Absorbed
+        } else {
+            Verdict::Drop(DropReason::HeldBytesTotal)
+        };
+        assert_eq!(
+            e.handle(T0 + 2, Port::Client, &mut data),
+            expected,
+            "flow {i}"
+        );
+    }
+    // syn_on_open_flow and unexpected_segment on a flow waiting for its backend.
+    let mut e = engine();
+    let (synack, _) = syn(&mut e, c, s, T0, &[]);
+    let mut ack = segment(
+        c,
+        s,
+        CLIENT_ISN + 1,
+        synack.tcp.seq + 1,
+        tcp::ACK,
+        502,
+        &[],
+        &[],
+    );
+    e.handle(T0 + 1, Port::Client, &mut ack);
+    let mut again = segment(c, s, CLIENT_ISN, 0, tcp::SYN, 64240, &[], &[]);
+    assert_eq!(
+        e.handle(T0 + 2, Port::Client, &mut again),
+        Verdict::Drop(DropReason::SynOnOpenFlow)
+    );
+    let mut early = segment(
+        s,
+        c,
+        SERVER_ISN + 1,
+        CLIENT_ISN + 1,
+        tcp::ACK,
+        100,
+        &[],
+        b"x",
+    );
+    assert_eq!(
+        e.handle(T0 + 3, Port::Server, &mut early),
+        Verdict::Drop(DropReason::UnexpectedSegment)
+    );
+    let mut wrong_ack = segment(
+        s,
+        c,
+        SERVER_ISN,
+        CLIENT_ISN + 7,
+        tcp::SYN | tcp::ACK,
+        100,
+        &[],
+        &[],
+    );
+    assert_eq!(
+        e.handle(T0 + 4, Port::Server, &mut wrong_ack),
+        Verdict::Drop(DropReason::UnexpectedSegment)
+    );
+    assert_eq!(e.counters().dropped(DropReason::UnexpectedSegment), 2);
+}

@@ -99,6 +99,12 @@ pub struct PacketPort {
     fd: RawFd,
     mtu: usize,
     msgs: Vec<RecvSlot>,
+    /// recvmmsg/sendmmsg headers and send iovecs, kept between calls so a
+    /// loop iteration does not allocate. Their pointers are refreshed on
+    /// every call.
+    rx_headers: Vec<libc::mmsghdr>,
+    tx_headers: Vec<libc::mmsghdr>,
+    tx_iovs: Vec<libc::iovec>,
     /// pnet's handles on the socket. Unused after set-up: receiving needs
     /// auxdata (recvmmsg), and pnet's sender polls before every frame, a
     /// syscall per packet we batch away with sendmmsg. Kept so pnet's view
@@ -222,6 +228,9 @@ impl PacketPort {
             fd,
             mtu: 1500,
             msgs: Vec::new(),
+            rx_headers: Vec::new(),
+            tx_headers: Vec::new(),
+            tx_iovs: Vec::new(),
             _pnet: (tx, rx),
         };
         port.discard_pre_bind_frames();
@@ -290,9 +299,11 @@ impl FramePort for PacketPort {
             };
         }
         // SAFETY: mmsghdr is plain data; zeroed is a valid empty header.
-        let mut headers: Vec<libc::mmsghdr> =
-            (0..slots).map(|_| unsafe { mem::zeroed() }).collect();
+        self.rx_headers
+            .resize_with(slots, || unsafe { mem::zeroed() });
+        let headers = &mut self.rx_headers;
         for (h, slot) in headers.iter_mut().zip(self.msgs.iter_mut()) {
+            h.msg_hdr.msg_flags = 0;
             h.msg_hdr.msg_iov = &mut slot.iov;
             h.msg_hdr.msg_iovlen = 1;
             h.msg_hdr.msg_control = slot.control.as_mut_ptr().cast();
@@ -332,19 +343,17 @@ impl FramePort for PacketPort {
     }
 
     fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
-        let mut iovs: Vec<libc::iovec> = frames
-            .iter()
-            .map(|f| libc::iovec {
-                iov_base: f.as_ptr() as *mut _,
-                iov_len: f.len(),
-            })
-            .collect();
+        self.tx_iovs.clear();
+        self.tx_iovs.extend(frames.iter().map(|f| libc::iovec {
+            iov_base: f.as_ptr() as *mut _,
+            iov_len: f.len(),
+        }));
         // SAFETY: zeroed mmsghdr is valid; a NULL msg_name sends on the bound
         // interface.
-        let mut headers: Vec<libc::mmsghdr> = (0..frames.len())
-            .map(|_| unsafe { mem::zeroed() })
-            .collect();
-        for (h, iov) in headers.iter_mut().zip(iovs.iter_mut()) {
+        self.tx_headers
+            .resize_with(frames.len(), || unsafe { mem::zeroed() });
+        let headers = &mut self.tx_headers;
+        for (h, iov) in headers.iter_mut().zip(self.tx_iovs.iter_mut()) {
             h.msg_hdr.msg_iov = iov;
             h.msg_hdr.msg_iovlen = 1;
         }

@@ -550,6 +550,49 @@ pub fn connect_once_with(addr: SocketAddr, t: ClientTimeouts) -> Result<Duration
     Ok(rtt)
 }
 
+/// 4 uploads and 4 downloads of `size` bytes at once from the client
+/// namespace, each checked by hash; prints each and the aggregate (`what`
+/// describes the conditions). Returns the wall time and the failures.
+pub fn parallel_bulk(
+    lab: &Lab,
+    addr: SocketAddr,
+    size: u64,
+    t: ClientTimeouts,
+    what: &str,
+) -> (f64, Vec<String>) {
+    const MIB: u64 = 1 << 20;
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for i in 0..4 {
+        handles.push((
+            format!("upload#{i}"),
+            lab.spawn_client(move || upload_with(addr, size, t)),
+        ));
+        handles.push((
+            format!("download#{i}"),
+            lab.spawn_client(move || download_with(addr, size, t)),
+        ));
+    }
+    let mut errors = Vec::new();
+    for (name, h) in handles {
+        match h.join().expect("client thread panicked") {
+            Ok(d) => println!(
+                "{name} {addr} {} MiB {what}: {:.2} s ({:.1} MiB/s), data intact",
+                size / MIB,
+                d.as_secs_f64(),
+                size as f64 / MIB as f64 / d.as_secs_f64()
+            ),
+            Err(e) => errors.push(format!("{name}: {e}")),
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "8 parallel transfers via {addr} {what}: {secs:.2} s, aggregate {:.1} MiB/s",
+        8.0 * size as f64 / MIB as f64 / secs
+    );
+    (secs, errors)
+}
+
 /// Uploads `n` bytes of the protocol stream and checks the server's hash of them.
 /// Returns the duration of the whole exchange.
 pub fn upload(addr: SocketAddr, n: u64) -> Result<Duration, String> {
