@@ -17,11 +17,15 @@
 //! Without timestamps (the client sent no TSopt), everything is in the ISN:
 //!
 //! ```text
-//!  31                             8  7   6  5         0
-//! +--------------------------------+-------+-----------+
-//! |         MAC (24 bits)          |  mss  |  options  |   mss: index into a
-//! +--------------------------------+-------+-----------+   4-entry table
+//!  31                            9  8     6  5         0
+//! +-------------------------------+--------+-----------+
+//! |         MAC (23 bits)         |  mss   |  options  |   mss: index into the
+//! +-------------------------------+--------+-----------+   family's 8-entry table
 //! ```
+//!
+//! (Linux's layout, and ours before, had 24 MAC bits and a 4-entry table,
+//! which turns an MSS of 1260 into 536: one MAC bit buys a table with no
+//! common MSS more than 1.6 % below its value; see `mss_table`.)
 //!
 //! With timestamps, the options ride in the low 6 bits of the SYN-ACK's
 //! TSval (the engine sends `(clock & !0x3f) | bits`, as Linux does) and come
@@ -31,8 +35,8 @@
 //! ```text
 //!  31                                      3  2     0
 //! +-----------------------------------------+--------+
-//! |              MAC (29 bits)              |  mss   |   mss: index into an
-//! +-----------------------------------------+--------+   8-entry table
+//! |              MAC (29 bits)              |  mss   |   mss: index into the
+//! +-----------------------------------------+--------+   same table
 //! ```
 //!
 //! The MAC (SipHash-2-4, see `mac.rs`) covers both addresses, both ports, the
@@ -48,13 +52,15 @@
 //! something), so a blind attacker's only obstacle is the MAC. `check`
 //! accepts two slots (current and previous), i.e. two independent chances:
 //!
-//! - ACK without timestamps: 2 x 2^-24 = 2^-23, about 1.2e-7 per guess,
-//!   one acceptance per ~8.4 million spoofed ACKs on average.
+//! - ACK without timestamps: 2 x 2^-23 = 2^-22, about 2.4e-7 per guess,
+//!   one acceptance per ~4.2 million spoofed ACKs on average (Linux's
+//!   cookies, which spend more bits on a coarse counter, are in the same
+//!   range; the MAC bit went to the MSS table, see above).
 //! - ACK with timestamps: 2 x 2^-29 = 2^-28, about 3.7e-9 per guess
 //!   (the 6 TSecr bits are covered by the MAC, so they add no freedom).
 //!
 //! The attacker picks the mode (by sending a timestamp option or not), so
-//! the bound that counts is 2^-23 per guess. The tuple and the client ISN
+//! the bound that counts is 2^-22 per guess. The tuple and the client ISN
 //! are free for the attacker to pick, but each guess is still one
 //! independent 2^-23 chance. A forged acceptance costs one backend
 //! connection; the engine's budgets bound what that can do. A genuine
@@ -77,16 +83,8 @@ impl CookieMode {
     /// How many MAC bits the ISN carries.
     pub(crate) fn mac_bits(self) -> u32 {
         match self {
-            Self::NoTimestamps => 24,
+            Self::NoTimestamps => 23,
             Self::Timestamps => 29,
-        }
-    }
-
-    /// How many bits the MSS index has (the table has 2^n entries).
-    pub(crate) fn mss_index_bits(self) -> u32 {
-        match self {
-            Self::NoTimestamps => 2,
-            Self::Timestamps => 3,
         }
     }
 
@@ -149,17 +147,17 @@ pub(crate) struct CookieFields {
     pub(crate) options: OptionBits,
 }
 
-/// ISN without timestamps: MAC(24) | mss(2) | options(6).
+/// ISN without timestamps: MAC(23) | mss(3) | options(6).
 pub(crate) fn pack_no_timestamps(mac: u64, mss_index: u8, options: OptionBits) -> u32 {
-    CookieMode::NoTimestamps.truncate_mac(mac) << 8
-        | u32::from(mss_index & 0b11) << 6
+    CookieMode::NoTimestamps.truncate_mac(mac) << 9
+        | u32::from(mss_index & 0b111) << 6
         | u32::from(options.bits())
 }
 
 pub(crate) fn unpack_no_timestamps(isn: u32) -> CookieFields {
     CookieFields {
-        mac: isn >> 8,
-        mss_index: ((isn >> 6) & 0b11) as u8,
+        mac: isn >> 9,
+        mss_index: ((isn >> 6) & 0b111) as u8,
         options: OptionBits::from_low_bits(isn),
     }
 }
@@ -218,13 +216,14 @@ mod tests {
 
     #[test]
     fn golden_isn_without_timestamps() {
-        // wscale 7, SACK, no ECN: 0b0111_10 = 0x1e; mss index 3 -> 0xc0.
+        // wscale 7, SACK, no ECN: 0b0111_10 = 0x1e; mss index 5 -> 0x140;
+        // MAC 0x2b_cdef (the low 23 bits) << 9 = 0x579b_de00.
         let options = OptionBits::from_syn(&syn(Some(7), true, false));
-        let isn = pack_no_timestamps(0xdead_beef_00ab_cdef, 3, options);
-        assert_eq!(isn, 0xabcd_efde);
+        let isn = pack_no_timestamps(0xdead_beef_00ab_cdef, 5, options);
+        assert_eq!(isn, 0x579b_df5e);
         let fields = unpack_no_timestamps(isn);
-        assert_eq!(fields.mac, 0x00ab_cdef);
-        assert_eq!(fields.mss_index, 3);
+        assert_eq!(fields.mac, 0x002b_cdef);
+        assert_eq!(fields.mss_index, 5);
         assert_eq!(fields.options, options);
     }
 
@@ -248,7 +247,7 @@ mod tests {
         // depend on the MAC alone.
         for isn in (0..=u32::MAX).step_by(65_537) {
             let plain = unpack_no_timestamps(isn);
-            assert!(plain.mss_index < 4);
+            assert!(plain.mss_index < 8);
             assert!(plain.options.wscale().unwrap_or(0) <= MAX_WSCALE);
             let ts = unpack_timestamps(isn, isn.rotate_left(7));
             assert!(ts.mss_index < 8);

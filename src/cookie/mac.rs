@@ -15,7 +15,7 @@ use super::tuple::{address_bytes, AddressFamily, CookieTuple};
 /// Bumped if the MAC input or the layout ever changes, so old and new
 /// instances sharing a secret reject each other's cookies instead of
 /// misreading them.
-const LAYOUT_VERSION: u8 = 1;
+const LAYOUT_VERSION: u8 = 2;
 
 /// 16 + 16 address bytes, 2 + 2 ports, 4 client ISN, 4 slot, 1 mode byte,
 /// 2 encoded fields.

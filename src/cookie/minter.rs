@@ -92,7 +92,7 @@ impl CookieMinter {
         } else {
             CookieMode::NoTimestamps
         };
-        let table = MssTable::select(t.family(), mode);
+        let table = MssTable::select(t.family());
         let mss_index = table.index_for(opts.mss);
         let options = OptionBits::from_syn(opts);
         let mac = cookie_mac(
@@ -157,7 +157,7 @@ impl CookieMinter {
         if !(matches_slot(current) || matches_slot(current.wrapping_sub(1))) {
             return Err(CookieError::BadMac);
         }
-        let table = MssTable::select(t.family(), mode);
+        let table = MssTable::select(t.family());
         Ok(DecodedCookie {
             client_isn,
             mss: table.entry(fields.mss_index),

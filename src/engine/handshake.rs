@@ -8,6 +8,7 @@
 
 use std::net::IpAddr;
 
+use crate::cookie::mss_table::{DEFAULT_MSS_V4, DEFAULT_MSS_V6};
 use crate::cookie::{CookieTuple, DecodedCookie, SynOptions};
 use crate::wire::ethernet::{self, MAX_HEADER_LEN};
 use crate::wire::tcp::{self, TcpSegmentSpec};
@@ -23,9 +24,6 @@ use super::{DropReason, Engine, InvalidAckAction, Port, TcpState, Verdict};
 
 /// TTL / hop limit of frames the gateway writes from scratch.
 const TTL: u8 = ipv4::DEFAULT_TTL;
-/// RFC 9293 3.7.1: the MSS assumed when a SYN carries none (IPv4 / IPv6).
-const DEFAULT_MSS_V4: u16 = 536;
-const DEFAULT_MSS_V6: u16 = 1220;
 
 /// How far past ISN + 1 a queued client's ACK may be (bytes it sent that
 /// the gateway missed): the SYN-ACK's unscaled window.

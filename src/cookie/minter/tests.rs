@@ -4,9 +4,7 @@
 
 use super::*;
 use crate::cookie::layout::MAX_WSCALE;
-use crate::cookie::mss_table::{
-    MSS_TABLE_V4_NO_TS, MSS_TABLE_V4_TS, MSS_TABLE_V6_NO_TS, MSS_TABLE_V6_TS,
-};
+use crate::cookie::mss_table::{MSS_TABLE_V4, MSS_TABLE_V6};
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -96,12 +94,11 @@ fn round_trip_recovers_every_field_in_both_modes_and_families() {
         .map(Some)
         .chain([None, Some(15), Some(u8::MAX)]);
     let mut checked = 0;
-    for (t, tables) in [
-        (v4_tuple(), (&MSS_TABLE_V4_NO_TS[..], &MSS_TABLE_V4_TS[..])),
-        (v6_tuple(), (&MSS_TABLE_V6_NO_TS[..], &MSS_TABLE_V6_TS[..])),
+    for (t, table, default_mss) in [
+        (v4_tuple(), &MSS_TABLE_V4, 536),
+        (v6_tuple(), &MSS_TABLE_V6, 1220),
     ] {
         for timestamps in [false, true] {
-            let table = if timestamps { tables.1 } else { tables.0 };
             // Every table entry exactly, plus absent.
             let msses = table.iter().map(|&e| Some(e)).chain([None]);
             for mss in msses {
@@ -118,7 +115,7 @@ fn round_trip_recovers_every_field_in_both_modes_and_families() {
                         };
                         let minted = m.mint(&t, CLIENT_ISN, &o, now);
                         assert_eq!(minted.ts_low_bits.is_some(), timestamps);
-                        assert_eq!(minted.mss, mss.unwrap_or(table[0]), "{o:?}");
+                        assert_eq!(minted.mss, mss.unwrap_or(default_mss), "{o:?}");
                         let ack = Ack::for_cookie(&minted, CLIENT_ISN, 0x9876_5432);
                         let decoded = ack.check(&m, &t, now).unwrap_or_else(|e| {
                             panic!("{t:?} {o:?} {minted:?}: {e}");
@@ -130,8 +127,8 @@ fn round_trip_recovers_every_field_in_both_modes_and_families() {
             }
         }
     }
-    // 2 families x (5 + 9) MSS values x 18 wscales x 4 flag combos.
-    assert_eq!(checked, 2 * (5 + 9) * 18 * 4);
+    // 2 families x 2 modes x (8 + 1) MSS values x 18 wscales x 4 flag combos.
+    assert_eq!(checked, 2 * 2 * 9 * 18 * 4);
 }
 
 #[test]
@@ -355,11 +352,13 @@ fn mss_below_the_floor_or_huge_is_quantized_in_the_cookie() {
         (v4_tuple(), false, Some(100), 536),
         (v4_tuple(), false, Some(u16::MAX), 1460),
         (v4_tuple(), false, Some(1452), 1440),
-        (v4_tuple(), true, Some(1452), 1452),
+        (v4_tuple(), true, Some(1452), 1440),
+        (v4_tuple(), false, Some(1260), 1260),
         (v4_tuple(), true, Some(0), 536),
-        (v6_tuple(), false, Some(1000), 1220),
+        (v6_tuple(), false, Some(1000), 1200),
         (v6_tuple(), false, Some(9000), 8940),
-        (v6_tuple(), true, Some(1439), 1432),
+        (v6_tuple(), true, Some(1439), 1420),
+        (v6_tuple(), false, Some(1400), 1380),
         (v6_tuple(), true, None, 1220),
     ] {
         let o = SynOptions {
@@ -533,7 +532,7 @@ proptest! {
         let decoded = ack.check(&m, &t, minted_at + delay);
         prop_assert_eq!(decoded, Ok(expected_decoded(&minted, client_isn, &o)));
         if let Some(client_mss) = o.mss {
-            let floor = if t.client.is_ipv4() { 536 } else { 1220 };
+            let floor = if t.client.is_ipv4() { 536 } else { 1200 };
             prop_assert!(minted.mss <= client_mss.max(floor));
         }
     }

@@ -1700,3 +1700,5 @@ fn remaining_drop_reasons() {
     );
     assert_eq!(e.counters().dropped(DropReason::UnexpectedSegment), 2);
 }
+
+mod cookie_mss;
