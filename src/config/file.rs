@@ -58,6 +58,14 @@ pub(crate) struct Handshake {
     pub synack_wscale: Option<i64>,
     pub backend_syn_timeout_ms: Option<i64>,
     pub backend_syn_retries: Option<i64>,
+    pub signed_segments: Option<SignedName>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SignedName {
+    Bridge,
+    Drop,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +87,7 @@ pub(crate) struct Limits {
     pub max_flows: Option<i64>,
     pub held_bytes_per_flow: Option<i64>,
     pub held_bytes_total: Option<i64>,
+    pub challenge_ack_per_second: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -46,6 +46,11 @@ pub fn render(s: &Settings) -> String {
     let _ = writeln!(out, "synack_wscale = {}", e.synack_wscale);
     let _ = writeln!(out, "backend_syn_timeout_ms = {}", e.backend_syn_timeout_ms);
     let _ = writeln!(out, "backend_syn_retries = {}", e.backend_syn_retries);
+    let _ = writeln!(
+        out,
+        "signed_segments = {}",
+        quote(e.signed_segments.as_str())
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "[syn_queue]");
     let _ = writeln!(out, "syncookies = {}", quote(e.syncookies.as_str()));
@@ -63,6 +68,11 @@ pub fn render(s: &Settings) -> String {
     let _ = writeln!(out, "max_flows = {}", e.max_flows);
     let _ = writeln!(out, "held_bytes_per_flow = {}", e.held_bytes_per_flow);
     let _ = writeln!(out, "held_bytes_total = {}", e.held_bytes_total);
+    let _ = writeln!(
+        out,
+        "challenge_ack_per_second = {}",
+        e.challenge_ack_per_second
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "[invalid_ack]");
     let action = match e.invalid_ack_action {

@@ -7,9 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
-use super::file::{ActionName, FileConfig};
+use super::file::{ActionName, FileConfig, SignedName};
 use super::{ConfigError, Overrides, Settings};
-use crate::engine::{EngineConfig, InvalidAckAction, SyncookieMode};
+use crate::engine::{EngineConfig, InvalidAckAction, SignedSegmentAction, SyncookieMode};
 use crate::io::IoConfig;
 
 // Bounds. Each is the sane envelope for the setting, not a tuning hint.
@@ -42,6 +42,7 @@ pub(crate) const MAX_FLOWS: RangeInclusive<i64> = 1..=i64::MAX;
 pub(crate) const HELD_PER_FLOW: RangeInclusive<i64> = 1..=(1 << 30);
 pub(crate) const HELD_TOTAL: RangeInclusive<i64> = 1..=i64::MAX;
 pub(crate) const RST_PER_SECOND: RangeInclusive<i64> = 0..=1_000_000;
+pub(crate) const CHALLENGE_ACK_PER_SECOND: RangeInclusive<i64> = 0..=1_000_000;
 /// One second up to a week.
 pub(crate) const IDLE_SECONDS: RangeInclusive<i64> = 1..=604_800;
 /// FIN_WAIT_1, FIN_WAIT_2 and CLOSING idle: one second up to an hour.
@@ -202,6 +203,11 @@ pub(crate) fn resolve(file: FileConfig, ov: &Overrides) -> Result<Settings, Conf
             ed.backend_syn_retries,
             BACKEND_SYN_RETRIES,
         )?,
+        signed_segments: match h.signed_segments {
+            None => ed.signed_segments,
+            Some(SignedName::Bridge) => SignedSegmentAction::Bridge,
+            Some(SignedName::Drop) => SignedSegmentAction::Drop,
+        },
         max_flows: int(
             "limits.max_flows",
             limits.max_flows,
@@ -220,6 +226,12 @@ pub(crate) fn resolve(file: FileConfig, ov: &Overrides) -> Result<Settings, Conf
             file.invalid_ack.rst_per_second,
             ed.rst_per_second,
             RST_PER_SECOND,
+        )?,
+        challenge_ack_per_second: int(
+            "limits.challenge_ack_per_second",
+            limits.challenge_ack_per_second,
+            ed.challenge_ack_per_second,
+            CHALLENGE_ACK_PER_SECOND,
         )?,
         established_idle_timeout_ms: seconds_to_ms(
             "timeouts.established_idle_seconds",

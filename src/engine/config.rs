@@ -14,6 +14,29 @@ pub enum InvalidAckAction {
     Drop,
 }
 
+/// What the gateway does with TCP segments signed with TCP-MD5 (RFC 2385)
+/// or TCP-AO (RFC 5925). It cannot sign for the server, so it never proxies
+/// them: a cookie SYN-ACK without the signature would be dropped by the
+/// client (Linux counts TcpExtTCPMD5NotFound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedSegmentAction {
+    /// Bridge them unchanged, both ways; the server's kernel checks the
+    /// signature before it commits any state (Linux tcp_inbound_hash runs
+    /// before the listener sees the SYN).
+    Bridge,
+    /// Drop them (`DropReason::SignedSegment`).
+    Drop,
+}
+
+impl SignedSegmentAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignedSegmentAction::Bridge => "bridge",
+            SignedSegmentAction::Drop => "drop",
+        }
+    }
+}
+
 /// When SYNs get stateless cookies instead of a half-open queue entry; the
 /// meaning of Linux's net.ipv4.tcp_syncookies 0 / 1 / 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +95,7 @@ pub struct EngineConfig {
     pub backend_syn_timeout_ms: u64,
     /// Backend SYN retransmissions before the client is reset.
     pub backend_syn_retries: u8,
+    pub signed_segments: SignedSegmentAction,
     /// Upper bound on tracked flows; a valid ACK beyond it is dropped
     /// (`DropReason::FlowTableFull`).
     pub max_flows: usize,
@@ -82,6 +106,9 @@ pub struct EngineConfig {
     pub invalid_ack_action: InvalidAckAction,
     /// Budget of RSTs the gateway originates per second.
     pub rst_per_second: u32,
+    /// Budget of RFC 5961 challenge ACKs per second (Linux
+    /// net.ipv4.tcp_challenge_ack_limit).
+    pub challenge_ack_per_second: u32,
     /// Idle time after which an ESTABLISHED flow is forgotten.
     pub established_idle_timeout_ms: u64,
     /// Idle timeout in FIN_WAIT_1, FIN_WAIT_2 and CLOSING (Linux tcp_fin_timeout).
@@ -117,11 +144,13 @@ impl Default for EngineConfig {
             cookie_hold_ms: 30_000,
             backend_syn_timeout_ms: 1000,
             backend_syn_retries: 3,
+            signed_segments: SignedSegmentAction::Bridge,
             max_flows: 1_000_000,
             held_bytes_per_flow: 65535,
             held_bytes_total: 64 << 20,
             invalid_ack_action: InvalidAckAction::Rst,
             rst_per_second: 1000,
+            challenge_ack_per_second: 1000,
             established_idle_timeout_ms: 7_200_000,
             fin_wait_timeout_ms: 60_000,
             close_wait_timeout_ms: 600_000,

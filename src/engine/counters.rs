@@ -77,6 +77,16 @@ pub struct Counters {
     pub backend_syn_retransmits: AtomicU64,
     /// RSTs the gateway originated.
     pub rst_sent: AtomicU64,
+    /// RFC 5961 challenge ACKs sent for SYNs on open flows
+    /// (TcpExtTCPChallengeACK).
+    pub challenge_acks: AtomicU64,
+    /// SYNs signed with TCP-MD5 or TCP-AO, never proxied.
+    pub signed_syns: AtomicU64,
+    /// ICMP/ICMPv6 errors whose quoted segment was translated.
+    pub icmp_translated: AtomicU64,
+    /// Flows whose server declined an option the client was promised, per
+    /// option (index `SynOption::index`), corrected by the gateway.
+    pub option_mismatches: [AtomicU64; 4],
     pub drops: [AtomicU64; DropReason::ALL.len()],
     /// Flows removed after their state's idle timeout.
     pub flows_expired: AtomicU64,

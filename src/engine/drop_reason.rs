@@ -24,8 +24,10 @@ pub enum DropReason {
     /// Non-SYN segment of no tracked flow that the gateway will not answer
     /// (client RST, or a server segment for a connection it did not open).
     NoFlow,
-    /// SYN for a 4-tuple that has a live (not TIME_WAIT) flow.
-    SynOnOpenFlow,
+    /// SYN for a 4-tuple that has a live (not TIME_WAIT) flow, to be
+    /// answered with a challenge ACK (RFC 5961 4.2), but the
+    /// `challenge_ack_per_second` budget is spent.
+    ChallengeAckBudget,
     /// A segment that does not fit the flow's state (server data before its
     /// SYN-ACK, SYN-ACK acknowledging the wrong sequence number).
     UnexpectedSegment,
@@ -39,10 +41,16 @@ pub enum DropReason {
     /// Segment of a tracked flow outside the plausible sequence window, or
     /// a RST that does not match it (RFC 5961 section 3).
     OutOfWindow,
+    /// Segment signed with TCP-MD5 or TCP-AO while `signed_segments = "drop"`.
+    SignedSegment,
+    /// CE-marked client segment of a flow whose server declined ECN: the
+    /// server would ignore the mark, so the congestion signal is delivered
+    /// as a loss instead (RFC 3168 5: CE is the alternative to a drop).
+    CeWithoutEcn,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Malformed,
         DropReason::BadChecksum,
         DropReason::Fragment,
@@ -53,12 +61,14 @@ impl DropReason {
         DropReason::HeldBytesFlow,
         DropReason::HeldBytesTotal,
         DropReason::NoFlow,
-        DropReason::SynOnOpenFlow,
+        DropReason::ChallengeAckBudget,
         DropReason::UnexpectedSegment,
         DropReason::Oversize,
         DropReason::QueueFull,
         DropReason::PerSourceLimit,
         DropReason::OutOfWindow,
+        DropReason::SignedSegment,
+        DropReason::CeWithoutEcn,
     ];
 
     /// The metric label.
@@ -74,12 +84,14 @@ impl DropReason {
             DropReason::HeldBytesFlow => "held_bytes_flow",
             DropReason::HeldBytesTotal => "held_bytes_total",
             DropReason::NoFlow => "no_flow",
-            DropReason::SynOnOpenFlow => "syn_on_open_flow",
+            DropReason::ChallengeAckBudget => "challenge_ack_budget",
             DropReason::UnexpectedSegment => "unexpected_segment",
             DropReason::Oversize => "oversize",
             DropReason::QueueFull => "queue_full",
             DropReason::PerSourceLimit => "per_source_limit",
             DropReason::OutOfWindow => "out_of_window",
+            DropReason::SignedSegment => "signed_segment",
+            DropReason::CeWithoutEcn => "ce_without_ecn",
         }
     }
 

@@ -5,8 +5,12 @@
 //! retransmission, TIME_WAIT, per-state idle expiry). One table lookup per
 //! segment: the translation runs on the flow inside it.
 
-use crate::wire::frame::{rewrite_tcp_u16, rewrite_tcp_u32};
+use crate::wire::frame::{
+    ecn_codepoint, insert_tcp_option, rewrite_tcp_bytes, rewrite_tcp_u16, rewrite_tcp_u32,
+    set_ecn_codepoint, ECN_CE, ECN_NOT_ECT,
+};
 use crate::wire::tcp::{self, MIN_HEADER_LEN};
+use crate::wire::tcp_options::{self, SynOptionSet};
 use crate::wire::{parse_frame, ParsedFrame, TcpView};
 
 use super::counters::bump;
@@ -19,8 +23,10 @@ enum Step {
     /// The flow is still waiting for the server's SYN-ACK.
     Pending,
     Drop(DropReason),
-    /// Translated; the flow's new state if it changed.
-    Forward(Option<TcpState>),
+    /// Translated; the flow's new state if it changed, and the timestamp
+    /// option (TSval, TSecr) to add when the server declined timestamps the
+    /// client was promised.
+    Forward(Option<TcpState>, Option<(u32, u32)>),
     /// A repeated server SYN-ACK, to be acknowledged again.
     ReAck(Option<u32>),
 }
@@ -92,7 +98,48 @@ fn translate_client(f: &mut Flow, frame: &mut [u8], v: &TcpView, now_ms: u64) ->
             events[1] = Some(CloseEvent::ClientFin);
         }
     }
-    Step::Forward(fold_events(f.state, &events))
+    correct_client_segment(f, frame, v)
+        .unwrap_or_else(|| Step::Forward(fold_events(f.state, &events), None))
+}
+
+/// Options the client was promised but the server declined: the client
+/// still uses them, so the server must not see them (RFC 7323 3.2 and RFC
+/// 2018: a host that did not negotiate an option ignores it, but a stricter
+/// one may not). Timestamps and SACK blocks become NOPs of the same length;
+/// ECN marks are removed, and a CE mark becomes the loss it stands for.
+/// `Some` only when the segment is dropped.
+fn correct_client_segment(f: &Flow, frame: &mut [u8], v: &TcpView) -> Option<Step> {
+    if f.ecn_declined {
+        match ecn_codepoint(frame, v) {
+            ECN_CE => return Some(Step::Drop(DropReason::CeWithoutEcn)),
+            ECN_NOT_ECT => {}
+            _ => set_ecn_codepoint(frame, v, ECN_NOT_ECT),
+        }
+    }
+    if f.client_timestamps && !f.timestamps && v.options.timestamps.is_some() {
+        let at = MIN_HEADER_LEN + v.options.timestamps_at - 2;
+        nop_out(frame, v, at, TIMESTAMPS_OPTION_LEN);
+    }
+    if f.sack_declined && v.options.sack_blocks > 0 {
+        let at = MIN_HEADER_LEN + v.options.sack_at - 2;
+        nop_out(frame, v, at, 2 + 8 * usize::from(v.options.sack_blocks));
+    }
+    None
+}
+
+/// Kind, length, TSval, TSecr.
+const TIMESTAMPS_OPTION_LEN: usize = 10;
+
+/// Overwrite `len` option bytes at `at` (relative to the TCP header) with
+/// NOPs, checksum updated.
+fn nop_out(frame: &mut [u8], v: &TcpView, at: usize, len: usize) {
+    const NOPS: [u8; 8] = [tcp_options::KIND_NOP; 8];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(NOPS.len());
+        rewrite_tcp_bytes(frame, v, at + done, &NOPS[..n]);
+        done += n;
+    }
 }
 
 /// Server -> client, in place: seq and TSval into the client's view,
@@ -133,6 +180,10 @@ fn translate_server(f: &mut Flow, frame: &mut [u8], v: &TcpView, now_ms: u64) ->
     if v.tcp.has(tcp::ACK) {
         let window = u32::from(v.tcp.window) << f.server_to_client_window.from_shift;
         f.server_window_max = f.server_window_max.max(window);
+        f.server_last_window = v.tcp.window;
+    }
+    if let Some((tsval, _)) = v.options.timestamps {
+        f.server_last_tsval = tsval;
     }
     if !f.server_to_client_window.is_identity() {
         rewrite_tcp_u16(
@@ -152,7 +203,13 @@ fn translate_server(f: &mut Flow, frame: &mut [u8], v: &TcpView, now_ms: u64) ->
             events[0] = Some(CloseEvent::ServerFin);
         }
     }
-    Step::Forward(fold_events(f.state, &events))
+    // RFC 7323 3.2: once timestamps are negotiated every segment but a RST
+    // carries them; the client negotiated them with the gateway, so the
+    // gateway adds them when the server declined (its own clock, echoing
+    // the client's last TSval).
+    let add_timestamps = (f.client_timestamps && !f.timestamps && !v.tcp.has(tcp::RST))
+        .then(|| (f.next_gateway_tsval(now_ms), f.client_last_tsval));
+    Step::Forward(fold_events(f.state, &events), add_timestamps)
 }
 
 impl Engine {
@@ -173,7 +230,7 @@ impl Engine {
         })?;
         Some(match step {
             Step::Pending => self.client_segment_while_pending(key, frame, v),
-            Step::Forward(new_state) => {
+            Step::Forward(new_state, _) => {
                 self.after_forward(now_ms, key, v, new_state);
                 Verdict::Forward
             }
@@ -205,7 +262,7 @@ impl Engine {
     pub(super) fn server_flow_segment(
         &mut self,
         now_ms: u64,
-        frame: &mut [u8],
+        frame: &mut Vec<u8>,
         v: &TcpView,
         key: &FlowKey,
     ) -> Verdict {
@@ -222,7 +279,17 @@ impl Engine {
                 self.reack_server_synack(key, server_tsval);
                 Verdict::Absorbed
             }
-            Step::Forward(new_state) => {
+            Step::Forward(new_state, add_timestamps) => {
+                if let Some(ts) = add_timestamps {
+                    let option = SynOptionSet {
+                        timestamps: Some(ts),
+                        ..SynOptionSet::default()
+                    }
+                    .encode();
+                    // Room was left for it (the backend SYN's MSS); a full
+                    // options area (40 bytes) goes on without.
+                    insert_tcp_option(frame, v, option.as_slice());
+                }
                 self.after_forward(now_ms, key, v, new_state);
                 Verdict::Forward
             }
@@ -244,7 +311,7 @@ impl Engine {
             .flows
             .with(key, |f| translate_client(f, frame, &v, now_ms))
         {
-            Some(Step::Forward(new_state)) => {
+            Some(Step::Forward(new_state, _)) => {
                 if let Some(s) = new_state {
                     self.change_state(now_ms, key, s);
                 }

@@ -109,6 +109,32 @@ pub struct Flow {
     pub ts_offset: u32,
     /// Both the client and the server negotiated timestamps.
     pub timestamps: bool,
+    /// What the gateway's SYN-ACK promised the client, and so what the
+    /// client uses; where the server declined one of these (`timestamps`
+    /// false, `sack_declined`, `ecn_declined`) the flow is corrected in
+    /// flight (see `established.rs`).
+    pub client_timestamps: bool,
+    pub client_sack: bool,
+    pub client_ecn: bool,
+    /// The server declined SACK the client was promised: SACK blocks from
+    /// the client are overwritten with NOPs.
+    pub sack_declined: bool,
+    /// The server declined ECN the client was promised: client segments are
+    /// sent on as Not-ECT, CE-marked ones dropped.
+    pub ecn_declined: bool,
+    /// Last TSval the gateway put on a segment toward the client itself
+    /// (SYN-ACK, inserted timestamps, challenge ACKs), so its clock as the
+    /// client sees it never runs backwards (RFC 7323 5.3, PAWS).
+    pub gateway_last_tsval: u32,
+    /// Last TSval and raw window the server sent (server space), to write
+    /// challenge ACKs in its name.
+    pub server_last_tsval: u32,
+    pub server_last_window: u16,
+    /// Index of the protected service in the configured list.
+    pub service: usize,
+    /// The server's SYN without ACK (RFC 9293 3.10.7.3, simultaneous open):
+    /// the gateway answered with a SYN-ACK and waits for the ACK.
+    pub server_syn: Option<ServerSyn>,
     pub client_to_server_window: WindowRescale,
     pub server_to_client_window: WindowRescale,
     /// Window scale the client offered (None: no scaling on the client side).
@@ -142,6 +168,33 @@ pub struct Flow {
     pub last_seen: u64,
     /// When the backend SYN was first sent (the flow's birth), ms.
     pub opened_ms: u64,
+}
+
+/// What the server's SYN (with or without ACK) said: what the backend
+/// connection's translation is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerSyn {
+    pub isn: u32,
+    /// Unscaled (a SYN's window never is, RFC 7323 2.2).
+    pub window: u16,
+    pub wscale: Option<u8>,
+    pub tsval: Option<u32>,
+    pub sack_permitted: bool,
+    /// ECE on a SYN-ACK (without CWR): ECN setup accepted (RFC 3168 6.1.1).
+    pub ecn: bool,
+}
+
+impl Flow {
+    /// The gateway's own TSval toward the client: its millisecond clock,
+    /// never behind what it sent before (RFC 7323 5.3: a TSval that runs
+    /// backwards fails the client's PAWS check).
+    pub fn next_gateway_tsval(&mut self, now_ms: u64) -> u32 {
+        let now = now_ms as u32;
+        if seq_ge(now, self.gateway_last_tsval) {
+            self.gateway_last_tsval = now;
+        }
+        self.gateway_last_tsval
+    }
 }
 
 /// Serial-number comparison (RFC 1982): a >= b within half the space.

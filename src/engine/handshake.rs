@@ -11,19 +11,25 @@ use std::net::IpAddr;
 use crate::cookie::mss_table::{DEFAULT_MSS_V4, DEFAULT_MSS_V6};
 use crate::cookie::{CookieTuple, DecodedCookie, SynOptions};
 use crate::wire::ethernet::{self, MAX_HEADER_LEN};
+use crate::wire::frame::{rewrite_tcp_bytes, rewrite_tcp_u32};
 use crate::wire::tcp::{self, TcpSegmentSpec};
-use crate::wire::tcp_options::SynOptionSet;
-use crate::wire::{ipv4, write_tcp_frame, TcpView};
+use crate::wire::tcp_options::{EncodedOptions, SynOptionSet};
+use crate::wire::{ipv4, parse_frame, write_tcp_frame, ParsedFrame, TcpView};
 
 use super::cookie_mode::SynDecision;
 use super::counters::{add_signed, bump};
-use super::flow::{Flow, FlowKey, L2Template, WindowRescale};
+use super::flow::{Flow, FlowKey, L2Template, ServerSyn, WindowRescale};
 use super::half_open::HalfOpen;
+use super::service_profile::{Offer, SynOption};
 use super::timers::TimerTarget;
 use super::{DropReason, Engine, InvalidAckAction, Port, TcpState, Verdict};
 
 /// TTL / hop limit of frames the gateway writes from scratch.
 const TTL: u8 = ipv4::DEFAULT_TTL;
+
+/// NOP, NOP, timestamps: what the gateway adds to a segment (RFC 7323
+/// appendix A layout).
+pub(super) const TIMESTAMP_OPTION_SPACE: u16 = 12;
 
 /// How far past ISN + 1 a queued client's ACK may be (bytes it sent that
 /// the gateway missed): the SYN-ACK's unscaled window.
@@ -59,16 +65,32 @@ struct SynAck {
 }
 
 impl SynAck {
+    /// Turn the client's SYN frame into this SYN-ACK, addressed back where
+    /// it came from.
+    fn write_reply(&self, frame: &mut Vec<u8>, v: &TcpView, key: &FlowKey) {
+        let options = self.options();
+        reply_in_place(frame, v, &self.spec(key, options.as_slice()));
+    }
+
     /// Append the SYN-ACK frame for `key` behind `l2_to_client`.
     fn write(&self, out: &mut Vec<u8>, l2_to_client: &[u8], key: &FlowKey) {
-        let options = SynOptionSet {
+        let options = self.options();
+        let spec = self.spec(key, options.as_slice());
+        write_tcp_frame(out, l2_to_client, key.server, key.client, TTL, &spec);
+    }
+
+    fn options(&self) -> EncodedOptions {
+        SynOptionSet {
             mss: Some(self.mss),
             sack_permitted: self.sack_permitted,
             timestamps: self.timestamps,
             wscale: self.wscale,
         }
-        .encode();
-        let spec = TcpSegmentSpec {
+        .encode()
+    }
+
+    fn spec<'a>(&self, key: &FlowKey, options: &'a [u8]) -> TcpSegmentSpec<'a> {
+        TcpSegmentSpec {
             src_port: key.server_port,
             dst_port: key.client_port,
             seq: self.isn,
@@ -76,10 +98,9 @@ impl SynAck {
             // RFC 3168 6.1.1: ECE answers an ECN-setup SYN.
             flags: tcp::SYN | tcp::ACK | if self.ecn { tcp::ECE } else { 0 },
             window: self.window,
-            options: options.as_slice(),
+            options,
             payload: &[],
-        };
-        write_tcp_frame(out, l2_to_client, key.server, key.client, TTL, &spec);
+        }
     }
 }
 
@@ -122,7 +143,11 @@ impl Engine {
             // A new connection reusing the 4-tuple of one in TIME_WAIT
             // (RFC 9293 3.10.7.4 allows the reuse; the old one is done).
             Some(TcpState::TimeWait) | Some(TcpState::Closed) => self.remove_flow(&key),
-            Some(_) => return Verdict::Drop(DropReason::SynOnOpenFlow),
+            // RFC 5961 4.2: a SYN in a synchronized state gets a challenge
+            // ACK. A client that lost the connection (reboot, lost RST)
+            // answers it with a RST that ends the flow, and its next SYN
+            // starts afresh; a blind attacker's SYN changes nothing.
+            Some(_) => return self.challenge_ack(now_ms, frame, v, &key),
             None => {}
         }
         bump(&self.counters.syn_received);
@@ -130,7 +155,7 @@ impl Engine {
             if entry.client_isn == v.tcp.seq {
                 // A retransmitted SYN: the same SYN-ACK again, not a new entry.
                 let synack = self.synack_for_entry(&key, &entry);
-                self.reply_in_place(frame, v, &key, &synack);
+                synack.write_reply(frame, v, &key);
                 bump(&self.counters.synack_retransmit);
                 return Verdict::Reply;
             }
@@ -148,13 +173,20 @@ impl Engine {
             SynDecision::DropPerSource => return Verdict::Drop(DropReason::PerSourceLimit),
             SynDecision::Queue | SynDecision::Cookie => {}
         }
+        // Offer only what the client offered and the service's server is
+        // not known to decline, so the two never disagree about an option
+        // (see service_profile.rs). The cookie encodes what was offered.
+        let offer = self
+            .protected
+            .index_of(key.server, key.server_port)
+            .map_or(Offer::ALL, |i| self.profiles.offer(i, now_ms));
         let syn_opts = SynOptions {
             mss: v.options.mss,
-            wscale: v.options.wscale,
-            sack_permitted: v.options.sack_permitted,
-            timestamps: v.options.timestamps.is_some(),
+            wscale: v.options.wscale.filter(|_| offer.window_scale),
+            sack_permitted: v.options.sack_permitted && offer.sack_permitted,
+            timestamps: v.options.timestamps.is_some() && offer.timestamps,
             // RFC 3168 6.1.1: an ECN-setup SYN carries both ECE and CWR.
-            ecn: v.tcp.has(tcp::ECE | tcp::CWR),
+            ecn: v.tcp.has(tcp::ECE | tcp::CWR) && offer.ecn,
         };
         let cookie = self
             .minter
@@ -181,7 +213,7 @@ impl Engine {
                 client_isn: v.tcp.seq,
                 cookie_isn: cookie.isn,
                 mss: v.options.mss,
-                wscale: v.options.wscale,
+                wscale: syn_opts.wscale,
                 sack_permitted: syn_opts.sack_permitted,
                 ecn: syn_opts.ecn,
                 timestamps,
@@ -197,18 +229,8 @@ impl Engine {
         } else {
             bump(&self.counters.synack_cookie);
         }
-        self.reply_in_place(frame, v, &key, &synack);
+        synack.write_reply(frame, v, &key);
         Verdict::Reply
-    }
-
-    /// Turn the client's frame into `synack`, addressed back where it came from.
-    fn reply_in_place(&self, frame: &mut Vec<u8>, v: &TcpView, key: &FlowKey, synack: &SynAck) {
-        let mut l2 = [0u8; MAX_HEADER_LEN];
-        let l2_len = v.ip.l3_offset;
-        l2[..l2_len].copy_from_slice(&frame[..l2_len]);
-        ethernet::swap_macs(&mut l2);
-        frame.clear();
-        synack.write(frame, &l2[..l2_len], key);
     }
 
     pub(super) fn remove_half_open(&mut self, key: &FlowKey) -> Option<HalfOpen> {
@@ -314,7 +336,21 @@ impl Engine {
         if !self.flows.make_room() {
             return Verdict::Drop(DropReason::FlowTableFull);
         }
-        let backend_syn = build_backend_syn(frame, v, &handshake);
+        let service = self
+            .protected
+            .index_of(key.server, key.server_port)
+            .unwrap_or(0);
+        // Until this service's server has been seen to do timestamps, leave
+        // room for the 12 option bytes the gateway adds to its segments if
+        // it declines them (established.rs): the backend is told an MSS 12
+        // smaller (RFC 7323 2.2 counts options inside the MSS; a server that
+        // does timestamps subtracts them itself, so only the first flows of a
+        // service lose these 12 bytes).
+        let mut backend = handshake;
+        if handshake.timestamps && !self.profiles.accepted(service, SynOption::Timestamps) {
+            backend.mss = handshake.mss.saturating_sub(TIMESTAMP_OPTION_SPACE);
+        }
+        let backend_syn = build_backend_syn(frame, v, &backend);
         let client_shift = handshake.wscale.unwrap_or(0);
         let flow = Flow {
             state: TcpState::BackendSynSent,
@@ -325,6 +361,16 @@ impl Engine {
             gateway_tsval: tsecr.unwrap_or(0),
             ts_offset: 0,
             timestamps: false,
+            client_timestamps: handshake.timestamps,
+            client_sack: handshake.sack_permitted,
+            client_ecn: handshake.ecn,
+            sack_declined: false,
+            ecn_declined: false,
+            gateway_last_tsval: tsecr.unwrap_or(0),
+            server_last_tsval: 0,
+            server_last_window: 0,
+            service,
+            server_syn: None,
             client_to_server_window: WindowRescale::default(),
             server_to_client_window: WindowRescale::default(),
             client_wscale: handshake.wscale,
@@ -374,19 +420,16 @@ impl Engine {
                     options: &[],
                     payload: &[],
                 };
-                let mut l2 = [0u8; MAX_HEADER_LEN];
-                let l2_len = v.ip.l3_offset;
-                l2[..l2_len].copy_from_slice(&frame[..l2_len]);
-                ethernet::swap_macs(&mut l2);
-                frame.clear();
-                write_tcp_frame(frame, &l2[..l2_len], v.ip.dst, v.ip.src, TTL, &spec);
+                reply_in_place(frame, v, &spec);
                 bump(&self.counters.rst_sent);
                 Verdict::Reply
             }
         }
     }
 
-    /// A server segment while the backend SYN is outstanding.
+    /// A server segment while the backend SYN is outstanding: on the
+    /// backend side the gateway is the client in SYN-SENT, and does what
+    /// RFC 9293 3.10.7.3 says, check by check.
     pub(super) fn on_backend_reply(
         &mut self,
         now_ms: u64,
@@ -394,63 +437,126 @@ impl Engine {
         v: &TcpView,
         key: &FlowKey,
     ) -> Verdict {
-        let expected_ack = self
-            .flows
-            .with(key, |f| f.client_isn.wrapping_add(1))
-            .unwrap_or(0);
+        let Some((iss, pending_syn)) = self.flows.with(key, |f| (f.client_isn, f.server_syn))
+        else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        if !v.checksum_is_valid(frame) {
+            return Verdict::Drop(DropReason::BadChecksum);
+        }
+        // Only the SYN is outstanding: SND.UNA = ISS, SND.NXT = ISS + 1.
+        let ack_acceptable = v.tcp.has(tcp::ACK) && v.tcp.ack == iss.wrapping_add(1);
+        // First, the ACK bit: an unacceptable ACK (e.g. from a server still
+        // in TIME_WAIT with an older connection on this 4-tuple, or holding
+        // a stale one) gets <SEQ=SEG.ACK><CTL=RST>, which frees that state;
+        // then the SYN goes again at once instead of after its timeout.
+        if v.tcp.has(tcp::ACK) && !ack_acceptable {
+            if v.tcp.has(tcp::RST) {
+                return Verdict::Drop(DropReason::UnexpectedSegment);
+            }
+            self.reset_unacceptable_backend_ack(now_ms, v, key);
+            return Verdict::Absorbed;
+        }
+        // Second, the RST bit: acceptable only with an acceptable ACK.
         if v.tcp.has(tcp::RST) {
-            // RFC 9293 3.10.7.3: in SYN-SENT a RST is acceptable if it
-            // acknowledges our SYN.
-            if v.tcp.has(tcp::ACK) && v.tcp.ack == expected_ack {
+            if ack_acceptable {
                 self.fail_backend(key, BackendFailure::Refused);
                 return Verdict::Absorbed;
             }
             return Verdict::Drop(DropReason::UnexpectedSegment);
         }
-        if !v.tcp.has(tcp::SYN | tcp::ACK) || v.tcp.ack != expected_ack {
-            return Verdict::Drop(DropReason::UnexpectedSegment);
+        // Fourth, the SYN bit.
+        if v.tcp.has(tcp::SYN) {
+            let server = ServerSyn {
+                isn: v.tcp.seq,
+                window: v.tcp.window,
+                wscale: v.options.wscale,
+                tsval: v.options.timestamps.map(|(val, _)| val),
+                sack_permitted: v.options.sack_permitted,
+                // RFC 3168 6.1.1: ECE without CWR on the SYN-ACK; on a
+                // simultaneous-open SYN, ECE and CWR.
+                ecn: if ack_acceptable {
+                    v.tcp.flags & (tcp::ECE | tcp::CWR) == tcp::ECE
+                } else {
+                    v.tcp.has(tcp::ECE | tcp::CWR)
+                },
+            };
+            if ack_acceptable {
+                return self.complete_backend(now_ms, key, server);
+            }
+            // SYN without ACK: simultaneous open. Enter SYN-RECEIVED and
+            // answer <SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK>.
+            return self.simultaneous_open(key, server);
         }
-        if !v.checksum_is_valid(frame) {
-            return Verdict::Drop(DropReason::BadChecksum);
+        // Fifth, neither SYN nor RST: in SYN-SENT the segment is dropped; in
+        // the SYN-RECEIVED of a simultaneous open an acceptable ACK
+        // completes the handshake (3.10.7.4).
+        match pending_syn {
+            Some(server) if ack_acceptable => self.complete_backend(now_ms, key, server),
+            _ => Verdict::Drop(DropReason::UnexpectedSegment),
         }
-        let synack_wscale = v.options.wscale;
-        let server_ts = v.options.timestamps;
+    }
+
+    /// The server's SYN (with an acceptable ACK, or the ACK that ends a
+    /// simultaneous open) completes the backend handshake: set up the
+    /// translation, learn what the service does, release held frames.
+    fn complete_backend(&mut self, now_ms: u64, key: &FlowKey, server: ServerSyn) -> Verdict {
         let gateway_wscale = self.cfg.synack_wscale;
-        let held = self
-            .flows
-            .with(key, |f| {
-                f.server_isn = v.tcp.seq;
-                f.server_next = v.tcp.seq.wrapping_add(1);
-                // A SYN's window is never scaled (RFC 7323 2.2).
-                f.server_window_max = u32::from(v.tcp.window);
-                f.seq_delta = f.gateway_isn.wrapping_sub(v.tcp.seq);
-                // RFC 7323 2.2: scaling is on for a direction only if both
-                // SYNs of that handshake carried the option.
-                let client_side = f.client_wscale.is_some();
-                let server_side = client_side && synack_wscale.is_some();
-                let client_shift = f.client_wscale.unwrap_or(0);
-                f.client_to_server_window = WindowRescale {
-                    from_shift: if client_side { client_shift } else { 0 },
-                    to_shift: if server_side { client_shift } else { 0 },
-                };
-                f.server_to_client_window = WindowRescale {
-                    from_shift: if server_side {
-                        synack_wscale.unwrap_or(0)
-                    } else {
-                        0
-                    },
-                    to_shift: if client_side { gateway_wscale } else { 0 },
-                };
-                if let Some((server_tsval, _)) = server_ts {
-                    f.timestamps = true;
-                    f.ts_offset = f.gateway_tsval.wrapping_sub(server_tsval);
+        let Some((held, service, client)) = self.flows.with(key, |f| {
+            f.server_isn = server.isn;
+            f.server_next = server.isn.wrapping_add(1);
+            f.server_last_window = server.window;
+            // A SYN's window is never scaled (RFC 7323 2.2).
+            f.server_window_max = u32::from(server.window);
+            f.seq_delta = f.gateway_isn.wrapping_sub(server.isn);
+            // RFC 7323 2.2: scaling is on for a direction only if both SYNs
+            // of that handshake carried the option.
+            let client_side = f.client_wscale.is_some();
+            let server_side = client_side && server.wscale.is_some();
+            let client_shift = f.client_wscale.unwrap_or(0);
+            f.client_to_server_window = WindowRescale {
+                from_shift: if client_side { client_shift } else { 0 },
+                to_shift: if server_side { client_shift } else { 0 },
+            };
+            f.server_to_client_window = WindowRescale {
+                from_shift: if server_side {
+                    server.wscale.unwrap_or(0)
+                } else {
+                    0
+                },
+                to_shift: if client_side { gateway_wscale } else { 0 },
+            };
+            if let Some(server_tsval) = server.tsval.filter(|_| f.client_timestamps) {
+                f.timestamps = true;
+                f.ts_offset = f.gateway_tsval.wrapping_sub(server_tsval);
+                f.server_last_tsval = server_tsval;
+            }
+            f.sack_declined = f.client_sack && !server.sack_permitted;
+            f.ecn_declined = f.client_ecn && !server.ecn;
+            f.backend_syn = Vec::new();
+            f.server_syn = None;
+            f.last_seen = now_ms;
+            f.held_bytes = 0;
+            let client = [
+                (SynOption::Timestamps, f.client_timestamps, f.timestamps),
+                (SynOption::SackPermitted, f.client_sack, !f.sack_declined),
+                (SynOption::WindowScale, client_side, server_side),
+                (SynOption::Ecn, f.client_ecn, !f.ecn_declined),
+            ];
+            (std::mem::take(&mut f.held), f.service, client)
+        }) else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        // Learn from what the server did with each option it was offered
+        // (the backend SYN offered exactly what the client was promised).
+        for (option, offered, accepted) in client {
+            if offered {
+                self.profiles.record(service, option, accepted, now_ms);
+                if !accepted {
+                    bump(&self.counters.option_mismatches[option.index()]);
                 }
-                f.backend_syn = Vec::new();
-                f.last_seen = now_ms;
-                f.held_bytes = 0;
-                std::mem::take(&mut f.held)
-            })
-            .unwrap_or_default();
+            }
+        }
         self.flows.set_state(key, TcpState::Established);
         bump(&self.counters.backend_completed);
         if let Some(opened) = self.flows.with(key, |f| f.opened_ms) {
@@ -467,6 +573,78 @@ impl Engine {
         }
         self.arm_timer(key, now_ms + self.cfg.established_idle_timeout_ms);
         Verdict::Absorbed
+    }
+
+    /// RFC 9293 3.10.7.3, SYN-SENT + SYN without ACK: remember the server's
+    /// SYN and send <SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK> with the backend
+    /// SYN's options; the flow waits in BACKEND_SYN_SENT for the ACK.
+    fn simultaneous_open(&mut self, key: &FlowKey, server: ServerSyn) -> Verdict {
+        let synack = self.flows.with(key, |f| {
+            f.server_syn = Some(server);
+            let mut synack = f.backend_syn.clone();
+            let Ok(ParsedFrame::Tcp(v)) = parse_frame(&synack) else {
+                return None;
+            };
+            rewrite_tcp_u32(&mut synack, &v, tcp::OFF_ACK, server.isn.wrapping_add(1));
+            let flags = (v.tcp.flags & !(tcp::ECE | tcp::CWR))
+                | tcp::ACK
+                | if server.ecn && v.tcp.has(tcp::ECE) {
+                    tcp::ECE
+                } else {
+                    0
+                };
+            rewrite_tcp_bytes(&mut synack, &v, tcp::OFF_FLAGS, &[flags]);
+            Some(synack)
+        });
+        if let Some(synack) = synack.flatten() {
+            self.emit(Port::Server, synack);
+        }
+        Verdict::Absorbed
+    }
+
+    /// Answer an unacceptable ACK in SYN-SENT with <SEQ=SEG.ACK><CTL=RST>
+    /// from the client's address, then resend the backend SYN at once
+    /// (within `backend_syn_retries`; the timer gives up as before).
+    fn reset_unacceptable_backend_ack(&mut self, now_ms: u64, v: &TcpView, key: &FlowKey) {
+        let Some((rst, syn)) = self.flows.with(key, |f| {
+            let spec = TcpSegmentSpec {
+                src_port: key.client_port,
+                dst_port: key.server_port,
+                seq: v.tcp.ack,
+                ack: 0,
+                flags: tcp::RST,
+                window: 0,
+                options: &[],
+                payload: &[],
+            };
+            let mut rst = Vec::with_capacity(80);
+            write_tcp_frame(
+                &mut rst,
+                f.l2.to_server(),
+                key.client,
+                key.server,
+                TTL,
+                &spec,
+            );
+            let resend = f.backend_syn_sent <= self.cfg.backend_syn_retries;
+            if resend {
+                f.backend_syn_sent += 1;
+            }
+            (
+                rst,
+                resend.then(|| (f.backend_syn.clone(), f.backend_syn_sent)),
+            )
+        }) else {
+            return;
+        };
+        bump(&self.counters.rst_sent);
+        self.emit(Port::Server, rst);
+        if let Some((syn, sent)) = syn {
+            bump(&self.counters.backend_syn_retransmits);
+            self.emit(Port::Server, syn);
+            let backoff = self.cfg.backend_syn_timeout_ms << (sent - 1).min(16);
+            self.arm_timer(key, now_ms + backoff);
+        }
     }
 
     /// Backend refused or never answered: reset the client (its next
@@ -566,6 +744,17 @@ impl Engine {
             self.emit(Port::Server, frame);
         }
     }
+}
+
+/// Replace `frame` with `spec` sent back to the frame's sender: MACs
+/// swapped (VLAN tags kept), addresses reversed.
+pub(super) fn reply_in_place(frame: &mut Vec<u8>, v: &TcpView, spec: &TcpSegmentSpec) {
+    let mut l2 = [0u8; MAX_HEADER_LEN];
+    let l2_len = v.ip.l3_offset;
+    l2[..l2_len].copy_from_slice(&frame[..l2_len]);
+    ethernet::swap_macs(&mut l2);
+    frame.clear();
+    write_tcp_frame(frame, &l2[..l2_len], v.ip.dst, v.ip.src, TTL, spec);
 }
 
 /// The backend SYN: the client's 4-tuple, ISN and options (exact from a

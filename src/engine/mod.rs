@@ -6,6 +6,7 @@
 //! across instances), the secret through the constructor, and output is a
 //! [`Verdict`] per frame plus frames to emit ([`Engine::drain_emitted`]).
 
+mod challenge_ack;
 pub mod config;
 pub mod cookie_mode;
 pub mod counters;
@@ -16,8 +17,10 @@ mod flow_table;
 pub mod half_open;
 mod handshake;
 pub mod histogram;
+mod icmp;
 mod protected;
 pub mod rst_budget;
+pub mod service_profile;
 pub mod state;
 pub mod status;
 pub mod timers;
@@ -25,10 +28,11 @@ pub mod timers;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub use config::{EngineConfig, InvalidAckAction, SyncookieMode};
+pub use config::{EngineConfig, InvalidAckAction, SignedSegmentAction, SyncookieMode};
 pub use counters::{Counters, Port};
 pub use drop_reason::DropReason;
 pub use flow::{Flow, FlowKey};
+pub use service_profile::SynOption;
 pub use state::TcpState;
 
 use crate::cookie::{CookieMinter, CookieSecret};
@@ -39,6 +43,7 @@ use flow_table::FlowTable;
 use half_open::HalfOpenQueue;
 use protected::ProtectedServices;
 use rst_budget::RstBudget;
+use service_profile::ServiceProfiles;
 use timers::{TimerQueue, TimerTarget};
 
 /// What to do with the frame handed to [`Engine::handle`].
@@ -70,6 +75,8 @@ pub struct Engine {
     cookie_mode: CookieModeSwitch,
     timers: TimerQueue,
     rst_budget: RstBudget,
+    challenge_budget: RstBudget,
+    profiles: ServiceProfiles,
     held_total: usize,
     emitted: Vec<Emitted>,
     counters: Arc<Counters>,
@@ -92,6 +99,8 @@ impl Engine {
             cookie_mode: CookieModeSwitch::new(cfg.syncookies, cfg.cookie_hold_ms),
             timers: TimerQueue::default(),
             rst_budget: RstBudget::new(cfg.rst_per_second),
+            challenge_budget: RstBudget::new(cfg.challenge_ack_per_second),
+            profiles: ServiceProfiles::new(&cfg.protected),
             held_total: 0,
             emitted: Vec::new(),
             counters,
@@ -153,6 +162,7 @@ impl Engine {
         let view = match wire::parse_frame(frame) {
             Ok(ParsedFrame::Tcp(v)) => v,
             Ok(ParsedFrame::Ip(ip)) => {
+                self.translate_icmp_error(port, frame, &ip);
                 let to_protected = port == Port::Client
                     && ip.protocol == tcp::PROTOCOL
                     && self.protected.has_address(ip.dst);
@@ -191,6 +201,12 @@ impl Engine {
     /// A segment from a client to a protected service.
     fn client_segment(&mut self, now_ms: u64, frame: &mut Vec<u8>, v: &TcpView) -> Verdict {
         let flags = v.tcp.flags;
+        if v.options.signed {
+            if flags & tcp::SYN != 0 {
+                bump(&self.counters.signed_syns);
+            }
+            return self.signed_segment();
+        }
         if flags & tcp::SYN != 0 {
             if flags & (tcp::ACK | tcp::RST | tcp::FIN) != 0 {
                 return Verdict::Drop(DropReason::InvalidFlags);
@@ -211,9 +227,22 @@ impl Engine {
     }
 
     /// A segment from a protected service toward a client.
-    fn server_segment(&mut self, now_ms: u64, frame: &mut [u8], v: &TcpView) -> Verdict {
+    fn server_segment(&mut self, now_ms: u64, frame: &mut Vec<u8>, v: &TcpView) -> Verdict {
+        if v.options.signed {
+            return self.signed_segment();
+        }
         let key = FlowKey::from_server_segment(v);
         self.server_flow_segment(now_ms, frame, v, &key)
+    }
+
+    /// A TCP-MD5 or TCP-AO signed segment, either way: never proxied (the
+    /// gateway cannot sign), so no state either; RFC 2385 and RFC 5925 put
+    /// the option on every segment, so each one is recognised on its own.
+    fn signed_segment(&self) -> Verdict {
+        match self.cfg.signed_segments {
+            SignedSegmentAction::Bridge => self.bridge(),
+            SignedSegmentAction::Drop => Verdict::Drop(DropReason::SignedSegment),
+        }
     }
 
     /// When [`Engine::handle_timeout`] next has work, if ever.

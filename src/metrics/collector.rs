@@ -12,7 +12,7 @@ use prometheus::proto::{
 };
 
 use crate::engine::histogram::LatencyHistogram;
-use crate::engine::{Counters, DropReason, Port, TcpState};
+use crate::engine::{Counters, DropReason, Port, SynOption, TcpState};
 
 const PORTS: [Port; 2] = [Port::Client, Port::Server];
 
@@ -131,6 +131,16 @@ pub fn families(c: &Counters) -> Vec<MetricFamily> {
     for r in DropReason::ALL {
         drops = drops.sample(&[("reason", r.as_str())], c.dropped(r) as f64);
     }
+    let mut mismatches = counter(
+        "synguard_backend_option_mismatch_total",
+        "Connections whose server declined a TCP option the client was promised in the SYN-ACK, by option; the gateway corrects these flows and stops offering the option for that service.",
+    );
+    for o in SynOption::ALL {
+        mismatches = mismatches.sample(
+            &[("option", o.as_str())],
+            load(&c.option_mismatches[o.index()]),
+        );
+    }
     let mut flows = gauge(
         "synguard_flows",
         "Tracked proxied connections, by TCP state.",
@@ -191,6 +201,13 @@ pub fn families(c: &Counters) -> Vec<MetricFamily> {
         .sample(&[], load(&c.backend_syn_retransmits)),
         counter("synguard_rst_sent_total", "RSTs originated by the gateway.")
             .sample(&[], load(&c.rst_sent)),
+        counter("synguard_challenge_acks_sent_total", "RFC 5961 challenge ACKs sent for SYNs on open connections (kernel: TCPChallengeACK).")
+            .sample(&[], load(&c.challenge_acks)),
+        counter("synguard_signed_syns_total", "SYNs signed with TCP-MD5 or TCP-AO, never proxied (bridged or dropped per handshake.signed_segments).")
+            .sample(&[], load(&c.signed_syns)),
+        counter("synguard_icmp_errors_translated_total", "ICMP and ICMPv6 errors whose quoted segment of a proxied connection was translated.")
+            .sample(&[], load(&c.icmp_translated)),
+        mismatches,
         drops,
         flows,
         gauge(

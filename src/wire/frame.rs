@@ -182,6 +182,72 @@ pub fn write_tcp_frame(
     tcp_offset
 }
 
+/// RFC 3168 section 5 ECN codepoints (the low two bits of the IPv4 TOS /
+/// IPv6 traffic class).
+pub const ECN_NOT_ECT: u8 = 0b00;
+pub const ECN_CE: u8 = 0b11;
+
+/// Byte of the IP header holding the ECN bits, and their shift in it.
+fn ecn_position(v: &TcpView) -> (usize, u32) {
+    if v.ip.is_v4() {
+        (v.ip.l3_offset + 1, 0)
+    } else {
+        // Version (4 bits), traffic class (8), flow label (20): the class's
+        // low two bits are bits 5..4 of the second byte.
+        (v.ip.l3_offset + 1, 4)
+    }
+}
+
+/// The segment's ECN codepoint.
+pub fn ecn_codepoint(frame: &[u8], v: &TcpView) -> u8 {
+    let (at, shift) = ecn_position(v);
+    (frame[at] >> shift) & 0b11
+}
+
+/// Set the ECN codepoint, keeping the IPv4 header checksum right (IPv6 has
+/// none, and neither covers it in the TCP pseudo-header).
+pub fn set_ecn_codepoint(frame: &mut [u8], v: &TcpView, codepoint: u8) {
+    let (at, shift) = ecn_position(v);
+    let word_at = at - 1;
+    let old = u16::from_be_bytes([frame[word_at], frame[at]]);
+    frame[at] = (frame[at] & !(0b11 << shift)) | ((codepoint & 0b11) << shift);
+    if v.ip.is_v4() {
+        let new = u16::from_be_bytes([frame[word_at], frame[at]]);
+        let c_at = v.ip.l3_offset + 10;
+        let c = u16::from_be_bytes([frame[c_at], frame[c_at + 1]]);
+        frame[c_at..c_at + 2].copy_from_slice(&checksum::update_u16(c, old, new).to_be_bytes());
+    }
+}
+
+/// Insert `option` (a multiple of 4 bytes) at the end of the segment's TCP
+/// options, growing the frame: data offset, IP length (and IPv4 header
+/// checksum) and the TCP checksum are updated; Ethernet padding is dropped.
+/// Returns false, changing nothing, when the header would exceed 60 bytes.
+pub fn insert_tcp_option(frame: &mut Vec<u8>, v: &TcpView, option: &[u8]) -> bool {
+    let header_len = v.tcp.header_len + option.len();
+    if header_len > tcp::MAX_HEADER_LEN || option.len() % 4 != 0 {
+        return false;
+    }
+    frame.truncate(v.ip.end());
+    let at = v.payload_offset();
+    frame.splice(at..at, option.iter().copied());
+    let seg = v.tcp_offset();
+    frame[seg + 12] = ((header_len / 4) as u8) << 4 | (frame[seg + 12] & 0x0f);
+    let l3 = &mut frame[v.ip.l3_offset..];
+    if v.ip.is_v4() {
+        let total = u16::from_be_bytes([l3[2], l3[3]]) + option.len() as u16;
+        ipv4::set_total_len(l3, total);
+    } else {
+        let payload = u16::from_be_bytes([l3[4], l3[5]]) + option.len() as u16;
+        ipv6::set_payload_len(l3, payload);
+    }
+    let end = v.ip.end() + option.len();
+    frame[seg + tcp::OFF_CHECKSUM..seg + tcp::OFF_CHECKSUM + 2].copy_from_slice(&[0, 0]);
+    let c = checksum::l4_checksum(v.ip.src, v.ip.dst, tcp::PROTOCOL, &frame[seg..end]);
+    frame[seg + tcp::OFF_CHECKSUM..seg + tcp::OFF_CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
 /// Recompute the full TCP/UDP checksum of an IP packet in place (for frames
 /// the kernel handed over with a partial checksum, TP_STATUS_CSUMNOTREADY).
 /// Returns false when the frame is not a checksummable TCP/UDP packet.
@@ -246,6 +312,69 @@ mod tests {
             &spec,
         );
         out
+    }
+
+    fn view(frame: &[u8]) -> TcpView {
+        match parse_frame(frame) {
+            Ok(ParsedFrame::Tcp(v)) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn inserting_an_option_keeps_lengths_and_checksums_right() {
+        for (src, dst, vlan) in [
+            ("198.18.0.1", "198.18.0.2", false),
+            ("2001:db8::1", "2001:db8::2", true),
+        ] {
+            let mut f = syn_frame(src, dst, vlan);
+            // Ethernet padding behind the packet must not end up inside it.
+            f.extend_from_slice(&[0xa5; 6]);
+            let before = view(&f);
+            let option = [1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 7];
+            assert!(insert_tcp_option(&mut f, &before, &option));
+            let after = view(&f);
+            assert!(after.checksum_is_valid(&f), "{src}");
+            assert_eq!(after.tcp.header_len, before.tcp.header_len + 12);
+            assert_eq!(after.ip.l4_len, before.ip.l4_len + 12);
+            assert_eq!(f.len(), after.ip.end());
+            // The SYN's own timestamps come first; the parser keeps the last.
+            assert_eq!(after.options.timestamps, Some((9, 7)));
+            assert_eq!(after.options.mss, Some(1460));
+            if after.ip.is_v4() {
+                let l3 = &f[after.ip.l3_offset..];
+                assert!(ipv4::header_checksum_is_valid(&l3[..20]));
+            }
+            // A full options area refuses, unchanged.
+            let mut full = f.clone();
+            let v = view(&full);
+            let big = [1u8; 12];
+            assert!(!insert_tcp_option(&mut full, &v, &big));
+            assert_eq!(full, f);
+        }
+    }
+
+    #[test]
+    fn ecn_codepoint_round_trips_with_valid_ipv4_checksum() {
+        for (src, dst) in [("198.18.0.1", "198.18.0.2"), ("2001:db8::1", "2001:db8::2")] {
+            let mut f = syn_frame(src, dst, false);
+            let v = view(&f);
+            assert_eq!(ecn_codepoint(&f, &v), ECN_NOT_ECT);
+            set_ecn_codepoint(&mut f, &v, ECN_CE);
+            assert_eq!(ecn_codepoint(&f, &v), ECN_CE);
+            set_ecn_codepoint(&mut f, &v, 0b10);
+            assert_eq!(ecn_codepoint(&f, &v), 0b10);
+            let v = view(&f);
+            assert!(v.checksum_is_valid(&f), "ECN is outside the pseudo-header");
+            if v.ip.is_v4() {
+                assert!(ipv4::header_checksum_is_valid(
+                    &f[v.ip.l3_offset..v.ip.l4_offset]
+                ));
+            } else {
+                // Version and flow label untouched.
+                assert_eq!(f[v.ip.l3_offset] >> 4, 6);
+            }
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 use super::{Layer, ParseError};
 
 pub const MIN_HEADER_LEN: usize = 20;
+/// Data offset is 4 bits of 32-bit words: 60 bytes, 40 of options.
+pub const MAX_HEADER_LEN: usize = 60;
 pub const PROTOCOL: u8 = 6;
 
 pub const FIN: u8 = 0x01;
@@ -18,6 +20,8 @@ pub const CWR: u8 = 0x80;
 
 pub const OFF_SEQ: usize = 4;
 pub const OFF_ACK: usize = 8;
+/// The flags byte (CWR ... FIN), after the data offset byte.
+pub const OFF_FLAGS: usize = 13;
 pub const OFF_WINDOW: usize = 14;
 pub const OFF_CHECKSUM: usize = 16;
 

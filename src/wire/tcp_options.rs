@@ -12,6 +12,10 @@ pub const KIND_WSCALE: u8 = 3;
 pub const KIND_SACK_PERMITTED: u8 = 4;
 pub const KIND_SACK: u8 = 5;
 pub const KIND_TIMESTAMPS: u8 = 8;
+/// RFC 2385 TCP MD5 signature.
+pub const KIND_MD5SIG: u8 = 19;
+/// RFC 5925 TCP Authentication Option.
+pub const KIND_AO: u8 = 29;
 /// RFC 7323 section 2.3: shifts above 14 are treated as 14.
 pub const MAX_WSCALE: u8 = 14;
 
@@ -29,6 +33,9 @@ pub struct TcpOptions {
     /// Offset of the first SACK block and the number of blocks (each 8 bytes).
     pub sack_at: usize,
     pub sack_blocks: u8,
+    /// An MD5 (RFC 2385) or AO (RFC 5925) option: the segment is signed by
+    /// its sender with a key the gateway does not have.
+    pub signed: bool,
 }
 
 pub fn parse(area: &[u8]) -> Result<TcpOptions, ParseError> {
@@ -71,6 +78,7 @@ pub fn parse(area: &[u8]) -> Result<TcpOptions, ParseError> {
                 o.sack_at = i + 2;
                 o.sack_blocks = (n / 8) as u8;
             }
+            (KIND_MD5SIG | KIND_AO, _) => o.signed = true,
             (KIND_MSS | KIND_WSCALE | KIND_SACK_PERMITTED | KIND_TIMESTAMPS | KIND_SACK, _) => {
                 return Err(ParseError::BadOptionLength(kind))
             }
@@ -203,6 +211,22 @@ mod tests {
         a.extend_from_slice(&[30, 4, 9, 9, 0, 77]);
         let o = parse(&a).unwrap();
         assert_eq!((o.sack_at, o.sack_blocks), (4, 2));
+    }
+
+    #[test]
+    fn md5_and_ao_options_mark_the_segment_signed() {
+        assert!(!parse(&LINUX_SYN).unwrap().signed);
+        // MSS, then an RFC 2385 MD5 option (kind 19, 18 bytes), NOP NOP.
+        let mut md5 = vec![2, 4, 5, 0xb4, 19, 18];
+        md5.extend_from_slice(&[0xab; 16]);
+        md5.extend_from_slice(&[1, 1]);
+        let o = parse(&md5).unwrap();
+        assert!(o.signed);
+        assert_eq!(o.mss, Some(1460));
+        // RFC 5925 AO: kind 29, KeyID, RNextKeyID, 12-byte MAC.
+        let mut ao = vec![29, 16, 1, 1];
+        ao.extend_from_slice(&[0xcd; 12]);
+        assert!(parse(&ao).unwrap().signed);
     }
 
     #[test]

@@ -1,21 +1,25 @@
 //! The MSS the backend sees for every common client MSS when the handshake
-//! went through a stateless cookie (issue 8, case 6): at most a few percent
-//! below what the client asked for, in both cookie layouts and families.
+//! went through a stateless cookie: at most a few percent below what the
+//! client asked for, in both cookie layouts and families (for a service
+//! already seen doing timestamps; before that a timestamp client's MSS is
+//! told 12 bytes smaller, see option_mismatch.rs).
 
 use super::*;
 
 /// Runs a cookie handshake for a client SYN offering `mss` (and timestamps
 /// or not) and returns the MSS option of the backend SYN.
-fn backend_mss(c: Host, s: Host, mss: u16, timestamps: bool) -> u16 {
-    let mut e = engine();
+fn backend_mss(e: &mut Engine, c: Host, s: Host, mss: u16, timestamps: bool) -> u16 {
     let options = SynOptionSet {
         mss: Some(mss),
         timestamps: timestamps.then_some((100, 0)),
         ..SynOptionSet::default()
     }
     .encode();
-    let (synack, _) = syn(&mut e, c, s, T0, options.as_slice());
-    let ts = synack.options.timestamps.map(|(val, _)| ts_option(101, val));
+    let (synack, _) = syn(e, c, s, T0, options.as_slice());
+    let ts = synack
+        .options
+        .timestamps
+        .map(|(val, _)| ts_option(101, val));
     let mut ack = segment(
         c,
         s,
@@ -28,7 +32,10 @@ fn backend_mss(c: Host, s: Host, mss: u16, timestamps: bool) -> u16 {
     );
     assert_eq!(e.handle(T0 + 5, Port::Client, &mut ack), Verdict::Absorbed);
     let bsyn = e.drain_emitted().next().expect("backend SYN");
-    view(&bsyn.frame).options.mss.expect("backend SYN carries an MSS")
+    view(&bsyn.frame)
+        .options
+        .mss
+        .expect("backend SYN carries an MSS")
 }
 
 #[test]
@@ -64,9 +71,16 @@ fn common_mss_values_reach_the_backend_within_two_percent() {
         ((client_v4(), server_v4()), &v4[..]),
         ((client_v6(), server_v6()), &v6[..]),
     ] {
-        for &(client, expected) in cases {
+        let mut e = engine();
+        // One handshake whose server does timestamps teaches the engine so.
+        establish(&mut e, c, s, &[]);
+        for (i, &(client, expected)) in cases.iter().enumerate() {
             for timestamps in [false, true] {
-                let got = backend_mss(c, s, client, timestamps);
+                let c = Host {
+                    port: 41000 + 2 * i as u16 + u16::from(timestamps),
+                    ..c
+                };
+                let got = backend_mss(&mut e, c, s, client, timestamps);
                 assert_eq!(got, expected, "{} MSS {client} ts {timestamps}", c.ip);
                 assert!(f64::from(client - got) / f64::from(client) <= 0.02);
             }

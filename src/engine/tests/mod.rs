@@ -1208,10 +1208,12 @@ fn per_source_limit_spares_other_sources() {
 
 #[test]
 fn queued_handshake_keeps_the_exact_client_mss() {
+    // Without timestamps: with them, a service not yet seen doing them is
+    // told 12 bytes less (option_mismatch.rs).
     let opts = SynOptionSet {
         mss: Some(1380),
         sack_permitted: true,
-        timestamps: Some((5, 0)),
+        timestamps: None,
         wscale: Some(6),
     }
     .encode();
@@ -1219,7 +1221,6 @@ fn queued_handshake_keeps_the_exact_client_mss() {
         let mut e = engine_with(queue_config(mode));
         let (c, s) = (client_v4(), server_v4());
         let (synack, _) = syn(&mut e, c, s, T0, opts.as_slice());
-        let tsval = synack.options.timestamps.unwrap().0;
         let mut ack = segment(
             c,
             s,
@@ -1227,7 +1228,7 @@ fn queued_handshake_keeps_the_exact_client_mss() {
             synack.tcp.seq + 1,
             tcp::ACK,
             502,
-            &ts_option(6, tsval),
+            &[],
             &[],
         );
         assert_eq!(e.handle(T0 + 5, Port::Client, &mut ack), Verdict::Absorbed);
@@ -1651,7 +1652,8 @@ fn remaining_drop_reasons() {
             "flow {i}"
         );
     }
-    // syn_on_open_flow and unexpected_segment on a flow waiting for its backend.
+    // unexpected_segment on a flow waiting for its backend (the SYN-SENT
+    // cases are in backend_syn_sent.rs).
     let mut e = engine();
     let (synack, _) = syn(&mut e, c, s, T0, &[]);
     let mut ack = segment(
@@ -1665,11 +1667,6 @@ fn remaining_drop_reasons() {
         &[],
     );
     e.handle(T0 + 1, Port::Client, &mut ack);
-    let mut again = segment(c, s, CLIENT_ISN, 0, tcp::SYN, 64240, &[], &[]);
-    assert_eq!(
-        e.handle(T0 + 2, Port::Client, &mut again),
-        Verdict::Drop(DropReason::SynOnOpenFlow)
-    );
     let mut early = segment(
         s,
         c,
@@ -1684,18 +1681,9 @@ fn remaining_drop_reasons() {
         e.handle(T0 + 3, Port::Server, &mut early),
         Verdict::Drop(DropReason::UnexpectedSegment)
     );
-    let mut wrong_ack = segment(
-        s,
-        c,
-        SERVER_ISN,
-        CLIENT_ISN + 7,
-        tcp::SYN | tcp::ACK,
-        100,
-        &[],
-        &[],
-    );
+    let mut rst_no_ack = segment(s, c, SERVER_ISN, 0, tcp::RST, 0, &[], &[]);
     assert_eq!(
-        e.handle(T0 + 4, Port::Server, &mut wrong_ack),
+        e.handle(T0 + 4, Port::Server, &mut rst_no_ack),
         Verdict::Drop(DropReason::UnexpectedSegment)
     );
     assert_eq!(e.counters().dropped(DropReason::UnexpectedSegment), 2);
