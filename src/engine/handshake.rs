@@ -505,7 +505,6 @@ impl Engine {
         let Some((held, service, client)) = self.flows.with(key, |f| {
             f.server_isn = server.isn;
             f.server_next = server.isn.wrapping_add(1);
-            f.server_last_window = server.window;
             // A SYN's window is never scaled (RFC 7323 2.2).
             f.server_window_max = u32::from(server.window);
             f.seq_delta = f.gateway_isn.wrapping_sub(server.isn);
@@ -526,6 +525,9 @@ impl Engine {
                 },
                 to_shift: if client_side { gateway_wscale } else { 0 },
             };
+            // Kept in the server's scaled units, like the fields after it.
+            f.server_last_window =
+                (u32::from(server.window) >> f.server_to_client_window.from_shift) as u16;
             if let Some(server_tsval) = server.tsval.filter(|_| f.client_timestamps) {
                 f.timestamps = true;
                 f.ts_offset = f.gateway_tsval.wrapping_sub(server_tsval);

@@ -148,9 +148,56 @@ fn syn(e: &mut Engine, c: Host, s: Host, now: u64, options: &[u8]) -> (TcpView, 
 /// returns (cookie ISN, TSval of the SYN-ACK, frames emitted to the server
 /// after the server's SYN-ACK).
 fn establish(e: &mut Engine, c: Host, s: Host, payload: &[u8]) -> (u32, u32, Vec<Vec<u8>>) {
-    let (synack, _) = syn(e, c, s, T0, &linux_syn_options(100));
+    let server = SynOptionSet {
+        mss: Some(1400),
+        sack_permitted: true,
+        timestamps: Some((5000, 101)),
+        wscale: Some(9),
+    };
+    let h = establish_with(e, c, s, &linux_syn_options(100), 0, server, 0, payload);
+    (h.cookie, h.gateway_tsval.unwrap(), h.released)
+}
+
+/// What `establish_with` saw.
+struct Established {
+    cookie: u32,
+    /// TSval of the gateway's SYN-ACK, if it offered timestamps.
+    gateway_tsval: Option<u32>,
+    /// The backend SYN as the server received it.
+    backend_syn: TcpView,
+    /// Frames emitted to the server after the server's SYN-ACK.
+    released: Vec<Vec<u8>>,
+}
+
+/// SYN with `client_options` and `client_flags` (ECE|CWR for ECN), cookie
+/// ACK (timestamps if the SYN-ACK had them) with `payload`, then a server
+/// SYN-ACK with `server` options and `server_flags` (ECE) at T0 + 11.
+#[allow(clippy::too_many_arguments)]
+fn establish_with(
+    e: &mut Engine,
+    c: Host,
+    s: Host,
+    client_options: &[u8],
+    client_flags: u8,
+    server: SynOptionSet,
+    server_flags: u8,
+    payload: &[u8],
+) -> Established {
+    let mut f = segment(
+        c,
+        s,
+        CLIENT_ISN,
+        0,
+        tcp::SYN | client_flags,
+        64240,
+        client_options,
+        &[],
+    );
+    assert_eq!(e.handle(T0, Port::Client, &mut f), Verdict::Reply);
+    let synack = view(&f);
     let cookie = synack.tcp.seq;
-    let gw_tsval = synack.options.timestamps.unwrap().0;
+    let gateway_tsval = synack.options.timestamps.map(|(val, _)| val);
+    let ts = gateway_tsval.map(|val| ts_option(101, val));
     let mut ack = segment(
         c,
         s,
@@ -158,29 +205,23 @@ fn establish(e: &mut Engine, c: Host, s: Host, payload: &[u8]) -> (u32, u32, Vec
         cookie.wrapping_add(1),
         tcp::ACK | tcp::PSH,
         502,
-        &ts_option(101, gw_tsval),
+        ts.as_deref().unwrap_or(&[]),
         payload,
     );
     assert_eq!(e.handle(T0 + 10, Port::Client, &mut ack), Verdict::Absorbed);
     let emitted: Vec<_> = e.drain_emitted().collect();
     assert_eq!(emitted.len(), 1, "one backend SYN");
     assert_eq!(emitted[0].port, Port::Server);
-    let bsyn = view(&emitted[0].frame);
-    assert_eq!(bsyn.tcp.flags, tcp::SYN);
-    assert_eq!(bsyn.tcp.seq, CLIENT_ISN);
-    let opts = SynOptionSet {
-        mss: Some(1400),
-        sack_permitted: true,
-        timestamps: Some((5000, 101)),
-        wscale: Some(9),
-    }
-    .encode();
+    let backend_syn = view(&emitted[0].frame);
+    assert_eq!(backend_syn.tcp.flags & (tcp::SYN | tcp::ACK), tcp::SYN);
+    assert_eq!(backend_syn.tcp.seq, CLIENT_ISN);
+    let opts = server.encode();
     let mut synack_srv = segment(
         s,
         c,
         SERVER_ISN,
         CLIENT_ISN + 1,
-        tcp::SYN | tcp::ACK,
+        tcp::SYN | tcp::ACK | server_flags,
         65160,
         opts.as_slice(),
         &[],
@@ -193,7 +234,12 @@ fn establish(e: &mut Engine, c: Host, s: Host, payload: &[u8]) -> (u32, u32, Vec
         assert_eq!(em.port, Port::Server);
         em.frame
     });
-    (cookie, gw_tsval, released.collect())
+    Established {
+        cookie,
+        gateway_tsval,
+        backend_syn,
+        released: released.collect(),
+    }
 }
 
 #[test]
@@ -1689,4 +1735,9 @@ fn remaining_drop_reasons() {
     assert_eq!(e.counters().dropped(DropReason::UnexpectedSegment), 2);
 }
 
+mod backend_syn_sent;
 mod cookie_mss;
+mod icmp_errors;
+mod option_mismatch;
+mod signed_segments;
+mod syn_on_open_flow;
