@@ -15,6 +15,7 @@ use crate::wire::{parse_frame, ParsedFrame, TcpView};
 
 use super::counters::bump;
 use super::flow::{check_rst, seq_ge, seq_plausible, Flow, FlowKey, RstCheck};
+use super::handshake::TIMESTAMP_OPTION_SPACE;
 use super::state::CloseEvent;
 use super::{DropReason, Engine, TcpState, Verdict};
 
@@ -207,7 +208,16 @@ fn translate_server(f: &mut Flow, frame: &mut [u8], v: &TcpView, now_ms: u64) ->
     // carries them; the client negotiated them with the gateway, so the
     // gateway adds them when the server declined (its own clock, echoing
     // the client's last TSval).
-    let add_timestamps = (f.client_timestamps && !f.timestamps && !v.tcp.has(tcp::RST))
+    // RFC 6691: options count against the MSS, so they are added only
+    // where they fit the client's MSS (always, when the backend SYN left
+    // room for them; a server that stopped doing timestamps since the
+    // service was seen doing them may fill the MSS, and such a segment goes
+    // on without).
+    let room = usize::from(f.client_mss)
+        >= v.tcp.header_len - MIN_HEADER_LEN
+            + usize::from(TIMESTAMP_OPTION_SPACE)
+            + v.payload_len();
+    let add_timestamps = (f.client_timestamps && !f.timestamps && !v.tcp.has(tcp::RST) && room)
         .then(|| (f.next_gateway_tsval(now_ms), f.client_last_tsval));
     Step::Forward(fold_events(f.state, &events), add_timestamps)
 }

@@ -132,6 +132,10 @@ pub struct Flow {
     pub server_last_window: u16,
     /// Index of the protected service in the configured list.
     pub service: usize,
+    /// The MSS the backend SYN carried in the client's name: the payload
+    /// plus options (RFC 6691) a server segment may have and still fit the
+    /// client's path once the gateway adds timestamps to it.
+    pub client_mss: u16,
     /// The server's SYN without ACK (RFC 9293 3.10.7.3, simultaneous open):
     /// the gateway answered with a SYN-ACK and waits for the ACK.
     pub server_syn: Option<ServerSyn>,

@@ -370,6 +370,7 @@ impl Engine {
             server_last_tsval: 0,
             server_last_window: 0,
             service,
+            client_mss: handshake.mss,
             server_syn: None,
             client_to_server_window: WindowRescale::default(),
             server_to_client_window: WindowRescale::default(),

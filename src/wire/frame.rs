@@ -223,16 +223,31 @@ pub fn set_ecn_codepoint(frame: &mut [u8], v: &TcpView, codepoint: u8) {
 /// options, growing the frame: data offset, IP length (and IPv4 header
 /// checksum) and the TCP checksum are updated; Ethernet padding is dropped.
 /// Returns false, changing nothing, when the header would exceed 60 bytes.
+///
+/// The checksum is updated, not recomputed (RFC 1624): the option lands on
+/// a 32-bit boundary, so every payload word keeps its alignment and only
+/// the option words, the data offset word and the pseudo-header length
+/// change. The payload moves by one `copy_within`.
 pub fn insert_tcp_option(frame: &mut Vec<u8>, v: &TcpView, option: &[u8]) -> bool {
     let header_len = v.tcp.header_len + option.len();
     if header_len > tcp::MAX_HEADER_LEN || option.len() % 4 != 0 {
         return false;
     }
-    frame.truncate(v.ip.end());
-    let at = v.payload_offset();
-    frame.splice(at..at, option.iter().copied());
-    let seg = v.tcp_offset();
+    let (seg, at, end) = (v.tcp_offset(), v.payload_offset(), v.ip.end());
+    frame.truncate(end);
+    frame.resize(end + option.len(), 0);
+    frame.copy_within(at..end, at + option.len());
+    frame[at..at + option.len()].copy_from_slice(option);
+    let l4_len = v.ip.l4_len as u32;
+    let old_offset_word = tcp::read_u16(&frame[seg..], 12);
     frame[seg + 12] = ((header_len / 4) as u8) << 4 | (frame[seg + 12] & 0x0f);
+    let new_offset_word = tcp::read_u16(&frame[seg..], 12);
+    let mut c = tcp::read_u16(&frame[seg..], tcp::OFF_CHECKSUM);
+    c = checksum::update_u16(c, old_offset_word, new_offset_word);
+    c = checksum::update_u32(c, l4_len, l4_len + option.len() as u32);
+    let sum = u32::from(!c) + checksum::sum_words(option);
+    c = !checksum::fold(sum);
+    frame[seg + tcp::OFF_CHECKSUM..seg + tcp::OFF_CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
     let l3 = &mut frame[v.ip.l3_offset..];
     if v.ip.is_v4() {
         let total = u16::from_be_bytes([l3[2], l3[3]]) + option.len() as u16;
@@ -241,10 +256,6 @@ pub fn insert_tcp_option(frame: &mut Vec<u8>, v: &TcpView, option: &[u8]) -> boo
         let payload = u16::from_be_bytes([l3[4], l3[5]]) + option.len() as u16;
         ipv6::set_payload_len(l3, payload);
     }
-    let end = v.ip.end() + option.len();
-    frame[seg + tcp::OFF_CHECKSUM..seg + tcp::OFF_CHECKSUM + 2].copy_from_slice(&[0, 0]);
-    let c = checksum::l4_checksum(v.ip.src, v.ip.dst, tcp::PROTOCOL, &frame[seg..end]);
-    frame[seg + tcp::OFF_CHECKSUM..seg + tcp::OFF_CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
     true
 }
 

@@ -116,6 +116,24 @@ fn server_without_timestamps_gets_them_added_toward_the_client() {
     assert_eq!(ack.len(), len);
     assert_eq!(v.tcp.ack, SERVER_ISN + 1450);
 
+    // A segment filling the client's MSS has no room and goes on without.
+    let mut full = segment(
+        s,
+        c,
+        SERVER_ISN + 1450,
+        CLIENT_ISN + 1,
+        tcp::ACK,
+        509,
+        &[],
+        &[0; 1460],
+    );
+    assert_eq!(
+        e.handle(T0 + 600, Port::Server, &mut full),
+        Verdict::Forward
+    );
+    assert_eq!(view(&full).options.timestamps, None);
+    assert_eq!(full.len(), 14 + 20 + 20 + 1460);
+
     // The next client of the service is not offered timestamps, and its
     // backend SYN carries its full MSS.
     let c2 = client_on(40001);
