@@ -17,6 +17,7 @@ pub mod half_open;
 mod handshake;
 pub mod histogram;
 mod protected;
+pub mod reconfigure;
 pub mod rst_budget;
 pub mod state;
 pub mod status;
