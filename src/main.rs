@@ -9,7 +9,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{reload, EnvFilter};
+
+use synguard::reload::LogFilter;
 
 use synguard::config::{self, Overrides};
 
@@ -40,6 +44,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway until SIGINT or SIGTERM.
+    ///
+    /// SIGHUP re-reads the configuration file and applies what can change
+    /// at run time; the log says what was applied and what needs a restart.
     Run(RunArgs),
     /// Validate a configuration and print it, fully resolved, as TOML.
     ///
@@ -194,9 +201,11 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let settings = config::load(args.config.as_deref(), &args.overrides.into())?;
-    init_tracing(&settings.log_level)?;
-    synguard::gateway::run(&settings)
+    let overrides: Overrides = args.overrides.into();
+    let settings = config::load(args.config.as_deref(), &overrides)?;
+    let log = init_tracing(&settings.log_level)?;
+    let reloader = synguard::reload::Reloader::new(args.config, overrides, settings, log);
+    synguard::gateway::run(reloader)
 }
 
 fn check_config(args: CheckArgs) -> ExitCode {
@@ -257,29 +266,34 @@ fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs go to stderr. RUST_LOG, when set, wins over the configured level (the
-/// usual convention for ad-hoc debugging); a bad RUST_LOG falls back to the
-/// configured level with a warning rather than stopping the gateway.
-fn init_tracing(level: &str) -> anyhow::Result<()> {
+/// Logs go to stderr (the journal, under systemd). RUST_LOG, when set, wins
+/// over the configured level (the usual convention for ad-hoc debugging),
+/// also across reloads; a bad RUST_LOG falls back to the configured level
+/// with a warning rather than stopping the gateway. The filter sits in a
+/// reload layer so SIGHUP can change log.level; `None` if a subscriber was
+/// already installed (then the level cannot be reloaded).
+fn init_tracing(level: &str) -> anyhow::Result<Option<LogFilter>> {
     let configured =
         || EnvFilter::try_new(level).with_context(|| format!("log level \"{level}\" is not valid"));
-    let (filter, bad_env) = match std::env::var("RUST_LOG") {
+    let (filter, env_wins, bad_env) = match std::env::var("RUST_LOG") {
         Ok(env) if !env.trim().is_empty() => match EnvFilter::try_new(&env) {
-            Ok(f) => (f, None),
+            Ok(f) => (f, true, None),
             Err(e) => (
                 configured()?,
+                false,
                 Some(format!("ignoring RUST_LOG=\"{env}\": {e}")),
             ),
         },
-        _ => (configured()?, None),
+        _ => (configured()?, false, None),
     };
-    // try_init fails only if a subscriber is already set; keep that one.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let (filter, handle) = reload::Layer::new(filter);
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .try_init()
+        .is_ok();
     if let Some(warning) = bad_env {
         tracing::warn!("{warning}");
     }
-    Ok(())
+    Ok(installed.then(|| LogFilter::new(handle, env_wins)))
 }
