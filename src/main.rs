@@ -33,8 +33,10 @@ const EXIT_BAD_CONFIG: u8 = 2;
         complete the handshake, then translates sequence numbers, timestamps \
         and windows for the life of the connection. All other traffic is \
         forwarded untouched.\n\n\
-        Configuration comes from a TOML file (see config/synguard.toml, which \
-        documents every key) plus the flags below, which win over the file."
+        Configuration comes from a TOML file (config/synguard.toml in the \
+        source, /etc/synguard/synguard.toml when installed from the Debian \
+        package, documents every key) plus the flags below, which win over \
+        the file. SIGHUP (systemctl reload synguard) re-reads the file."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -63,6 +65,17 @@ enum Command {
     /// Point cookies.secret_file (or --secret-file) at it so cookies survive
     /// restarts and several instances agree.
     Keygen(KeygenArgs),
+    /// Write the man pages and shell completions generated from these
+    /// definitions into DIR (used when building the Debian package).
+    #[command(hide = true)]
+    GenerateDocs(GenerateDocsArgs),
+}
+
+#[derive(Args)]
+struct GenerateDocsArgs {
+    /// Directory for man/ (synguard.1, synguard-run.1, ...) and completions/.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -187,6 +200,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(args),
         Command::Status(args) => report(status(args)),
         Command::Keygen(args) => report(keygen(args)),
+        Command::GenerateDocs(args) => report(generate_docs(args)),
     }
 }
 
@@ -263,6 +277,38 @@ fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
         "wrote new cookie secret to {} (mode 0600)",
         args.out.display()
     );
+    Ok(())
+}
+
+/// Man pages (one per subcommand, via clap_mangen) and bash, zsh and fish
+/// completions (clap_complete), from the same clap definitions as the CLI.
+fn generate_docs(args: GenerateDocsArgs) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    use clap_complete::Shell;
+    let man = args.out.join("man");
+    let completions = args.out.join("completions");
+    for dir in [&man, &completions] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // The CLI without hidden subcommands: clap_mangen skips them but the
+    // completion generators do not, and clap cannot remove a subcommand.
+    let full = Cli::command();
+    let mut public = clap::Command::new("synguard")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
+    if let Some(about) = full.get_about() {
+        public = public.about(about.clone());
+    }
+    if let Some(long_about) = full.get_long_about() {
+        public = public.long_about(long_about.clone());
+    }
+    clap_mangen::generate_to(public.clone(), &man)
+        .with_context(|| format!("writing man pages to {}", man.display()))?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut public, "synguard", &completions)
+            .with_context(|| format!("writing {shell} completions to {}", completions.display()))?;
+    }
     Ok(())
 }
 
