@@ -3,6 +3,7 @@
 //! It holds no gateway logic and never validates settings itself (config
 //! does); it only decides what is printed and the exit code.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -335,7 +336,12 @@ fn init_tracing(level: &str) -> anyhow::Result<Option<LogFilter>> {
     let (filter, handle) = reload::Layer::new(filter);
     let installed = tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour codes only for a terminal, not in the journal.
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .try_init()
         .is_ok();
     if let Some(warning) = bad_env {

@@ -184,30 +184,55 @@ impl Reloader {
             {
                 tracing::info!(%file, "configuration reloaded: no changes");
             }
-            Ok(s) => {
-                let services = |v: &[std::net::SocketAddr]| {
-                    v.iter()
-                        .map(|a| a.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                };
-                tracing::info!(
-                    %file,
-                    applied = %s.applied().join(","),
-                    needs_restart = %s.needs_restart().join(","),
-                    ignored_rust_log_set = %s.ignored.join(","),
-                    services_added = %services(&s.engine.services_added),
-                    services_removed = %services(&s.engine.services_removed),
-                    connections_forgotten = s.engine.connections_forgotten,
-                    "configuration reloaded"
-                );
-            }
+            Ok(s) => tracing::info!("{}", describe(&file, &s)),
             Err(e) => {
                 tracing::error!(%file, error = %e, "configuration reload rejected; still running the previous configuration");
             }
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     }
+}
+
+/// The reload log line: what was applied and what needs a restart, leaving
+/// out empty parts.
+fn describe(file: &str, s: &ReloadSummary) -> String {
+    let list = |v: &[&str]| v.join(", ");
+    let addrs = |v: &[std::net::SocketAddr]| {
+        v.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut parts = Vec::new();
+    if !s.applied().is_empty() {
+        parts.push(format!("applied: {}", list(&s.applied())));
+    }
+    if !s.engine.services_added.is_empty() {
+        parts.push(format!(
+            "services added: {}",
+            addrs(&s.engine.services_added)
+        ));
+    }
+    if !s.engine.services_removed.is_empty() {
+        parts.push(format!(
+            "services removed: {} ({} tracked connections forgotten)",
+            addrs(&s.engine.services_removed),
+            s.engine.connections_forgotten
+        ));
+    }
+    if !s.needs_restart().is_empty() {
+        parts.push(format!(
+            "needs a restart (running value kept): {}",
+            list(&s.needs_restart())
+        ));
+    }
+    if !s.ignored.is_empty() {
+        parts.push(format!(
+            "ignored because RUST_LOG is set: {}",
+            list(&s.ignored)
+        ));
+    }
+    format!("configuration reloaded from {file}; {}", parts.join("; "))
 }
 
 #[cfg(test)]
@@ -310,6 +335,13 @@ mod tests {
             r.running().metrics_listen,
             Some("127.0.0.1:9150".parse().unwrap()),
             "restart-only key keeps the running value"
+        );
+
+        assert_eq!(
+            describe("f.toml", &s),
+            "configuration reloaded from f.toml; applied: limits.max_flows, protect.services, \
+             log.level; services removed: [2001:db8::2]:8080 (0 tracked connections forgotten); \
+             needs a restart (running value kept): metrics.listen"
         );
 
         // Nothing new: the pending restart is reported again, nothing applied.
