@@ -1,19 +1,24 @@
 //! Start-up wiring: cookie secret, engine, the two AF_PACKET ports (offloads
 //! off first), the metrics endpoint and signal handling, then the I/O loop
-//! until SIGINT/SIGTERM. Owns no packet logic.
+//! until SIGINT/SIGTERM, with SIGHUP handed to the reloader. Tells systemd
+//! (Type=notify) when it is ready and when it stops. Owns no packet logic.
 
 use anyhow::Context;
 
-use crate::config::Settings;
 use crate::control::ControlServer;
 use crate::cookie::CookieSecret;
 use crate::engine::Engine;
 use crate::io::af_packet::PacketPort;
 use crate::io::runner::Runner;
 use crate::io::{offload, signals};
+use crate::reload::Reloader;
 
-/// Run the gateway until a shutdown signal.
-pub fn run(settings: &Settings) -> anyhow::Result<()> {
+/// Run the gateway until a shutdown signal; `reloader` holds `settings`
+/// and re-reads the file on SIGHUP.
+pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
+    // A copy: the reloader's own copy changes on SIGHUP.
+    let start = reloader.running().clone();
+    let settings = &start;
     let secret = match &settings.secret_file {
         Some(path) => CookieSecret::load(path).context("loading the cookie secret")?,
         None => {
@@ -42,7 +47,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         }
         None => None,
     };
-    signals::install().context("installing SIGINT/SIGTERM handlers")?;
+    signals::install().context("installing SIGINT/SIGTERM/SIGHUP handlers")?;
     let protected: Vec<String> = settings
         .engine
         .protected
@@ -51,7 +56,12 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         .collect();
     tracing::info!(client = %io_cfg.client_iface, server = %io_cfg.server_iface, protect = %protected.join(","), "synguard running");
     let mut runner = Runner::new(engine, client, server);
-    runner.run_until_shutdown().context("I/O loop")?;
+    // Ready only now: ports open and SIGHUP handled (its default action
+    // would end the process). Outside systemd this does nothing.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let result = runner.run_until_shutdown(|engine| reloader.on_signal(engine));
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    result.context("I/O loop")?;
     let c = runner.engine.counters();
     tracing::info!(
         syn = c.syn_received.load(std::sync::atomic::Ordering::Relaxed),

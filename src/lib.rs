@@ -11,4 +11,5 @@ pub mod engine;
 pub mod gateway;
 pub mod io;
 pub mod metrics;
+pub mod reload;
 pub mod wire;

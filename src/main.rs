@@ -3,13 +3,18 @@
 //! It holds no gateway logic and never validates settings itself (config
 //! does); it only decides what is printed and the exit code.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{reload, EnvFilter};
+
+use synguard::reload::LogFilter;
 
 use synguard::config::{self, Overrides};
 
@@ -29,8 +34,10 @@ const EXIT_BAD_CONFIG: u8 = 2;
         complete the handshake, then translates sequence numbers, timestamps \
         and windows for the life of the connection. All other traffic is \
         forwarded untouched.\n\n\
-        Configuration comes from a TOML file (see config/synguard.toml, which \
-        documents every key) plus the flags below, which win over the file."
+        Configuration comes from a TOML file (config/synguard.toml in the \
+        source, /etc/synguard/synguard.toml when installed from the Debian \
+        package, documents every key) plus the flags below, which win over \
+        the file. SIGHUP (systemctl reload synguard) re-reads the file."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -40,6 +47,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway until SIGINT or SIGTERM.
+    ///
+    /// SIGHUP re-reads the configuration file and applies what can change
+    /// at run time; the log says what was applied and what needs a restart.
     Run(RunArgs),
     /// Validate a configuration and print it, fully resolved, as TOML.
     ///
@@ -56,6 +66,17 @@ enum Command {
     /// Point cookies.secret_file (or --secret-file) at it so cookies survive
     /// restarts and several instances agree.
     Keygen(KeygenArgs),
+    /// Write the man pages and shell completions generated from these
+    /// definitions into DIR (used when building the Debian package).
+    #[command(hide = true)]
+    GenerateDocs(GenerateDocsArgs),
+}
+
+#[derive(Args)]
+struct GenerateDocsArgs {
+    /// Directory for man/ (synguard.1, synguard-run.1, ...) and completions/.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -180,6 +201,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(args),
         Command::Status(args) => report(status(args)),
         Command::Keygen(args) => report(keygen(args)),
+        Command::GenerateDocs(args) => report(generate_docs(args)),
     }
 }
 
@@ -194,9 +216,11 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let settings = config::load(args.config.as_deref(), &args.overrides.into())?;
-    init_tracing(&settings.log_level)?;
-    synguard::gateway::run(&settings)
+    let overrides: Overrides = args.overrides.into();
+    let settings = config::load(args.config.as_deref(), &overrides)?;
+    let log = init_tracing(&settings.log_level)?;
+    let reloader = synguard::reload::Reloader::new(args.config, overrides, settings, log);
+    synguard::gateway::run(reloader)
 }
 
 fn check_config(args: CheckArgs) -> ExitCode {
@@ -257,29 +281,71 @@ fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs go to stderr. RUST_LOG, when set, wins over the configured level (the
-/// usual convention for ad-hoc debugging); a bad RUST_LOG falls back to the
-/// configured level with a warning rather than stopping the gateway.
-fn init_tracing(level: &str) -> anyhow::Result<()> {
+/// Man pages (one per subcommand, via clap_mangen) and bash, zsh and fish
+/// completions (clap_complete), from the same clap definitions as the CLI.
+fn generate_docs(args: GenerateDocsArgs) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    use clap_complete::Shell;
+    let man = args.out.join("man");
+    let completions = args.out.join("completions");
+    for dir in [&man, &completions] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // The CLI without hidden subcommands: clap_mangen skips them but the
+    // completion generators do not, and clap cannot remove a subcommand.
+    let full = Cli::command();
+    let mut public = clap::Command::new("synguard")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
+    if let Some(about) = full.get_about() {
+        public = public.about(about.clone());
+    }
+    if let Some(long_about) = full.get_long_about() {
+        public = public.long_about(long_about.clone());
+    }
+    clap_mangen::generate_to(public.clone(), &man)
+        .with_context(|| format!("writing man pages to {}", man.display()))?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut public, "synguard", &completions)
+            .with_context(|| format!("writing {shell} completions to {}", completions.display()))?;
+    }
+    Ok(())
+}
+
+/// Logs go to stderr (the journal, under systemd). RUST_LOG, when set, wins
+/// over the configured level (the usual convention for ad-hoc debugging),
+/// also across reloads; a bad RUST_LOG falls back to the configured level
+/// with a warning rather than stopping the gateway. The filter sits in a
+/// reload layer so SIGHUP can change log.level; `None` if a subscriber was
+/// already installed (then the level cannot be reloaded).
+fn init_tracing(level: &str) -> anyhow::Result<Option<LogFilter>> {
     let configured =
         || EnvFilter::try_new(level).with_context(|| format!("log level \"{level}\" is not valid"));
-    let (filter, bad_env) = match std::env::var("RUST_LOG") {
+    let (filter, env_wins, bad_env) = match std::env::var("RUST_LOG") {
         Ok(env) if !env.trim().is_empty() => match EnvFilter::try_new(&env) {
-            Ok(f) => (f, None),
+            Ok(f) => (f, true, None),
             Err(e) => (
                 configured()?,
+                false,
                 Some(format!("ignoring RUST_LOG=\"{env}\": {e}")),
             ),
         },
-        _ => (configured()?, None),
+        _ => (configured()?, false, None),
     };
-    // try_init fails only if a subscriber is already set; keep that one.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let (filter, handle) = reload::Layer::new(filter);
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour codes only for a terminal, not in the journal.
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .try_init()
+        .is_ok();
     if let Some(warning) = bad_env {
         tracing::warn!("{warning}");
     }
-    Ok(())
+    Ok(installed.then(|| LogFilter::new(handle, env_wins)))
 }

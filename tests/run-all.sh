@@ -12,8 +12,9 @@ usage: sudo tests/run-all.sh [-h]
 
 Runs, in order, and prints a summary (exit 1 if any step failed):
   1. root check; installs missing apt packages (iproute2 nftables ethtool hping3
-     iputils-ping tcpdump procps coreutils util-linux prometheus) with one
-     `apt-get update`,
+     iputils-ping tcpdump procps coreutils util-linux prometheus dpkg-dev binutils
+     systemd man-db adduser) with one `apt-get update`, and cargo-deb with
+     `cargo install cargo-deb --locked`,
      then fails loudly naming any tool that is still missing
   2. cargo build --release
   3. cargo test --release            (unit + integration, incl. namespace lab tests)
@@ -73,6 +74,15 @@ declare -A TOOL_PKG=(
     # tests do not use it (they run their own in the lab's gateway namespace).
     [promtool]=prometheus
     [prometheus]=prometheus
+    # tests/package.rs: builds the .deb (cargo-deb runs dpkg-shlibdeps and strip),
+    # verifies the units, runs the postinst in a mount namespace.
+    [dpkg-deb]=dpkg
+    [dpkg-shlibdeps]=dpkg-dev
+    [strip]=binutils
+    [systemd-analyze]=systemd
+    [man]=man-db
+    [adduser]=adduser
+    [unshare]=util-linux
 )
 missing_tools() {
     local t
@@ -88,7 +98,7 @@ if [[ ${#MISSING[@]} -gt 0 ]]; then
     apt-get update -q </dev/null || die "apt-get update failed"
     apt-get install -y -q --no-install-recommends \
         iproute2 nftables ethtool hping3 iputils-ping tcpdump procps coreutils util-linux \
-        tcpreplay python3 prometheus </dev/null ||
+        tcpreplay python3 prometheus dpkg dpkg-dev binutils systemd man-db adduser </dev/null ||
         die "apt-get install failed"
     mapfile -t MISSING < <(missing_tools)
     if [[ ${#MISSING[@]} -gt 0 ]]; then
@@ -116,6 +126,12 @@ if [[ -z $CARGO ]]; then
     fi
 fi
 PATH="$(dirname -- "$CARGO"):$PATH"
+# tests/package.rs builds the Debian package with cargo-deb.
+if ! "$CARGO" deb --version >/dev/null 2>&1; then
+    log "missing cargo-deb -> cargo install cargo-deb --locked"
+    "$CARGO" install cargo-deb --locked </dev/null || die "cargo install cargo-deb failed"
+    "$CARGO" deb --version >/dev/null 2>&1 || die "MISSING TOOL: cargo-deb (cargo install cargo-deb --locked)"
+fi
 echo "tools ok: ${!TOOL_PKG[*]}; cargo: $CARGO ($("$CARGO" --version))"
 
 # Lab namespaces that exist before we start are not ours (e.g. a `lab.sh demo`).

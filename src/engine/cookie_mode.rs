@@ -34,6 +34,11 @@ impl CookieModeSwitch {
         }
     }
 
+    /// New hold time (reload); an overflow already seen keeps counting.
+    pub fn set_hold_ms(&mut self, hold_ms: u64) {
+        self.hold_ms = hold_ms;
+    }
+
     /// Answers only stateless SYN-ACKs right now (always mode, or auto mode
     /// within the hold time of an overflow).
     pub fn cookie_mode_active(&self, now_ms: u64) -> bool {

@@ -39,6 +39,12 @@ impl FlowTable {
         self.count
     }
 
+    /// New limit (reload). Flows over a lowered limit stay; new ones are
+    /// refused (or evict TIME_WAIT flows) until the table is below it.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
     pub fn state(&self, key: &FlowKey) -> Option<TcpState> {
         self.map.get(key).map(|f| f.state)
     }

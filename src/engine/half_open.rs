@@ -77,6 +77,13 @@ impl HalfOpenQueue {
         self.count >= self.capacity
     }
 
+    /// New limits (reload). Entries over a lowered limit stay; new ones are
+    /// refused until the queue drains below it.
+    pub fn set_limits(&mut self, capacity: usize, per_source_limit: usize) {
+        self.capacity = capacity;
+        self.per_source_limit = per_source_limit;
+    }
+
     pub fn source_is_full(&self, client: IpAddr) -> bool {
         self.per_source
             .get(&source_key(client))

@@ -19,6 +19,7 @@ mod handshake;
 pub mod histogram;
 mod icmp;
 mod protected;
+pub mod reconfigure;
 pub mod rst_budget;
 pub mod service_profile;
 pub mod state;

@@ -20,6 +20,13 @@ impl RstBudget {
         }
     }
 
+    /// New rate (reload); the tokens saved up are capped at the new burst,
+    /// never refilled, so a reload cannot release a burst of RSTs.
+    pub fn set_rate(&mut self, per_second: u32) {
+        self.per_second = u64::from(per_second);
+        self.milli_tokens = self.milli_tokens.min(self.per_second * 1000);
+    }
+
     pub fn try_take(&mut self, now_ms: u64) -> bool {
         let elapsed = now_ms.saturating_sub(self.last_ms);
         self.last_ms = self.last_ms.max(now_ms);
@@ -50,6 +57,16 @@ mod tests {
         // A long pause refills only to the cap.
         let after = (0..50).filter(|_| b.try_take(t0 + 60_000)).count();
         assert_eq!(after, 10);
+    }
+
+    #[test]
+    fn lowering_the_rate_caps_saved_tokens() {
+        let mut b = RstBudget::new(100);
+        b.set_rate(3);
+        let burst = (0..10).filter(|_| b.try_take(1_000)).count();
+        assert_eq!(burst, 3, "saved tokens capped at the new burst");
+        assert!(!b.try_take(1_332));
+        assert!(b.try_take(1_334), "refill at the new rate: one per 333 ms");
     }
 
     #[test]

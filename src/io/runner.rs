@@ -165,10 +165,14 @@ impl<P: FramePort> Runner<P> {
 }
 
 impl Runner<PacketPort> {
-    /// Serve until SIGINT/SIGTERM.
-    pub fn run_until_shutdown(&mut self) -> io::Result<()> {
+    /// Serve until SIGINT/SIGTERM; on SIGHUP call `on_reload` with the
+    /// engine between two batches (no frame is in flight then).
+    pub fn run_until_shutdown(&mut self, mut on_reload: impl FnMut(&mut Engine)) -> io::Result<()> {
         let mut next_stats = 0;
         while !signals::shutdown_requested() {
+            if signals::take_reload_request() {
+                on_reload(&mut self.engine);
+            }
             // The clock is read per batch, so cookies, timestamps and timers
             // stay current under a sustained flood.
             let now = wall_clock_ms();

@@ -1,0 +1,420 @@
+//! SIGHUP reload: re-reads the configuration file with the command-line
+//! overrides the gateway was started with, validates it, applies what can
+//! change at run time (to the engine through `Engine::reconfigure`, and the
+//! log filter) and logs one line saying what was applied and what needs a
+//! restart. A file that does not validate changes nothing. Never opens
+//! sockets or touches interfaces; interfaces, listeners and the secret are
+//! set up once at start (`gateway`).
+
+use std::path::PathBuf;
+
+use tracing_subscriber::{reload, EnvFilter, Registry};
+
+use crate::config::{self, ConfigError, Overrides, Settings};
+use crate::engine::reconfigure::ReconfigureReport;
+use crate::engine::Engine;
+use crate::io::IoConfig;
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("started without --config: there is no file to re-read")]
+    NoFile,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The new filter validated but the subscriber refused it.
+    #[error("log.level: cannot apply \"{level}\": {reason}")]
+    LogFilter { level: String, reason: String },
+}
+
+/// The live log filter, installed by main as a `tracing_subscriber` reload
+/// layer.
+pub struct LogFilter {
+    handle: reload::Handle<EnvFilter, Registry>,
+    /// RUST_LOG was set at start; it wins over log.level, also on reload.
+    env_wins: bool,
+}
+
+impl LogFilter {
+    pub fn new(handle: reload::Handle<EnvFilter, Registry>, env_wins: bool) -> LogFilter {
+        LogFilter { handle, env_wins }
+    }
+}
+
+/// What one successful reload did, by config file key.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub engine: ReconfigureReport,
+    /// Non-engine keys applied (log.level).
+    pub applied: Vec<&'static str>,
+    /// Non-engine keys whose new value needs a restart; the running value is
+    /// kept (and reported again on the next reload until the restart).
+    pub needs_restart: Vec<&'static str>,
+    /// Changed but without effect: log.level while RUST_LOG is set.
+    pub ignored: Vec<&'static str>,
+}
+
+impl ReloadSummary {
+    pub fn applied(&self) -> Vec<&'static str> {
+        let mut v = self.engine.applied.clone();
+        v.extend(&self.applied);
+        v
+    }
+
+    pub fn needs_restart(&self) -> Vec<&'static str> {
+        let mut v = self.engine.needs_restart.clone();
+        v.extend(&self.needs_restart);
+        v
+    }
+}
+
+/// Holds what a reload needs between signals: where the file is, the flags
+/// that override it and the settings actually running.
+pub struct Reloader {
+    path: Option<PathBuf>,
+    overrides: Overrides,
+    running: Settings,
+    log: Option<LogFilter>,
+}
+
+impl Reloader {
+    pub fn new(
+        path: Option<PathBuf>,
+        overrides: Overrides,
+        running: Settings,
+        log: Option<LogFilter>,
+    ) -> Reloader {
+        Reloader {
+            path,
+            overrides,
+            running,
+            log,
+        }
+    }
+
+    /// The settings in effect (restart-only keys keep their start value).
+    pub fn running(&self) -> &Settings {
+        &self.running
+    }
+
+    /// Re-read and apply; on error nothing has changed.
+    pub fn reload(&mut self, engine: &mut Engine) -> Result<ReloadSummary, ReloadError> {
+        let path = self.path.as_deref().ok_or(ReloadError::NoFile)?;
+        let new = config::load(Some(path), &self.overrides)?;
+        let mut summary = ReloadSummary::default();
+        let old = &self.running;
+        // Destructured so a new Settings or IoConfig field does not compile
+        // until it is classified here.
+        let Settings {
+            engine: new_engine,
+            io,
+            metrics_listen,
+            secret_file,
+            control_socket,
+            log_level,
+        } = new;
+        let IoConfig {
+            client_iface,
+            server_iface,
+            rcvbuf_bytes,
+            disable_offloads,
+        } = &io;
+        // Set up once at start: the AF_PACKET sockets, the interfaces'
+        // offloads, the listeners and the cookie minter's secret.
+        let restart_only = [
+            ("interfaces.client", *client_iface != old.io.client_iface),
+            ("interfaces.server", *server_iface != old.io.server_iface),
+            ("io.rcvbuf_bytes", *rcvbuf_bytes != old.io.rcvbuf_bytes),
+            (
+                "io.disable_offloads",
+                *disable_offloads != old.io.disable_offloads,
+            ),
+            ("metrics.listen", metrics_listen != old.metrics_listen),
+            ("control.socket", control_socket != old.control_socket),
+            ("cookies.secret_file", secret_file != old.secret_file),
+        ];
+        summary.needs_restart.extend(
+            restart_only
+                .iter()
+                .filter(|(_, changed)| *changed)
+                .map(|(k, _)| *k),
+        );
+        let log_changed = log_level != old.log_level;
+        if log_changed {
+            match &self.log {
+                Some(filter) if filter.env_wins => summary.ignored.push("log.level"),
+                Some(filter) => {
+                    // Validated by config::load, so it parses here too.
+                    let refused = |reason: String| ReloadError::LogFilter {
+                        level: log_level.clone(),
+                        reason,
+                    };
+                    let parsed =
+                        EnvFilter::try_new(&log_level).map_err(|e| refused(e.to_string()))?;
+                    filter
+                        .handle
+                        .reload(parsed)
+                        .map_err(|e| refused(e.to_string()))?;
+                    summary.applied.push("log.level");
+                }
+                None => summary.needs_restart.push("log.level"),
+            }
+        }
+        summary.engine = engine.reconfigure(new_engine);
+        self.running.engine = engine.config().clone();
+        if log_changed && !summary.needs_restart.contains(&"log.level") {
+            self.running.log_level = log_level;
+        }
+        Ok(summary)
+    }
+
+    /// The SIGHUP handler body: reload and log the one line that says what
+    /// happened. Tells systemd (Type=notify) it is reloading meanwhile.
+    pub fn on_signal(&mut self, engine: &mut Engine) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        let file = self
+            .path
+            .as_deref()
+            .map_or_else(String::new, |p| p.display().to_string());
+        match self.reload(engine) {
+            Ok(s)
+                if s.applied().is_empty()
+                    && s.needs_restart().is_empty()
+                    && s.ignored.is_empty() =>
+            {
+                tracing::info!(%file, "configuration reloaded: no changes");
+            }
+            Ok(s) => tracing::info!("{}", describe(&file, &s)),
+            Err(e) => {
+                tracing::error!(%file, error = %e, "configuration reload rejected; still running the previous configuration");
+            }
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
+}
+
+/// The reload log line: what was applied and what needs a restart, leaving
+/// out empty parts.
+fn describe(file: &str, s: &ReloadSummary) -> String {
+    let list = |v: &[&str]| v.join(", ");
+    let addrs = |v: &[std::net::SocketAddr]| {
+        v.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut parts = Vec::new();
+    if !s.applied().is_empty() {
+        parts.push(format!("applied: {}", list(&s.applied())));
+    }
+    if !s.engine.services_added.is_empty() {
+        parts.push(format!(
+            "services added: {}",
+            addrs(&s.engine.services_added)
+        ));
+    }
+    if !s.engine.services_removed.is_empty() {
+        parts.push(format!(
+            "services removed: {} ({} tracked connections forgotten)",
+            addrs(&s.engine.services_removed),
+            s.engine.connections_forgotten
+        ));
+    }
+    if !s.needs_restart().is_empty() {
+        parts.push(format!(
+            "needs a restart (running value kept): {}",
+            list(&s.needs_restart())
+        ));
+    }
+    if !s.ignored.is_empty() {
+        parts.push(format!(
+            "ignored because RUST_LOG is set: {}",
+            list(&s.ignored)
+        ));
+    }
+    format!("configuration reloaded from {file}; {}", parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+    use crate::cookie::CookieSecret;
+    use crate::engine::Port;
+
+    struct Scratch(PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn shipped() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/synguard.toml"))
+            .unwrap()
+    }
+
+    fn scratch(name: &str, text: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!(
+            "synguard-reload-{}-{name}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&p, text).unwrap();
+        Scratch(p)
+    }
+
+    /// A reloader over `file` with a live log filter (not the global one),
+    /// and an engine built from the file as `run` would build it.
+    fn start(
+        file: &Scratch,
+        overrides: Overrides,
+        env_wins: bool,
+    ) -> (Reloader, Engine, impl Drop) {
+        let settings = config::load(Some(&file.0), &overrides).unwrap();
+        let (layer, handle) = reload::Layer::new(EnvFilter::new(&settings.log_level));
+        let subscriber = Registry::default().with(layer);
+        let guard = tracing::subscriber::set_default(subscriber);
+        let engine = Engine::new(settings.engine.clone(), CookieSecret::from_bytes([9; 16]));
+        let log = LogFilter::new(handle.clone(), env_wins);
+        (
+            Reloader::new(Some(file.0.clone()), overrides, settings, Some(log)),
+            engine,
+            guard,
+        )
+    }
+
+    fn udp_frame() -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend_from_slice(&[
+            0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
+        ]);
+        f.resize(14 + 28, 0);
+        f
+    }
+
+    #[test]
+    fn valid_change_is_applied_and_counters_survive() {
+        let file = scratch("valid", &shipped());
+        let (mut r, mut engine, _guard) = start(&file, Overrides::default(), false);
+        let mut f = udp_frame();
+        engine.handle(1_700_000_000_000, Port::Client, &mut f);
+        let counters = engine.counters();
+        assert_eq!(counters.bridged.load(Ordering::Relaxed), 1);
+
+        let edited = shipped()
+            .replace("max_flows = 1000000", "max_flows = 5000")
+            .replace("level = \"info\"", "level = \"debug\"")
+            .replace("listen = \"127.0.0.1:9150\"", "listen = \"127.0.0.1:9151\"")
+            .replace(
+                "services = [\"198.18.0.2:8080\", \"[2001:db8::2]:8080\"]",
+                "services = [\"198.18.0.2:8080\"]",
+            );
+        std::fs::write(&file.0, edited).unwrap();
+        let s = r.reload(&mut engine).unwrap();
+        assert_eq!(
+            s.applied(),
+            vec!["limits.max_flows", "protect.services", "log.level"]
+        );
+        assert_eq!(s.needs_restart(), vec!["metrics.listen"]);
+        assert_eq!(
+            s.engine.services_removed,
+            vec!["[2001:db8::2]:8080".parse().unwrap()]
+        );
+        assert_eq!(engine.config().max_flows, 5000);
+        assert_eq!(counters.flows_limit.load(Ordering::Relaxed), 5000);
+        assert_eq!(counters.bridged.load(Ordering::Relaxed), 1, "not reset");
+        assert!(
+            tracing::enabled!(tracing::Level::DEBUG),
+            "log level applied"
+        );
+        assert_eq!(r.running().log_level, "debug");
+        assert_eq!(
+            r.running().metrics_listen,
+            Some("127.0.0.1:9150".parse().unwrap()),
+            "restart-only key keeps the running value"
+        );
+
+        assert_eq!(
+            describe("f.toml", &s),
+            "configuration reloaded from f.toml; applied: limits.max_flows, protect.services, \
+             log.level; services removed: [2001:db8::2]:8080 (0 tracked connections forgotten); \
+             needs a restart (running value kept): metrics.listen"
+        );
+
+        // Nothing new: the pending restart is reported again, nothing applied.
+        let again = r.reload(&mut engine).unwrap();
+        assert!(again.applied().is_empty(), "{again:?}");
+        assert_eq!(again.needs_restart(), vec!["metrics.listen"]);
+    }
+
+    #[test]
+    fn bad_change_is_rejected_and_the_running_config_kept() {
+        let file = scratch("bad", &shipped());
+        let (mut r, mut engine, _guard) = start(&file, Overrides::default(), false);
+        let before = engine.config().clone();
+        let mut f = udp_frame();
+        engine.handle(1_700_000_000_000, Port::Client, &mut f);
+
+        std::fs::write(
+            &file.0,
+            shipped()
+                .replace("max_flows = 1000000", "max_flows = 5000")
+                .replace("backlog = 4096", "backlog = 0"),
+        )
+        .unwrap();
+        let err = r.reload(&mut engine).unwrap_err();
+        assert!(err.to_string().contains("syn_queue.backlog"), "{err}");
+        assert_eq!(engine.config(), &before, "nothing applied");
+        assert_eq!(engine.counters().bridged.load(Ordering::Relaxed), 1);
+
+        std::fs::write(&file.0, "[limits\n").unwrap();
+        assert!(matches!(r.reload(&mut engine), Err(ReloadError::Config(_))));
+        std::fs::remove_file(&file.0).unwrap();
+        let err = r.reload(&mut engine).unwrap_err();
+        assert!(
+            err.to_string().contains(&file.0.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(engine.config(), &before);
+        assert!(
+            !tracing::enabled!(tracing::Level::DEBUG),
+            "log level unchanged"
+        );
+    }
+
+    #[test]
+    fn flags_still_win_and_rust_log_keeps_the_level() {
+        let file = scratch("flags", &shipped());
+        let overrides = Overrides {
+            protect: vec!["198.18.0.9:22".parse().unwrap()],
+            ..Overrides::default()
+        };
+        let (mut r, mut engine, _guard) = start(&file, overrides, true);
+        std::fs::write(
+            &file.0,
+            shipped()
+                .replace("level = \"info\"", "level = \"debug\"")
+                .replace("\"198.18.0.2:8080\", ", ""),
+        )
+        .unwrap();
+        let s = r.reload(&mut engine).unwrap();
+        assert!(s.applied().is_empty(), "{s:?}");
+        assert_eq!(s.ignored, vec!["log.level"]);
+        assert_eq!(
+            engine.config().protected,
+            vec!["198.18.0.9:22".parse().unwrap()]
+        );
+        assert!(!tracing::enabled!(tracing::Level::DEBUG));
+    }
+
+    #[test]
+    fn without_a_file_there_is_nothing_to_reload() {
+        let settings = config::load_str(&shipped(), &Overrides::default()).unwrap();
+        let mut engine = Engine::new(settings.engine.clone(), CookieSecret::from_bytes([9; 16]));
+        let mut r = Reloader::new(None, Overrides::default(), settings, None);
+        assert!(matches!(r.reload(&mut engine), Err(ReloadError::NoFile)));
+    }
+}
