@@ -130,8 +130,6 @@ pub struct Flow {
     /// challenge ACKs in its name.
     pub server_last_tsval: u32,
     pub server_last_window: u16,
-    /// Index of the protected service in the configured list.
-    pub service: usize,
     /// The MSS the backend SYN carried in the client's name: the payload
     /// plus options (RFC 6691) a server segment may have and still fit the
     /// client's path once the gateway adds timestamps to it.

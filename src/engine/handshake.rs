@@ -20,7 +20,7 @@ use super::cookie_mode::SynDecision;
 use super::counters::{add_signed, bump};
 use super::flow::{Flow, FlowKey, L2Template, ServerSyn, WindowRescale};
 use super::half_open::HalfOpen;
-use super::service_profile::{Offer, SynOption};
+use super::service_profile::SynOption;
 use super::timers::TimerTarget;
 use super::{DropReason, Engine, InvalidAckAction, Port, TcpState, Verdict};
 
@@ -176,10 +176,7 @@ impl Engine {
         // Offer only what the client offered and the service's server is
         // not known to decline, so the two never disagree about an option
         // (see service_profile.rs). The cookie encodes what was offered.
-        let offer = self
-            .protected
-            .index_of(key.server, key.server_port)
-            .map_or(Offer::ALL, |i| self.profiles.offer(i, now_ms));
+        let offer = self.profiles.offer((key.server, key.server_port), now_ms);
         let syn_opts = SynOptions {
             mss: v.options.mss,
             wscale: v.options.wscale.filter(|_| offer.window_scale),
@@ -336,10 +333,7 @@ impl Engine {
         if !self.flows.make_room() {
             return Verdict::Drop(DropReason::FlowTableFull);
         }
-        let service = self
-            .protected
-            .index_of(key.server, key.server_port)
-            .unwrap_or(0);
+        let service = (key.server, key.server_port);
         // Until this service's server has been seen to do timestamps, leave
         // room for the 12 option bytes the gateway adds to its segments if
         // it declines them (established.rs): the backend is told an MSS 12
@@ -369,7 +363,6 @@ impl Engine {
             gateway_last_tsval: tsecr.unwrap_or(0),
             server_last_tsval: 0,
             server_last_window: 0,
-            service,
             client_mss: handshake.mss,
             server_syn: None,
             client_to_server_window: WindowRescale::default(),
@@ -503,7 +496,8 @@ impl Engine {
     /// translation, learn what the service does, release held frames.
     fn complete_backend(&mut self, now_ms: u64, key: &FlowKey, server: ServerSyn) -> Verdict {
         let gateway_wscale = self.cfg.synack_wscale;
-        let Some((held, service, client)) = self.flows.with(key, |f| {
+        let service = (key.server, key.server_port);
+        let Some((held, client)) = self.flows.with(key, |f| {
             f.server_isn = server.isn;
             f.server_next = server.isn.wrapping_add(1);
             // A SYN's window is never scaled (RFC 7323 2.2).
@@ -546,7 +540,7 @@ impl Engine {
                 (SynOption::WindowScale, client_side, server_side),
                 (SynOption::Ecn, f.client_ecn, !f.ecn_declined),
             ];
-            (std::mem::take(&mut f.held), f.service, client)
+            (std::mem::take(&mut f.held), client)
         }) else {
             return Verdict::Drop(DropReason::NoFlow);
         };

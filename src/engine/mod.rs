@@ -101,7 +101,7 @@ impl Engine {
             timers: TimerQueue::default(),
             rst_budget: RstBudget::new(cfg.rst_per_second),
             challenge_budget: RstBudget::new(cfg.challenge_ack_per_second),
-            profiles: ServiceProfiles::new(&cfg.protected),
+            profiles: ServiceProfiles::default(),
             held_total: 0,
             emitted: Vec::new(),
             counters,

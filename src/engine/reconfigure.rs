@@ -68,11 +68,13 @@ impl Engine {
             cookie_hold_ms,
             backend_syn_timeout_ms,
             backend_syn_retries,
+            signed_segments,
             max_flows,
             held_bytes_per_flow,
             held_bytes_total,
             invalid_ack_action,
             rst_per_second,
+            challenge_ack_per_second,
             established_idle_timeout_ms,
             fin_wait_timeout_ms,
             close_wait_timeout_ms,
@@ -102,7 +104,11 @@ impl Engine {
         }
 
         // Read from `self.cfg` where used, so replacing cfg applies them.
-        let read_where_used: [(&'static str, bool); 16] = [
+        let read_where_used: [(&'static str, bool); 17] = [
+            (
+                "handshake.signed_segments",
+                signed_segments != old.signed_segments,
+            ),
             (
                 "handshake.synack_mss_v4",
                 synack_mss_v4 != old.synack_mss_v4,
@@ -199,6 +205,10 @@ impl Engine {
             self.rst_budget.set_rate(rst_per_second);
             report.applied.push("invalid_ack.rst_per_second");
         }
+        if challenge_ack_per_second != old.challenge_ack_per_second {
+            self.challenge_budget.set_rate(challenge_ack_per_second);
+            report.applied.push("limits.challenge_ack_per_second");
+        }
         if protected != old.protected {
             self.replace_protected(&old.protected, &protected, &mut report);
             report.applied.push("protect.services");
@@ -239,6 +249,7 @@ impl Engine {
             self.remove_half_open(key);
         }
         report.connections_forgotten = flows.len() + half_open.len();
+        self.profiles.retain(|(ip, port)| kept.contains(ip, port));
         self.protected = kept;
     }
 }

@@ -4,7 +4,8 @@
 //! options instead). Owns the per-service memory and its expiry; never sees
 //! packets, and never decides a single flow's corrections (the flow does).
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::IpAddr;
 
 /// The SYN options a gateway SYN-ACK can promise a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,10 +59,15 @@ enum Seen {
     Declined(u64),
 }
 
-/// Per protected service (same order as the configured list), per option.
-#[derive(Debug, Clone)]
+/// A protected service: server address and port.
+pub type Service = (IpAddr, u16);
+
+/// Per protected service that has answered a backend SYN, per option.
+/// Entries exist only for protected services, so the map is as small as
+/// the configured list.
+#[derive(Debug, Clone, Default)]
 pub struct ServiceProfiles {
-    seen: Vec<[Seen; 4]>,
+    seen: HashMap<Service, [Seen; 4]>,
 }
 
 /// Options to offer one client, after the service's profile.
@@ -92,15 +98,9 @@ impl Offer {
 }
 
 impl ServiceProfiles {
-    pub fn new(services: &[SocketAddr]) -> ServiceProfiles {
-        ServiceProfiles {
-            seen: vec![[Seen::Unknown; 4]; services.len()],
-        }
-    }
-
-    /// What to offer a client of service `index` at `now_ms`.
-    pub fn offer(&self, index: usize, now_ms: u64) -> Offer {
-        let offered = |o: SynOption| !self.declined_recently(index, o, now_ms);
+    /// What to offer a client of `service` at `now_ms`.
+    pub fn offer(&self, service: Service, now_ms: u64) -> Offer {
+        let offered = |o: SynOption| !self.declined_recently(service, o, now_ms);
         Offer {
             timestamps: offered(SynOption::Timestamps),
             sack_permitted: offered(SynOption::SackPermitted),
@@ -109,30 +109,34 @@ impl ServiceProfiles {
         }
     }
 
-    /// Did service `index` decline `o` less than `DECLINE_MEMORY_MS` ago?
-    pub fn declined_recently(&self, index: usize, o: SynOption, now_ms: u64) -> bool {
+    /// Did `service` decline `o` less than `DECLINE_MEMORY_MS` ago?
+    pub fn declined_recently(&self, service: Service, o: SynOption, now_ms: u64) -> bool {
         matches!(
-            self.seen.get(index).map(|s| s[o.index()]),
+            self.seen.get(&service).map(|s| s[o.index()]),
             Some(Seen::Declined(at)) if now_ms.saturating_sub(at) < DECLINE_MEMORY_MS
         )
     }
 
-    /// Did the last backend SYN-ACK of service `index` that was offered `o`
+    /// Did the last backend SYN-ACK of `service` that was offered `o`
     /// accept it?
-    pub fn accepted(&self, index: usize, o: SynOption) -> bool {
-        self.seen.get(index).map(|s| s[o.index()]) == Some(Seen::Accepted)
+    pub fn accepted(&self, service: Service, o: SynOption) -> bool {
+        self.seen.get(&service).map(|s| s[o.index()]) == Some(Seen::Accepted)
     }
 
-    /// The server of service `index` answered a backend SYN that offered
-    /// `o`: with it (`accepted`) or without it.
-    pub fn record(&mut self, index: usize, o: SynOption, accepted: bool, now_ms: u64) {
-        if let Some(seen) = self.seen.get_mut(index) {
-            seen[o.index()] = if accepted {
-                Seen::Accepted
-            } else {
-                Seen::Declined(now_ms)
-            };
-        }
+    /// The server of `service` answered a backend SYN that offered `o`:
+    /// with it (`accepted`) or without it.
+    pub fn record(&mut self, service: Service, o: SynOption, accepted: bool, now_ms: u64) {
+        let seen = self.seen.entry(service).or_insert([Seen::Unknown; 4]);
+        seen[o.index()] = if accepted {
+            Seen::Accepted
+        } else {
+            Seen::Declined(now_ms)
+        };
+    }
+
+    /// Forget services for which `keep` is false (no longer protected).
+    pub fn retain(&mut self, mut keep: impl FnMut(Service) -> bool) {
+        self.seen.retain(|&service, _| keep(service));
     }
 }
 
@@ -142,24 +146,28 @@ mod tests {
 
     #[test]
     fn a_declined_option_is_withheld_until_the_memory_expires() {
-        let mut p = ServiceProfiles::new(&["198.18.0.2:80".parse().unwrap()]);
+        let mut p = ServiceProfiles::default();
+        let web: Service = ("198.18.0.2".parse().unwrap(), 80);
+        let other: Service = ("198.18.0.2".parse().unwrap(), 443);
         let t = 1_000_000;
-        assert_eq!(p.offer(0, t), Offer::ALL);
-        assert!(!p.accepted(0, SynOption::Timestamps));
-        p.record(0, SynOption::Timestamps, false, t);
-        let offer = p.offer(0, t + 1);
+        assert_eq!(p.offer(web, t), Offer::ALL);
+        assert!(!p.accepted(web, SynOption::Timestamps));
+        p.record(web, SynOption::Timestamps, false, t);
+        let offer = p.offer(web, t + 1);
         assert!(!offer.timestamps);
         assert!(offer.sack_permitted && offer.window_scale && offer.ecn);
-        assert!(p.declined_recently(0, SynOption::Timestamps, t + 1));
-        assert!(!p.offer(0, t + DECLINE_MEMORY_MS - 1).timestamps);
-        assert!(p.offer(0, t + DECLINE_MEMORY_MS).timestamps);
+        assert!(p.declined_recently(web, SynOption::Timestamps, t + 1));
+        assert_eq!(p.offer(other, t + 1), Offer::ALL, "per service");
+        assert!(!p.offer(web, t + DECLINE_MEMORY_MS - 1).timestamps);
+        assert!(p.offer(web, t + DECLINE_MEMORY_MS).timestamps);
         // Accepting it again clears the memory at once.
-        p.record(0, SynOption::Timestamps, false, t);
-        p.record(0, SynOption::Timestamps, true, t + 5);
-        assert!(p.offer(0, t + 6).timestamps);
-        assert!(p.accepted(0, SynOption::Timestamps));
-        assert!(!p.declined_recently(0, SynOption::Timestamps, t + 6));
-        // An unknown index offers everything.
-        assert_eq!(p.offer(9, t), Offer::ALL);
+        p.record(web, SynOption::Timestamps, false, t);
+        p.record(web, SynOption::Timestamps, true, t + 5);
+        assert!(p.offer(web, t + 6).timestamps);
+        assert!(p.accepted(web, SynOption::Timestamps));
+        assert!(!p.declined_recently(web, SynOption::Timestamps, t + 6));
+        p.record(web, SynOption::Ecn, false, t);
+        p.retain(|s| s != web);
+        assert_eq!(p.offer(web, t + 1), Offer::ALL, "forgotten");
     }
 }
