@@ -15,7 +15,10 @@ fn backend_mss(c: Host, s: Host, mss: u16, timestamps: bool) -> u16 {
     }
     .encode();
     let (synack, _) = syn(&mut e, c, s, T0, options.as_slice());
-    let ts = synack.options.timestamps.map(|(val, _)| ts_option(101, val));
+    let ts = synack
+        .options
+        .timestamps
+        .map(|(val, _)| ts_option(101, val));
     let mut ack = segment(
         c,
         s,
@@ -28,7 +31,10 @@ fn backend_mss(c: Host, s: Host, mss: u16, timestamps: bool) -> u16 {
     );
     assert_eq!(e.handle(T0 + 5, Port::Client, &mut ack), Verdict::Absorbed);
     let bsyn = e.drain_emitted().next().expect("backend SYN");
-    view(&bsyn.frame).options.mss.expect("backend SYN carries an MSS")
+    view(&bsyn.frame)
+        .options
+        .mss
+        .expect("backend SYN carries an MSS")
 }
 
 #[test]
