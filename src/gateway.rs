@@ -10,6 +10,7 @@ use crate::cookie::CookieSecret;
 use crate::engine::Engine;
 use crate::io::af_packet::PacketPort;
 use crate::io::runner::Runner;
+use crate::io::xdp::{XdpFastPath, XdpSetting};
 use crate::io::{offload, signals};
 use crate::reload::Reloader;
 
@@ -55,7 +56,11 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
         .map(|s| s.to_string())
         .collect();
     tracing::info!(client = %io_cfg.client_iface, server = %io_cfg.server_iface, protect = %protected.join(","), "synguard running");
+    let xdp = start_xdp(io_cfg, &settings.engine)?;
     let mut runner = Runner::new(engine, client, server);
+    if let Some(x) = xdp {
+        runner.set_fast_path(x, crate::io::runner::wall_clock_ms());
+    }
     // Ready only now: ports open and SIGHUP handled (its default action
     // would end the process). Outside systemd this does nothing.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -73,6 +78,35 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
         "shutting down"
     );
     Ok(())
+}
+
+/// Load and attach the XDP fast path as `io.xdp` says (README "XDP fast
+/// path"); `auto` falls back to off with a warning, the explicit modes fail.
+fn start_xdp(
+    io_cfg: &crate::io::IoConfig,
+    engine: &crate::engine::EngineConfig,
+) -> anyhow::Result<Option<XdpFastPath>> {
+    let setting = io_cfg.xdp;
+    if setting == XdpSetting::Off {
+        return Ok(None);
+    }
+    let iface = &io_cfg.client_iface;
+    let mtu = offload::mtu(iface).with_context(|| format!("reading the MTU of `{iface}`"))?;
+    let attached = XdpFastPath::load(engine.max_flows + engine.backlog).and_then(|mut x| {
+        x.attach(iface, mtu, setting)?;
+        Ok(x)
+    });
+    match attached {
+        Ok(x) => {
+            tracing::info!(iface = %iface, mode = x.active().as_str(), "XDP fast path attached");
+            Ok(Some(x))
+        }
+        Err(e) if setting == XdpSetting::Auto => {
+            tracing::warn!(iface = %iface, error = %e, "XDP fast path off: every SYN goes through AF_PACKET");
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::Error::from(e)),
+    }
 }
 
 fn open_port(name: &str, io_cfg: &crate::io::IoConfig) -> anyhow::Result<PacketPort> {

@@ -118,6 +118,7 @@ impl Reloader {
             server_iface,
             rcvbuf_bytes,
             disable_offloads,
+            xdp,
         } = &io;
         // Set up once at start: the AF_PACKET sockets, the interfaces'
         // offloads, the listeners and the cookie minter's secret.
@@ -129,6 +130,8 @@ impl Reloader {
                 "io.disable_offloads",
                 *disable_offloads != old.io.disable_offloads,
             ),
+            // The program is attached (or not) at start.
+            ("io.xdp", *xdp != old.io.xdp),
             ("metrics.listen", metrics_listen != old.metrics_listen),
             ("control.socket", control_socket != old.control_socket),
             ("cookies.secret_file", secret_file != old.secret_file),

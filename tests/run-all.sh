@@ -73,6 +73,9 @@ declare -A TOOL_PKG=(
     # package also starts a system Prometheus on :9090 of the root namespace; the
     # tests do not use it (they run their own in the lab's gateway namespace).
     [promtool]=prometheus
+    # bpf/build.sh --check (the committed XDP object is not stale); libbpf-dev
+    # provides the headers, checked by the step itself.
+    [clang]=clang
     [prometheus]=prometheus
     # tests/package.rs: builds the .deb (cargo-deb runs dpkg-shlibdeps and strip),
     # verifies the units, runs the postinst in a mount namespace.
@@ -98,7 +101,7 @@ if [[ ${#MISSING[@]} -gt 0 ]]; then
     apt-get update -q </dev/null || die "apt-get update failed"
     apt-get install -y -q --no-install-recommends \
         iproute2 nftables ethtool hping3 iputils-ping tcpdump procps coreutils util-linux \
-        tcpreplay python3 prometheus dpkg dpkg-dev binutils systemd man-db adduser </dev/null ||
+        tcpreplay python3 prometheus dpkg dpkg-dev binutils systemd man-db adduser clang libbpf-dev </dev/null ||
         die "apt-get install failed"
     mapfile -t MISSING < <(missing_tools)
     if [[ ${#MISSING[@]} -gt 0 ]]; then
@@ -163,6 +166,7 @@ step() {
 }
 
 read -r -a TEST_ARGS <<<"${SYNGUARD_TEST_ARGS:-}"
+step "bpf object" bpf/build.sh --check
 step "build" "$CARGO" build --release
 step "test" "$CARGO" test --release -- --show-output "${TEST_ARGS[@]}"
 step "clippy" "$CARGO" clippy --all-targets -- -D warnings

@@ -131,6 +131,7 @@ pub(crate) struct Control {
 pub(crate) struct Io {
     pub rcvbuf_bytes: Option<i64>,
     pub disable_offloads: Option<bool>,
+    pub xdp: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

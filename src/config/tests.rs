@@ -647,6 +647,8 @@ fn bad_values_name_the_key() {
         ("syn_queue", "backlog = \"4096\"", "syn_queue.backlog: "),
         ("timeouts", "msl_seconds = 1.5", "timeouts.msl_seconds: "),
         ("io", "disable_offloads = 1", "io.disable_offloads: "),
+        ("io", "xdp = \"fast\"", "io.xdp: "),
+        ("io", "xdp = true", "io.xdp: "),
         ("metrics", "listen = \"localhost\"", "metrics.listen: "),
         ("metrics", "listen = \"127.0.0.1:0\"", "metrics.listen: "),
         ("cookies", "secret_file = \"\"", "cookies.secret_file: "),
@@ -918,6 +920,7 @@ fn render_round_trips() {
     shipped.secret_file = Some(PathBuf::from("/etc/syn\"guard/se\\cret"));
     shipped.log_level = "synguard=debug,warn".into();
     shipped.io.disable_offloads = false;
+    shipped.io.xdp = crate::io::xdp::XdpSetting::Generic;
     let text = render(&shipped);
     assert_eq!(load_str(&text, &none()).unwrap(), shipped, "{text}");
 

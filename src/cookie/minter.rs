@@ -71,6 +71,12 @@ impl CookieMinter {
         self.slot_seconds
     }
 
+    /// The SipHash key, for the XDP fast path's parameter map (the program
+    /// mints and checks the same cookies; it never reads the secret file).
+    pub fn siphash_key(&self) -> [u8; 16] {
+        *self.secret.key()
+    }
+
     /// The time slot for wall-clock seconds since the Unix epoch. Truncated
     /// to 32 bits: slots only need to differ between neighbours, and with
     /// 1-second slots the counter wraps only in 2106.

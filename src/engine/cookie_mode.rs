@@ -53,6 +53,20 @@ impl CookieModeSwitch {
 
     /// Decide for a SYN, given whether the queue and the source's share of
     /// it have room. Records an overflow (auto mode) when the queue is full.
+    /// Until when (wall-clock ms, exclusive) SYNs are answered statelessly
+    /// as of now: `u64::MAX` for `always`, 0 for `off`, the end of the hold
+    /// time after the last overflow for `auto`. Published to the XDP fast
+    /// path, which answers SYNs itself only before this instant.
+    pub fn stateless_until_ms(&self) -> u64 {
+        match self.mode {
+            SyncookieMode::Always => u64::MAX,
+            SyncookieMode::Off => 0,
+            SyncookieMode::Auto => self
+                .last_overflow_ms
+                .map_or(0, |t| t.saturating_add(self.hold_ms)),
+        }
+    }
+
     pub fn decide(&mut self, now_ms: u64, queue_full: bool, source_full: bool) -> SynDecision {
         match self.mode {
             SyncookieMode::Always => SynDecision::Cookie,

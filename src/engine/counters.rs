@@ -104,6 +104,9 @@ pub struct Counters {
     /// Configured limits, for "near full" ratios: half-open queue, flows.
     pub syn_recv_limit: AtomicU64,
     pub flows_limit: AtomicU64,
+    /// XDP fast path mode, written by the I/O layer: 0 off, 1 generic,
+    /// 2 native (`io::xdp::XdpActive`).
+    pub xdp_mode: AtomicU64,
 }
 
 /// Single-writer increment: the engine runs on one thread, so a load and a

@@ -22,6 +22,9 @@ pub struct FlowTable {
     /// long, so this is also expiry order); stale keys are skipped lazily.
     time_wait: VecDeque<FlowKey>,
     counters: Arc<Counters>,
+    /// Keys inserted or removed since the last drain, kept only while the
+    /// XDP fast path is on (`engine::fast_path`); `None` otherwise.
+    touched: Option<Vec<FlowKey>>,
 }
 
 impl FlowTable {
@@ -32,7 +35,24 @@ impl FlowTable {
             limit,
             time_wait: VecDeque::new(),
             counters,
+            touched: None,
         }
+    }
+
+    /// Start logging inserted and removed keys (for the XDP fast path).
+    pub fn log_changes(&mut self) {
+        self.touched.get_or_insert_with(Vec::new);
+    }
+
+    /// Keys inserted or removed since the last call (appended to `out`).
+    pub fn drain_touched(&mut self, out: &mut Vec<FlowKey>) {
+        if let Some(t) = &mut self.touched {
+            out.append(t);
+        }
+    }
+
+    pub fn contains(&self, key: &FlowKey) -> bool {
+        self.map.contains_key(key)
     }
 
     pub fn len(&self) -> usize {
@@ -67,6 +87,9 @@ impl FlowTable {
 
     /// Insert a new flow (caller made room).
     pub fn insert(&mut self, key: FlowKey, flow: Flow) {
+        if let Some(t) = &mut self.touched {
+            t.push(key);
+        }
         add_signed(&self.counters.flows_by_state[flow.state.index()], 1);
         match self.map.insert(key, flow) {
             Some(old) => add_signed(&self.counters.flows_by_state[old.state.index()], -1),
@@ -76,6 +99,9 @@ impl FlowTable {
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
         let (_, flow) = self.map.remove(key)?;
+        if let Some(t) = &mut self.touched {
+            t.push(*key);
+        }
         self.count -= 1;
         add_signed(&self.counters.flows_by_state[flow.state.index()], -1);
         // Expired TIME_WAIT keys leave the front of the queue in order.

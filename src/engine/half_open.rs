@@ -52,6 +52,9 @@ pub struct HalfOpenQueue {
     per_source: HashMap<IpAddr, u32>,
     capacity: usize,
     per_source_limit: usize,
+    /// Keys inserted or removed since the last drain, kept only while the
+    /// XDP fast path is on (`engine::fast_path`); `None` otherwise.
+    touched: Option<Vec<FlowKey>>,
 }
 
 impl HalfOpenQueue {
@@ -62,7 +65,24 @@ impl HalfOpenQueue {
             per_source: HashMap::new(),
             capacity,
             per_source_limit,
+            touched: None,
         }
+    }
+
+    /// Start logging inserted and removed keys (for the XDP fast path).
+    pub fn log_changes(&mut self) {
+        self.touched.get_or_insert_with(Vec::new);
+    }
+
+    /// Keys inserted or removed since the last call (appended to `out`).
+    pub fn drain_touched(&mut self, out: &mut Vec<FlowKey>) {
+        if let Some(t) = &mut self.touched {
+            out.append(t);
+        }
+    }
+
+    pub fn contains(&self, key: &FlowKey) -> bool {
+        self.count != 0 && self.entries.contains_key(key)
     }
 
     pub fn len(&self) -> usize {
@@ -103,6 +123,9 @@ impl HalfOpenQueue {
 
     /// Insert (caller checked room); replaces an entry with the same key.
     pub fn insert(&mut self, key: FlowKey, entry: HalfOpen) {
+        if let Some(t) = &mut self.touched {
+            t.push(key);
+        }
         if self.entries.insert(key, entry).is_none() {
             self.count += 1;
             *self.per_source.entry(source_key(key.client)).or_insert(0) += 1;
@@ -111,6 +134,9 @@ impl HalfOpenQueue {
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<HalfOpen> {
         let (_, entry) = self.entries.remove(key)?;
+        if let Some(t) = &mut self.touched {
+            t.push(*key);
+        }
         self.count -= 1;
         let src = source_key(key.client);
         if let Some(n) = self.per_source.get_mut(&src) {

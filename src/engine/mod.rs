@@ -12,6 +12,7 @@ pub mod cookie_mode;
 pub mod counters;
 pub mod drop_reason;
 mod established;
+pub mod fast_path;
 pub mod flow;
 mod flow_table;
 pub mod half_open;
@@ -81,6 +82,7 @@ pub struct Engine {
     held_total: usize,
     emitted: Vec<Emitted>,
     counters: Arc<Counters>,
+    fast_path: fast_path::FastPathState,
 }
 
 impl Engine {
@@ -105,6 +107,7 @@ impl Engine {
             held_total: 0,
             emitted: Vec::new(),
             counters,
+            fast_path: Default::default(),
             cfg,
         }
     }

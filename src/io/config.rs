@@ -10,6 +10,9 @@ pub struct IoConfig {
     pub rcvbuf_bytes: usize,
     /// Turn GRO/GSO/TSO and checksum offloads off on both ports at start-up.
     pub disable_offloads: bool,
+    /// XDP fast path on the client port (issue 9). Default off until the
+    /// lab suite has run with it on.
+    pub xdp: super::xdp::XdpSetting,
 }
 
 impl Default for IoConfig {
@@ -19,6 +22,7 @@ impl Default for IoConfig {
             server_iface: String::new(),
             rcvbuf_bytes: 8 << 20,
             disable_offloads: true,
+            xdp: super::xdp::XdpSetting::Off,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod memory;
 pub mod offload;
 pub mod runner;
 pub mod signals;
+pub mod xdp;
 
 pub use config::IoConfig;
 

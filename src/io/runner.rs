@@ -43,6 +43,8 @@ pub struct Runner<P: FramePort> {
     /// Per port (index `Port::index`), in the order the engine produced them.
     outgoing: [Vec<Outgoing>; 2],
     send_errors: u64,
+    /// The XDP fast path on the client port, when on (`io.xdp`).
+    xdp: Option<super::xdp::XdpFastPath>,
 }
 
 impl<P: FramePort> Runner<P> {
@@ -55,6 +57,31 @@ impl<P: FramePort> Runner<P> {
             batch: RxBatch::new(BATCH, frame_len),
             outgoing: [Vec::with_capacity(BATCH), Vec::with_capacity(BATCH)],
             send_errors: 0,
+            xdp: None,
+        }
+    }
+
+    /// Run with the XDP fast path: the engine starts publishing tracked
+    /// tuples, and every batch syncs the program's maps before sending.
+    pub fn set_fast_path(&mut self, mut xdp: super::xdp::XdpFastPath, now_ms: u64) {
+        self.engine.enable_fast_path();
+        xdp.sync(&mut self.engine, now_ms);
+        self.xdp = Some(xdp);
+    }
+
+    /// Detach the XDP program (before the sockets close on shutdown).
+    pub fn stop_fast_path(&mut self) {
+        if let Some(mut x) = self.xdp.take() {
+            x.fold_counters(&self.engine.counters());
+            x.detach();
+        }
+    }
+
+    /// Apply the engine's map changes before the batch's frames leave, so a
+    /// client's reply to them can never reach the program first.
+    fn sync_fast_path(&mut self, now_ms: u64) {
+        if let Some(x) = &mut self.xdp {
+            x.sync(&mut self.engine, now_ms);
         }
     }
 
@@ -93,6 +120,7 @@ impl<P: FramePort> Runner<P> {
             }
             self.collect_emitted();
         }
+        self.sync_fast_path(now_ms);
         self.flush();
         Ok(n)
     }
@@ -101,12 +129,16 @@ impl<P: FramePort> Runner<P> {
     pub fn tick(&mut self, now_ms: u64) {
         self.engine.handle_timeout(now_ms);
         self.collect_emitted();
+        self.sync_fast_path(now_ms);
         self.flush();
     }
 
     /// Fold the kernel's per-socket drop counts into the engine counters.
     pub fn collect_kernel_drops(&mut self) {
         let counters = self.engine.counters();
+        if let Some(x) = &mut self.xdp {
+            x.fold_counters(&counters);
+        }
         for port in [Port::Client, Port::Server] {
             let drops = self.port_mut(port).take_kernel_drops();
             let c = &counters.kernel_drops[port.index()];
@@ -190,6 +222,7 @@ impl Runner<PacketPort> {
             }
         }
         self.collect_kernel_drops();
+        self.stop_fast_path();
         Ok(())
     }
 }

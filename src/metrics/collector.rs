@@ -215,6 +215,13 @@ pub fn families(c: &Counters) -> Vec<MetricFamily> {
             "Early client bytes held while backend handshakes run.",
         )
         .sample(&[], c.held_bytes.load(Ordering::Relaxed) as f64),
+        {
+            let mode = c.xdp_mode.load(Ordering::Relaxed);
+            gauge("synguard_xdp_mode", "XDP fast path on the client port: 1 for the active mode (off, generic or native).")
+                .sample(&[("mode", "off")], f64::from(u8::from(mode == 0)))
+                .sample(&[("mode", "generic")], f64::from(u8::from(mode == 1)))
+                .sample(&[("mode", "native")], f64::from(u8::from(mode == 2)))
+        },
         gauge("synguard_build_info", "Build information; always 1.")
             .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0),
         gauge("synguard_syn_recv_limit", "Capacity of the half-open queue (syn_queue.backlog).")

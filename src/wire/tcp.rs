@@ -98,7 +98,7 @@ impl TcpSegmentSpec<'_> {
     /// Append the segment with a zero checksum; the caller fills it in once
     /// the pseudo-header is known.
     pub fn write(&self, out: &mut Vec<u8>) {
-        debug_assert!(self.options.len() % 4 == 0 && self.options.len() <= 40);
+        debug_assert!(self.options.len().is_multiple_of(4) && self.options.len() <= 40);
         out.extend_from_slice(&self.src_port.to_be_bytes());
         out.extend_from_slice(&self.dst_port.to_be_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());

@@ -1,0 +1,755 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+/*
+ * synguard XDP fast path, part 1 (client port only).
+ *
+ * Twin of the Rust engine for two cases, byte for byte:
+ *  - a SYN to a protected service while the engine answers SYNs statelessly
+ *    becomes its cookie SYN-ACK in place (XDP_TX), exactly what
+ *    Engine::on_client_syn + SynAck::write (src/engine/handshake.rs) build;
+ *  - an ACK to a protected service for no tracked 4-tuple whose cookie is
+ *    invalid is dropped, or answered with <SEQ=SEG.ACK><CTL=RST> (RFC 9293
+ *    3.10.7.2) within the engine's rst_per_second token bucket.
+ * Everything else is XDP_PASS: the engine decides. In particular anything
+ * not fully parsed (IPv4 options, IPv6 extension headers, fragments, more
+ * than one VLAN tag, malformed TCP options, TCP-MD5 / TCP-AO, SYNs or ACKs
+ * with payload, bad checksums) goes up unchanged.
+ *
+ * The race with the engine: the client may send several segments right
+ * after its cookie ACK. The engine publishes the new flow only after it
+ * processed that ACK, so the later segments (SEQ past ISN + 1, no longer a
+ * valid cookie) could reach this program first and be reset. So the program
+ * itself inserts the 4-tuple into sg_tracked (origin XDP) when it passes a
+ * valid cookie ACK up, and pushes the key to sg_new_tracked; the engine drains
+ * that queue, confirms the entry when it creates the flow and deletes it at a
+ * deadline otherwise (no sweep of the map).
+ *
+ * Build: bpf/build.sh (clang -target bpf, reproducible flags).
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "synguard_xdp.h"
+
+#define ETH_P_8021Q_ 0x8100
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+#define TCP_ECE 0x40
+#define TCP_CWR 0x80
+
+#define TTL 64 /* ipv4::DEFAULT_TTL, the engine's TTL for its own frames */
+#define TS_OPTION_BITS_MASK 0x3f
+#define LAYOUT_VERSION 2 /* src/cookie/mac.rs */
+#define WSCALE_ABSENT 15
+#define MAX_WSCALE 14
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sg_params);
+} sg_params SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct sg_service_key);
+	__type(value, struct sg_service);
+} sg_services SEC(".maps");
+
+/* Sized by the loader (flows + backlog + pending inserts); not LRU, so a
+ * live flow is never evicted: a full map only means a failed insert. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sg_flow_key);
+	__type(value, struct sg_tracked);
+} sg_tracked SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 65536);
+	__type(value, struct sg_flow_key);
+} sg_new_tracked SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SG_C_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} sg_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sg_rst_budget);
+} sg_rst_budget SEC(".maps");
+
+/* src/cookie/mss_table.rs */
+static const __u16 mss_table_v4[8] = {536, 1220, 1260, 1300, 1360, 1400, 1440, 1460};
+static const __u16 mss_table_v6[8] = {1200, 1220, 1280, 1340, 1380, 1420, 1440, 8940};
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&sg_counters, &idx);
+	if (c)
+		*c += 1;
+}
+
+static __always_inline int pass(void)
+{
+	count(SG_C_PASS);
+	return XDP_PASS;
+}
+
+/* ---- SipHash-2-4 (Aumasson, Bernstein), as siphasher's SipHasher24 ---- */
+
+#define ROTL(x, b) (__u64)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                               \
+	do {                                                                   \
+		v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);      \
+		v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                         \
+		v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                         \
+		v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);      \
+	} while (0)
+
+#define MAC_INPUT_LEN 47
+
+/* The 47-byte MAC input of src/cookie/mac.rs, as 6 little-endian words
+ * (the last one holds bytes 40..47 and the length byte, SipHash's padding). */
+struct mac_input {
+	__u64 w[6];
+};
+
+/* Global (verified once). */
+__noinline __u64 sg_siphash24(__u64 k0, __u64 k1, const struct mac_input *m)
+{
+	if (!m)
+		return 0;
+	__u64 v0 = 0x736f6d6570736575ULL ^ k0;
+	__u64 v1 = 0x646f72616e646f6dULL ^ k1;
+	__u64 v2 = 0x6c7967656e657261ULL ^ k0;
+	__u64 v3 = 0x7465646279746573ULL ^ k1;
+#pragma unroll
+	for (int i = 0; i < 6; i++) {
+		__u64 w = m->w[i];
+		v3 ^= w;
+		SIPROUND;
+		SIPROUND;
+		v0 ^= w;
+	}
+	v2 ^= 0xff;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* Fill the constant part of the MAC input: addresses, ports, client ISN.
+ * Byte layout (src/cookie/mac.rs): 0..16 client, 16..32 server, 32..34
+ * client port, 34..36 server port (both big-endian), 36..40 client ISN
+ * (BE), 40..44 slot (BE), 44 mode byte, 45..47 (mss index << 6 | option
+ * bits) (BE). */
+static __always_inline void mac_fill(__u8 *b, const struct sg_flow_key *k, __u32 client_isn)
+{
+	__builtin_memcpy(b, k->client, 16);
+	__builtin_memcpy(b + 16, k->server, 16);
+	__builtin_memcpy(b + 32, &k->client_port, 2);
+	__builtin_memcpy(b + 34, &k->server_port, 2);
+	__u32 isn_be = bpf_htonl(client_isn);
+	__builtin_memcpy(b + 36, &isn_be, 4);
+}
+
+static __always_inline __u64 cookie_mac(const struct sg_params *p, struct mac_input *m,
+					__u32 slot, __u8 mode_byte, __u8 mss_index,
+					__u8 option_bits)
+{
+	__u8 *b = (__u8 *)m->w;
+	__u32 slot_be = bpf_htonl(slot);
+	__builtin_memcpy(b + 40, &slot_be, 4);
+	b[44] = mode_byte;
+	__u16 enc = ((__u16)mss_index << 6) | option_bits;
+	b[45] = enc >> 8;
+	b[46] = enc & 0xff;
+	b[47] = MAC_INPUT_LEN; /* SipHash: length mod 256 in the top byte */
+	return sg_siphash24(p->k0, p->k1, m);
+}
+
+static __always_inline __u8 mode_byte(int timestamps, int v6)
+{
+	return (LAYOUT_VERSION << 4) | ((v6 ? 1 : 0) << 1) | (timestamps ? 1 : 0);
+}
+
+/* ---- Parsing ---- */
+
+/* TCP options area and what src/wire/tcp_options.rs parse reads from it
+ * (later options win; its errors are errors here too). */
+struct sg_opts {
+	__u8 area[40];
+	__u32 optlen;
+	__u32 pos;     /* parse cursor, kept in memory (see sg_parse_options) */
+	__u32 tsval, tsecr;
+	__u16 mss;
+	__u8 has_mss, has_wscale, wscale, sack_permitted, has_ts, auth_option;
+};
+
+/* Global (verified once, on its own): 0 when the area parses. */
+__noinline int sg_parse_options(struct sg_opts *o)
+{
+	if (!o)
+		return -1;
+	__u32 optlen = o->optlen;
+	if (optlen > 40)
+		return -1;
+	/* The cursor lives in memory and is re-read every step, so the
+	 * verifier does not carry its exact range from one step to the next
+	 * and can prune: with it in a register it walked 560k instructions. */
+	o->pos = 0;
+	for (int n = 0; n < 40; n++) {
+		__u32 i = *(volatile __u32 *)&o->pos;
+		if (i >= optlen)
+			break;
+		if (i >= 40)
+			return -1;
+		__u8 kind = o->area[i];
+		if (kind == 0)
+			break;
+		if (kind == 1) {
+			*(volatile __u32 *)&o->pos = i + 1;
+			continue;
+		}
+		if (i + 1 >= optlen)
+			return -1;
+		__u32 len = o->area[i + 1]; /* i + 1 < optlen <= 40 */
+		if (len < 2 || i + len > optlen)
+			return -1;
+		__u32 blen = len - 2;
+		__u32 b = i + 2; /* body; b + blen <= optlen <= 40 */
+		if (kind == 2) {
+			if (blen != 2 || b > 38)
+				return -1;
+			o->has_mss = 1;
+			o->mss = ((__u16)o->area[b] << 8) | o->area[b + 1];
+		} else if (kind == 3) {
+			if (blen != 1 || b > 39)
+				return -1;
+			o->has_wscale = 1;
+			o->wscale = o->area[b] > MAX_WSCALE ? MAX_WSCALE : o->area[b];
+		} else if (kind == 4) {
+			if (blen != 0)
+				return -1;
+			o->sack_permitted = 1;
+		} else if (kind == 8) {
+			if (blen != 8 || b > 32)
+				return -1;
+			o->has_ts = 1;
+			o->tsval = ((__u32)o->area[b] << 24) | ((__u32)o->area[b + 1] << 16) |
+				   ((__u32)o->area[b + 2] << 8) | o->area[b + 3];
+			o->tsecr = ((__u32)o->area[b + 4] << 24) | ((__u32)o->area[b + 5] << 16) |
+				   ((__u32)o->area[b + 6] << 8) | o->area[b + 7];
+		} else if (kind == 5) {
+			if (blen == 0 || blen % 8 != 0 || blen > 32)
+				return -1;
+		} else if (kind == 19 || kind == 29) {
+			o->auth_option = 1; /* TCP-MD5 (RFC 2385), TCP-AO (RFC 5925) */
+		}
+		*(volatile __u32 *)&o->pos = i + len;
+	}
+	/* 40 steps cover 40 bytes (each takes at least one), so the loop only
+	 * ends at EOL or at the end of the area. */
+	return 0;
+}
+
+
+struct parsed {
+	__u32 l3_off;      /* 14 or 18 */
+	__u32 ip_hlen;     /* 20 or 40 */
+	__u32 tcp_off;     /* l3_off + ip_hlen */
+	__u32 tcp_hlen;
+	__u32 l4_len;      /* from the IP header */
+	int v6;
+	struct sg_flow_key key;
+	__u32 seq, ack;
+	__u16 window;
+	__u8 flags;
+	struct sg_opts opts;
+};
+
+/* One's-complement sum of 16-bit big-endian words as a host number. */
+static __always_inline __u32 fold(__u64 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u32)sum;
+}
+
+static __always_inline __u64 sum_bytes16(const __u8 *b)
+{
+	__u64 s = 0;
+#pragma unroll
+	for (int i = 0; i < 16; i += 2)
+		s += ((__u32)b[i] << 8) | b[i + 1];
+	return s;
+}
+
+static __always_inline __u64 pseudo_sum(const struct sg_flow_key *k, int reply, __u32 tcp_len)
+{
+	/* Same sum either direction: addition commutes. */
+	(void)reply;
+	__u64 s;
+	if (k->family == 6) {
+		s = sum_bytes16(k->client) + sum_bytes16(k->server);
+	} else {
+		s = (((__u32)k->client[12] << 8) | k->client[13]) +
+		    (((__u32)k->client[14] << 8) | k->client[15]) +
+		    (((__u32)k->server[12] << 8) | k->server[13]) +
+		    (((__u32)k->server[14] << 8) | k->server[15]);
+	}
+	return s + IPPROTO_TCP + tcp_len;
+}
+
+/* Parse down to TCP; returns 0 when the frame is a fully parsed first TCP
+ * segment of IPv4 without options or IPv6 without extension headers. */
+static __always_inline int parse(struct xdp_md *ctx, void *data, void *data_end, struct parsed *p)
+{
+	__u8 *d = data;
+	if ((void *)(d + 14) > data_end)
+		return -1;
+	__u16 proto = ((__u16)d[12] << 8) | d[13];
+	p->l3_off = 14;
+	if (proto == ETH_P_8021Q_) {
+		if ((void *)(d + 18) > data_end)
+			return -1;
+		proto = ((__u16)d[16] << 8) | d[17];
+		p->l3_off = 18;
+	}
+	__u8 *ip = d + p->l3_off;
+	__builtin_memset(&p->key, 0, sizeof(p->key));
+	if (proto == ETH_P_IP) {
+		if ((void *)(ip + 20) > data_end)
+			return -1;
+		if (ip[0] != 0x45) /* version 4, no options */
+			return -1;
+		__u32 total = ((__u32)ip[2] << 8) | ip[3];
+		if (total < 20 || (void *)(ip + total) > data_end)
+			return -1;
+		if ((((__u16)ip[6] << 8 | ip[7]) & 0x3fff) != 0) /* fragment */
+			return -1;
+		if (ip[9] != IPPROTO_TCP)
+			return -1;
+		p->v6 = 0;
+		p->ip_hlen = 20;
+		p->l4_len = total - 20;
+		p->key.family = 4;
+		p->key.client[10] = 0xff;
+		p->key.client[11] = 0xff;
+		p->key.server[10] = 0xff;
+		p->key.server[11] = 0xff;
+		__builtin_memcpy(&p->key.client[12], ip + 12, 4);
+		__builtin_memcpy(&p->key.server[12], ip + 16, 4);
+	} else if (proto == ETH_P_IPV6) {
+		if ((void *)(ip + 40) > data_end)
+			return -1;
+		if ((ip[0] >> 4) != 6)
+			return -1;
+		if (ip[6] != IPPROTO_TCP) /* extension headers: the engine's */
+			return -1;
+		__u32 plen = ((__u32)ip[4] << 8) | ip[5];
+		if ((void *)(ip + 40 + plen) > data_end)
+			return -1;
+		p->v6 = 1;
+		p->ip_hlen = 40;
+		p->l4_len = plen;
+		p->key.family = 6;
+		__builtin_memcpy(p->key.client, ip + 8, 16);
+		__builtin_memcpy(p->key.server, ip + 24, 16);
+	} else {
+		return -1;
+	}
+	p->tcp_off = p->l3_off + p->ip_hlen;
+	__u8 *t = d + p->tcp_off;
+	if ((void *)(t + 20) > data_end || p->l4_len < 20)
+		return -1;
+	__u32 hlen = (t[12] >> 4) * 4;
+	if (hlen < 20 || hlen > p->l4_len || (void *)(t + hlen) > data_end)
+		return -1;
+	p->tcp_hlen = hlen;
+	__builtin_memcpy(&p->key.client_port, t, 2);
+	__builtin_memcpy(&p->key.server_port, t + 2, 2);
+	p->seq = ((__u32)t[4] << 24) | ((__u32)t[5] << 16) | ((__u32)t[6] << 8) | t[7];
+	p->ack = ((__u32)t[8] << 24) | ((__u32)t[9] << 16) | ((__u32)t[10] << 8) | t[11];
+	p->flags = t[13];
+	p->window = ((__u16)t[14] << 8) | t[15];
+
+	/* Options: copied to the stack and parsed by a global function, which
+	 * the verifier checks once instead of once per path through here. */
+	struct sg_opts *opts = &p->opts;
+	__builtin_memset(opts, 0, sizeof(*opts));
+	__u32 optlen = hlen - 20;
+	if (optlen > 40)
+		return -1;
+	opts->optlen = optlen;
+	if (optlen && bpf_xdp_load_bytes(ctx, p->tcp_off + 20, opts->area, optlen))
+		return -1;
+	if (sg_parse_options(opts))
+		return -1;
+	return 0;
+}
+
+/* Verify the TCP checksum of a segment without payload (header only):
+ * the header is copied to a zeroed buffer, so the words past its end add
+ * nothing and the sum needs no data-dependent branch. */
+static __always_inline int tcp_checksum_ok(struct xdp_md *ctx, const struct parsed *p)
+{
+	__u16 w[30] = {};
+	__u32 hlen = p->tcp_hlen;
+	if (hlen < 20 || hlen > 60 || bpf_xdp_load_bytes(ctx, p->tcp_off, w, hlen))
+		return 0;
+	__u64 s = pseudo_sum(&p->key, 0, hlen);
+#pragma unroll
+	for (int i = 0; i < 30; i++)
+		s += bpf_ntohs(w[i]);
+	return fold(s) == 0xffff;
+}
+
+/* ---- Params and time ---- */
+
+static __always_inline const struct sg_params *fresh_params(__u64 *now_ms)
+{
+	__u32 zero = 0;
+	const struct sg_params *p = bpf_map_lookup_elem(&sg_params, &zero);
+	if (!p || !p->enabled || p->slot_seconds == 0)
+		return 0;
+	__u64 mono = bpf_ktime_get_ns();
+	__u64 age = mono > p->mono_ns ? mono - p->mono_ns : 0;
+	if (age > p->stale_after_ns)
+		return 0;
+	*now_ms = p->wall_ms + age / 1000000;
+	return p;
+}
+
+/* ---- Writing the reply (src/wire/frame.rs write_tcp_frame) ---- */
+
+/* Resize the frame to l3_off + ip_hlen + tcp_len and write the IP and TCP
+ * headers of a reply from the server side to the client; tcp holds the TCP
+ * header with its checksum field zero and zeros past tcp_len. Returns 0 on
+ * success. All writes go through bpf_xdp_store_bytes: no packet pointers
+ * to re-check after the resize. */
+static __always_inline int write_reply(struct xdp_md *ctx, const struct parsed *p,
+				       __u32 *tcp, __u32 tcp_len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	long cur = (long)(data_end - data);
+	barrier_var(cur); /* a scalar, before clang mixes it with the pointers */
+	long want = (long)(p->l3_off + p->ip_hlen + tcp_len);
+	if (tcp_len > 40 || bpf_xdp_adjust_tail(ctx, (int)(want - cur)))
+		return -1;
+
+	/* Ethernet: swap MACs; any VLAN tag and the EtherType stay. */
+	__u8 mac[12], swapped[12];
+	if (bpf_xdp_load_bytes(ctx, 0, mac, 12))
+		return -1;
+	__builtin_memcpy(swapped, mac + 6, 6);
+	__builtin_memcpy(swapped + 6, mac, 6);
+	if (bpf_xdp_store_bytes(ctx, 0, swapped, 12))
+		return -1;
+
+	const struct sg_flow_key *k = &p->key;
+	__u8 ip[40] = {};
+	if (p->v6) {
+		ip[0] = 0x60;
+		ip[4] = tcp_len >> 8; ip[5] = tcp_len & 0xff;
+		ip[6] = IPPROTO_TCP; ip[7] = TTL;
+		__builtin_memcpy(ip + 8, k->server, 16);
+		__builtin_memcpy(ip + 24, k->client, 16);
+		if (bpf_xdp_store_bytes(ctx, p->l3_off, ip, 40))
+			return -1;
+	} else {
+		__u32 total = 20 + tcp_len;
+		ip[0] = 0x45;
+		ip[2] = total >> 8; ip[3] = total & 0xff;
+		ip[6] = 0x40; /* DF, ID 0 */
+		ip[8] = TTL; ip[9] = IPPROTO_TCP;
+		__builtin_memcpy(ip + 12, &k->server[12], 4);
+		__builtin_memcpy(ip + 16, &k->client[12], 4);
+		__u64 s = 0;
+#pragma unroll
+		for (int i = 0; i < 20; i += 2)
+			s += ((__u32)ip[i] << 8) | ip[i + 1];
+		__u16 c = ~fold(s) & 0xffff;
+		ip[10] = c >> 8;
+		ip[11] = c & 0xff;
+		if (bpf_xdp_store_bytes(ctx, p->l3_off, ip, 20))
+			return -1;
+	}
+	__u64 s = pseudo_sum(k, 1, tcp_len);
+	const __u16 *words = (const __u16 *)tcp;
+#pragma unroll
+	for (int i = 0; i < 20; i++)
+		s += bpf_ntohs(words[i]);
+	__u8 *tb = (__u8 *)tcp;
+	__u16 c = ~fold(s) & 0xffff;
+	tb[16] = c >> 8;
+	tb[17] = c & 0xff;
+	if (bpf_xdp_store_bytes(ctx, p->l3_off + p->ip_hlen, tcp, tcp_len))
+		return -1;
+	return 0;
+}
+
+static __always_inline void put16(__u8 *b, __u16 v)
+{
+	b[0] = v >> 8;
+	b[1] = v & 0xff;
+}
+
+static __always_inline void put32(__u8 *b, __u32 v)
+{
+	b[0] = v >> 24;
+	b[1] = (v >> 16) & 0xff;
+	b[2] = (v >> 8) & 0xff;
+	b[3] = v & 0xff;
+}
+
+/* Fixed TCP header toward the client; options follow at byte 20. */
+static __always_inline void tcp_header(__u8 *tb, const struct parsed *p, __u32 seq, __u32 ack,
+				       __u8 flags, __u16 window, __u32 tcp_len)
+{
+	__builtin_memcpy(tb, &p->key.server_port, 2);
+	__builtin_memcpy(tb + 2, &p->key.client_port, 2);
+	put32(tb + 4, seq);
+	put32(tb + 8, ack);
+	tb[12] = (tcp_len / 4) << 4;
+	tb[13] = flags;
+	put16(tb + 14, window);
+	tb[16] = tb[17] = tb[18] = tb[19] = 0;
+}
+
+/* ---- SYN -> cookie SYN-ACK ---- */
+
+static __always_inline int on_syn(struct xdp_md *ctx, struct parsed *p,
+				  const struct sg_params *prm, __u64 now_ms, __u8 offer)
+{
+	/* Linux's SYN-ACK option set, masked by what the backend supports
+	 * (issue 8: SynOptions & offer_mask, the same in the engine). */
+	int ts = p->opts.has_ts && (offer & SG_OFFER_TIMESTAMPS);
+	int sack = p->opts.sack_permitted && (offer & SG_OFFER_SACK);
+	int ws = p->opts.has_wscale && (offer & SG_OFFER_WSCALE);
+	/* RFC 3168 6.1.1: an ECN-setup SYN carries both ECE and CWR. */
+	int ecn = ((p->flags & (TCP_ECE | TCP_CWR)) == (TCP_ECE | TCP_CWR)) &&
+		  (offer & SG_OFFER_ECN);
+
+	/* MSS index: the largest table entry <= the client's MSS (RFC 9293
+	 * 3.7.1 default without the option), else entry 0. */
+	const __u16 *table = p->v6 ? mss_table_v6 : mss_table_v4;
+	__u16 mss = p->opts.has_mss ? p->opts.mss : (p->v6 ? 1220 : 536);
+	__u8 idx = 0;
+#pragma unroll
+	for (int i = 0; i < 8; i++)
+		if (table[i] <= mss)
+			idx = i;
+	__u8 bits = ((ws ? p->opts.wscale : WSCALE_ABSENT) << 2) | (sack << 1) | ecn;
+
+	__u32 slot = (__u32)((now_ms / 1000) / prm->slot_seconds);
+	struct mac_input m = {};
+	mac_fill((__u8 *)m.w, &p->key, p->seq);
+	__u64 mac = cookie_mac(prm, &m, slot, mode_byte(ts, p->v6), idx, bits);
+	__u32 isn;
+	if (ts)
+		isn = ((__u32)mac & 0x1fffffff) << 3 | idx;
+	else
+		isn = ((__u32)mac & 0x7fffff) << 9 | (__u32)idx << 6 | bits;
+
+	/* Options (src/wire/tcp_options.rs SynOptionSet::encode, Linux order). */
+	__u32 hdr[10] = {};
+	__u8 *tb = (__u8 *)hdr;
+	__u32 n = 20;
+	__u16 synack_mss = p->v6 ? prm->mss_v6 : prm->mss_v4;
+	tb[20] = 2; tb[21] = 4; put16(tb + 22, synack_mss);
+	n = 24;
+	if (ts) {
+		if (sack) { tb[24] = 4; tb[25] = 2; }
+		else { tb[24] = 1; tb[25] = 1; }
+		tb[26] = 8; tb[27] = 10;
+		put32(tb + 28, ((__u32)now_ms & ~(__u32)TS_OPTION_BITS_MASK) | bits);
+		put32(tb + 32, p->opts.tsval);
+		n = 36;
+	} else if (sack) {
+		tb[24] = 1; tb[25] = 1; tb[26] = 4; tb[27] = 2;
+		n = 28;
+	}
+	if (ws) {
+		__u8 w = prm->synack_wscale > MAX_WSCALE ? MAX_WSCALE : prm->synack_wscale;
+		if (n == 24) { tb[24] = 1; tb[25] = 3; tb[26] = 3; tb[27] = w; n = 28; }
+		else if (n == 28) { tb[28] = 1; tb[29] = 3; tb[30] = 3; tb[31] = w; n = 32; }
+		else { tb[36] = 1; tb[37] = 3; tb[38] = 3; tb[39] = w; n = 40; }
+	}
+	tcp_header(tb, p, isn, p->seq + 1, TCP_SYN | TCP_ACK | (ecn ? TCP_ECE : 0),
+		   prm->synack_window, n);
+	if (write_reply(ctx, p, hdr, n))
+		return pass();
+	count(SG_C_SYN_RECEIVED);
+	count(SG_C_SYNACK_COOKIE);
+	return XDP_TX;
+}
+
+/* ---- ACK for no tracked flow ---- */
+
+static __always_inline int cookie_valid(const struct parsed *p, const struct sg_params *prm,
+					__u64 now_ms)
+{
+	__u32 cookie = p->ack - 1;
+	__u32 mac_bits, mac_got;
+	__u8 idx, bits;
+	if (p->opts.has_ts) {
+		mac_got = cookie >> 3;
+		mac_bits = 0x1fffffff;
+		idx = cookie & 7;
+		bits = p->opts.tsecr & TS_OPTION_BITS_MASK;
+	} else {
+		mac_got = cookie >> 9;
+		mac_bits = 0x7fffff;
+		idx = (cookie >> 6) & 7;
+		bits = cookie & TS_OPTION_BITS_MASK;
+	}
+	__u32 slot = (__u32)((now_ms / 1000) / prm->slot_seconds);
+	struct mac_input m = {};
+	mac_fill((__u8 *)m.w, &p->key, p->seq - 1);
+	__u8 mode = mode_byte(p->opts.has_ts, p->v6);
+	if (((__u32)cookie_mac(prm, &m, slot, mode, idx, bits) & mac_bits) == mac_got)
+		return 1;
+	return ((__u32)cookie_mac(prm, &m, slot - 1, mode, idx, bits) & mac_bits) == mac_got;
+}
+
+/* src/engine/rst_budget.rs try_take, shared by all CPUs. */
+static __always_inline int rst_budget_take(const struct sg_params *prm, __u64 now_ms)
+{
+	__u32 zero = 0;
+	struct sg_rst_budget *b = bpf_map_lookup_elem(&sg_rst_budget, &zero);
+	if (!b)
+		return 0;
+	__u64 rate = prm->rst_per_second;
+	__u64 cap = rate * 1000;
+	int ok = 0;
+	bpf_spin_lock(&b->lock);
+	__u64 elapsed = now_ms > b->last_ms ? now_ms - b->last_ms : 0;
+	if (now_ms > b->last_ms)
+		b->last_ms = now_ms;
+	__u64 t = b->milli_tokens + elapsed * rate;
+	b->milli_tokens = t < cap ? t : cap;
+	if (b->milli_tokens >= 1000) {
+		b->milli_tokens -= 1000;
+		ok = 1;
+	}
+	bpf_spin_unlock(&b->lock);
+	return ok;
+}
+
+static __always_inline int on_ack(struct xdp_md *ctx, struct parsed *p,
+				  const struct sg_params *prm, __u64 now_ms)
+{
+	if (cookie_valid(p, prm, now_ms)) {
+		/* Track the tuple before the engine has seen the ACK, so the
+		 * client's next segments (no longer valid cookies) pass too. */
+		struct sg_tracked v = {.since_ns = bpf_ktime_get_ns(), .origin = SG_ORIGIN_XDP};
+		if (bpf_map_update_elem(&sg_tracked, &p->key, &v, BPF_NOEXIST) == 0) {
+			if (bpf_map_push_elem(&sg_new_tracked, &p->key, 0)) {
+				/* Nobody would clean it up: do not keep it. */
+				bpf_map_delete_elem(&sg_tracked, &p->key);
+				count(SG_C_TRACK_INSERT_FAILED);
+			}
+		} else {
+			count(SG_C_TRACK_INSERT_FAILED);
+		}
+		count(SG_C_COOKIE_PASSED);
+		return pass();
+	}
+	count(SG_C_COOKIES_FAILED);
+	if (!prm->invalid_ack_rst) {
+		count(SG_C_DROP_INVALID_COOKIE);
+		return XDP_DROP;
+	}
+	if (!rst_budget_take(prm, now_ms)) {
+		count(SG_C_DROP_RST_BUDGET);
+		return XDP_DROP;
+	}
+	__u32 hdr[10] = {};
+	tcp_header((__u8 *)hdr, p, p->ack, 0, TCP_RST, 0, 20);
+	if (write_reply(ctx, p, hdr, 20))
+		return pass();
+	count(SG_C_RST_SENT);
+	return XDP_TX;
+}
+
+SEC("xdp")
+int synguard_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct parsed p;
+
+	count(SG_C_RX);
+	if (parse(ctx, data, data_end, &p))
+		return pass();
+
+	struct sg_service_key sk = {};
+	__builtin_memcpy(sk.addr, p.key.server, 16);
+	sk.port = p.key.server_port;
+	sk.family = p.key.family;
+	struct sg_service *svc = bpf_map_lookup_elem(&sg_services, &sk);
+	if (!svc)
+		return pass();
+
+	__u8 f = p.flags;
+	/* src/engine/mod.rs client_segment: a SYN with ACK, RST or FIN. */
+	if ((f & TCP_SYN) && (f & (TCP_ACK | TCP_RST | TCP_FIN))) {
+		count(SG_C_DROP_INVALID_FLAGS);
+		return XDP_DROP;
+	}
+	if (p.opts.auth_option)
+		return pass(); /* TCP-MD5 / TCP-AO: the engine decides */
+
+	__u64 now_ms = 0;
+	const struct sg_params *prm = fresh_params(&now_ms);
+	if (!prm) {
+		count(SG_C_STALE);
+		return pass();
+	}
+	/* A tuple the engine tracks (flow or half-open entry) is its business:
+	 * retransmitted SYNs, RFC 5961 challenge ACKs, established data. */
+	if (bpf_map_lookup_elem(&sg_tracked, &p.key))
+		return pass();
+
+	if (f & TCP_SYN) {
+		if (now_ms >= prm->stateless_until_ms)
+			return pass(); /* the half-open queue is in charge */
+		if (p.l4_len != p.tcp_hlen)
+			return pass(); /* payload: checksum not verified here */
+		if (!tcp_checksum_ok(ctx, &p))
+			return pass();
+		return on_syn(ctx, &p, prm, now_ms, svc->offer_mask);
+	}
+	if (f & TCP_RST) {
+		count(SG_C_DROP_NO_FLOW);
+		return XDP_DROP;
+	}
+	if (!(f & TCP_ACK)) {
+		count(SG_C_DROP_INVALID_FLAGS);
+		return XDP_DROP;
+	}
+	if (p.l4_len != p.tcp_hlen)
+		return pass();
+	if (!tcp_checksum_ok(ctx, &p))
+		return pass();
+	return on_ack(ctx, &p, prm, now_ms);
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/*
+ * Map layouts shared by bpf/synguard_xdp.c and src/io/xdp/maps.rs (the Rust
+ * twins are #[repr(C)] structs with the same sizes, checked by tests).
+ * Changing anything here means changing both and rebuilding the object
+ * (bpf/build.sh).
+ */
+#ifndef SYNGUARD_XDP_H
+#define SYNGUARD_XDP_H
+
+#include <linux/types.h>
+
+/* sg_params (ARRAY, 1 entry): what the engine publishes, rewritten every
+ * I/O batch. The program never reads the secret file; it reads this. */
+struct sg_params {
+	__u64 k0, k1;              /* SipHash-2-4 key: secret bytes 0..8, 8..16 (LE) */
+	__u64 wall_ms;             /* engine clock (ms since the Unix epoch) ...     */
+	__u64 mono_ns;             /* ... at this CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u64 stale_after_ns;      /* older than this: pass everything up            */
+	__u64 stateless_until_ms;  /* SYNs get cookies while now_ms < this           */
+	__u32 slot_seconds;
+	__u32 rst_per_second;
+	__u16 mss_v4, mss_v6;      /* MSS the SYN-ACK advertises                     */
+	__u16 synack_window;
+	__u8 synack_wscale;
+	__u8 invalid_ack_rst;      /* 1: RST (seq = SEG.ACK) within budget, 0: drop  */
+	__u8 enabled;              /* 0 until the engine wrote the entry             */
+	__u8 pad[7];
+};
+
+/* sg_services (HASH): protected (address, port). IPv4 as v4-mapped IPv6. */
+struct sg_service_key {
+	__u8 addr[16];
+	__be16 port;
+	__u8 family;               /* 4 or 6 */
+	__u8 pad;
+};
+
+/* Bit per option the SYN-ACK may offer (the backend supports it). */
+#define SG_OFFER_TIMESTAMPS (1u << 0)
+#define SG_OFFER_SACK       (1u << 1)
+#define SG_OFFER_WSCALE     (1u << 2)
+#define SG_OFFER_ECN        (1u << 3)
+
+struct sg_service {
+	__u8 offer_mask;
+	__u8 pad[3];
+};
+
+/* sg_tracked (HASH, no LRU): 4-tuples the engine must see (flows, half-open
+ * entries), published by the engine; the program inserts a tuple itself when
+ * it passes a valid cookie ACK up (see the race note in synguard_xdp.c). */
+struct sg_flow_key {
+	__u8 client[16];
+	__u8 server[16];
+	__be16 client_port;
+	__be16 server_port;
+	__u8 family;
+	__u8 pad[3];
+};
+
+#define SG_ORIGIN_ENGINE 1
+#define SG_ORIGIN_XDP    2
+
+struct sg_tracked {
+	__u64 since_ns;
+	__u8 origin;
+	__u8 pad[7];
+};
+
+/* Counter indices of sg_counters (PERCPU_ARRAY of __u64). */
+enum sg_counter {
+	SG_C_RX = 0,              /* frames the program looked at          */
+	SG_C_PASS,                /* XDP_PASS                              */
+	SG_C_SYN_RECEIVED,        /* SYNs answered in XDP                  */
+	SG_C_SYNACK_COOKIE,       /* cookie SYN-ACKs sent (XDP_TX)         */
+	SG_C_COOKIES_FAILED,      /* ACKs for no flow with a bad cookie    */
+	SG_C_RST_SENT,            /* RSTs sent (XDP_TX)                    */
+	SG_C_DROP_INVALID_COOKIE,
+	SG_C_DROP_RST_BUDGET,
+	SG_C_DROP_INVALID_FLAGS,
+	SG_C_DROP_NO_FLOW,
+	SG_C_COOKIE_PASSED,       /* valid cookie ACKs passed to the engine */
+	SG_C_TRACK_INSERT_FAILED, /* tracked map or queue full              */
+	SG_C_STALE,               /* params stale or unset: passed up       */
+	SG_C_COUNT
+};
+
+/* sg_rst_budget (ARRAY, 1 entry): the engine's RstBudget token bucket
+ * (src/engine/rst_budget.rs), same arithmetic, shared by all CPUs. */
+struct sg_rst_budget {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 milli_tokens;
+	__u64 last_ms;
+};
+
+#endif

@@ -1,0 +1,261 @@
+//! The engine's side of the XDP fast path (issue 9, design.md section 8):
+//! what the program needs to act for the engine, as plain data.
+//!
+//! Owns the parameter snapshot (cookie key, slot, SYN-ACK fields, when SYNs
+//! are stateless, invalid-ACK policy, protected services with their option
+//! offer masks), the list of tracked 4-tuples that changed (flows and
+//! half-open entries: the program passes their segments up), and the
+//! deadlines of tuples the program tracked on its own. Never touches BPF
+//! maps, sockets or clocks: `src/io/xdp` applies what this produces, once
+//! per I/O batch, before the batch's frames are sent.
+//!
+//! The race this solves: after a valid cookie ACK the client may send more
+//! segments at once; only the first still carries a valid cookie. The
+//! program therefore inserts the tuple itself when it passes a valid cookie
+//! ACK up and reports it through a queue; [`Engine::note_fast_path_tracked`]
+//! gives each such tuple a deadline. When the engine creates the flow the
+//! tuple is re-published as the engine's; at the deadline a tuple the
+//! engine does not track (its ACK was lost, or the engine refused it) is
+//! unpublished. A heap of deadlines, so no sweep of the map.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{IpAddr, SocketAddr};
+
+use super::service_profile::Offer;
+use super::{Engine, FlowKey, InvalidAckAction};
+
+/// Bits of [`FastPathService::offer_mask`]: which SYN options the SYN-ACK
+/// may offer (the backend supports them). Same values as `SG_OFFER_*` in
+/// bpf/synguard_xdp.h.
+pub const OFFER_TIMESTAMPS: u8 = 1 << 0;
+pub const OFFER_SACK: u8 = 1 << 1;
+pub const OFFER_WSCALE: u8 = 1 << 2;
+pub const OFFER_ECN: u8 = 1 << 3;
+/// Everything offered: a service whose server declined nothing lately.
+pub const OFFER_ALL: u8 = OFFER_TIMESTAMPS | OFFER_SACK | OFFER_WSCALE | OFFER_ECN;
+
+/// The mask the program applies for an engine [`Offer`].
+fn offer_mask(o: Offer) -> u8 {
+    [
+        (o.timestamps, OFFER_TIMESTAMPS),
+        (o.sack_permitted, OFFER_SACK),
+        (o.window_scale, OFFER_WSCALE),
+        (o.ecn, OFFER_ECN),
+    ]
+    .iter()
+    .filter(|(offered, _)| *offered)
+    .fold(0, |mask, (_, bit)| mask | bit)
+}
+
+/// How long a tuple the program tracked on its own stays without the
+/// engine confirming it. The engine sees the ACK that made it within one
+/// batch unless the kernel dropped it; a few seconds cover a loaded box.
+pub const XDP_TRACKED_GRACE_MS: u64 = 5_000;
+
+/// One protected service as the program sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FastPathService {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub offer_mask: u8,
+}
+
+/// Everything the program reads from its parameter map, as of `now_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastPathParams {
+    pub now_ms: u64,
+    pub siphash_key: [u8; 16],
+    pub slot_seconds: u32,
+    /// SYNs are answered statelessly while `now_ms` < this.
+    pub stateless_until_ms: u64,
+    pub synack_mss_v4: u16,
+    pub synack_mss_v6: u16,
+    pub synack_window: u16,
+    pub synack_wscale: u8,
+    /// true: RST (within `rst_per_second`), false: drop.
+    pub invalid_ack_rst: bool,
+    pub rst_per_second: u32,
+    pub services: Vec<FastPathService>,
+}
+
+/// A change to the program's set of tracked tuples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackedChange {
+    /// The engine tracks this tuple (flow or half-open entry).
+    Publish(FlowKey),
+    /// It no longer does.
+    Unpublish(FlowKey),
+}
+
+#[derive(Debug, Default)]
+pub(super) struct FastPathState {
+    enabled: bool,
+    /// Tuples the program tracked on its own, by deadline.
+    pending: BinaryHeap<Reverse<(u64, FlowKey)>>,
+    scratch: Vec<FlowKey>,
+}
+
+impl Engine {
+    /// Start producing tracked-tuple changes (the XDP fast path is on).
+    pub fn enable_fast_path(&mut self) {
+        self.fast_path.enabled = true;
+        self.flows.log_changes();
+        self.half_open.log_changes();
+    }
+
+    /// True when the engine tracks the tuple (flow or half-open entry).
+    pub fn is_tracked(&self, key: &FlowKey) -> bool {
+        self.flows.contains(key) || self.half_open.contains(key)
+    }
+
+    /// The parameter snapshot for the program.
+    pub fn fast_path_params(&self, now_ms: u64) -> FastPathParams {
+        let services = self
+            .cfg
+            .protected
+            .iter()
+            .map(|s: &SocketAddr| {
+                let addr = match s.ip() {
+                    IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(s.ip()),
+                    v4 => v4,
+                };
+                FastPathService {
+                    addr,
+                    port: s.port(),
+                    // What the service's server is not known to decline
+                    // (service_profile.rs), as the engine offers it too.
+                    offer_mask: offer_mask(self.profiles.offer((addr, s.port()), now_ms)),
+                }
+            })
+            .collect();
+        FastPathParams {
+            now_ms,
+            siphash_key: self.minter.siphash_key(),
+            slot_seconds: self.minter.slot_seconds().min(u64::from(u32::MAX)) as u32,
+            stateless_until_ms: self.cookie_mode.stateless_until_ms(),
+            synack_mss_v4: self.cfg.synack_mss_v4,
+            synack_mss_v6: self.cfg.synack_mss_v6,
+            synack_window: self.cfg.synack_window,
+            synack_wscale: self.cfg.synack_wscale,
+            invalid_ack_rst: self.cfg.invalid_ack_action == InvalidAckAction::Rst,
+            rst_per_second: self.cfg.rst_per_second,
+            services,
+        }
+    }
+
+    /// The program tracked `key` on its own (it passed a valid cookie ACK
+    /// up): unpublish it at `now_ms` + grace unless the engine tracks it then.
+    pub fn note_fast_path_tracked(&mut self, now_ms: u64, key: FlowKey) {
+        if self.fast_path.enabled {
+            self.fast_path
+                .pending
+                .push(Reverse((now_ms + XDP_TRACKED_GRACE_MS, key)));
+        }
+    }
+
+    /// Append the tracked-tuple changes since the last call to `out`: each
+    /// touched tuple once, published if the engine tracks it now, else
+    /// unpublished (so the order of inserts and removes within a batch does
+    /// not matter). Includes program-made tuples whose deadline passed.
+    pub fn drain_tracked_changes(&mut self, now_ms: u64, out: &mut Vec<TrackedChange>) {
+        if !self.fast_path.enabled {
+            return;
+        }
+        let mut touched = std::mem::take(&mut self.fast_path.scratch);
+        self.flows.drain_touched(&mut touched);
+        self.half_open.drain_touched(&mut touched);
+        while let Some(Reverse((at, key))) = self.fast_path.pending.peek().copied() {
+            if at > now_ms {
+                break;
+            }
+            self.fast_path.pending.pop();
+            touched.push(key);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for key in touched.drain(..) {
+            out.push(if self.is_tracked(&key) {
+                TrackedChange::Publish(key)
+            } else {
+                TrackedChange::Unpublish(key)
+            });
+        }
+        self.fast_path.scratch = touched;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cookie::CookieSecret;
+    use crate::engine::{EngineConfig, SyncookieMode};
+
+    fn key(port: u16) -> FlowKey {
+        FlowKey {
+            client: "198.18.0.1".parse().unwrap(),
+            server: "198.18.0.2".parse().unwrap(),
+            client_port: port,
+            server_port: 8080,
+        }
+    }
+
+    fn engine(mode: SyncookieMode) -> Engine {
+        Engine::new(
+            EngineConfig {
+                protected: vec!["198.18.0.2:8080".parse().unwrap()],
+                syncookies: mode,
+                ..EngineConfig::default()
+            },
+            CookieSecret::from_bytes([3; 16]),
+        )
+    }
+
+    #[test]
+    fn nothing_is_logged_until_enabled() {
+        let mut e = engine(SyncookieMode::Always);
+        e.note_fast_path_tracked(0, key(1));
+        let mut out = Vec::new();
+        e.drain_tracked_changes(u64::MAX, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn program_made_tuples_expire_at_their_deadline_only() {
+        let mut e = engine(SyncookieMode::Always);
+        e.enable_fast_path();
+        e.note_fast_path_tracked(1_000, key(1));
+        e.note_fast_path_tracked(2_000, key(2));
+        let mut out = Vec::new();
+        e.drain_tracked_changes(1_000 + XDP_TRACKED_GRACE_MS - 1, &mut out);
+        assert!(out.is_empty());
+        e.drain_tracked_changes(1_000 + XDP_TRACKED_GRACE_MS, &mut out);
+        assert_eq!(out, [TrackedChange::Unpublish(key(1))]);
+        out.clear();
+        e.drain_tracked_changes(10_000, &mut out);
+        assert_eq!(out, [TrackedChange::Unpublish(key(2))]);
+    }
+
+    #[test]
+    fn params_follow_the_config_and_the_cookie_mode() {
+        let e = engine(SyncookieMode::Always);
+        let p = e.fast_path_params(5);
+        assert_eq!(p.stateless_until_ms, u64::MAX);
+        assert_eq!(p.siphash_key, [3; 16]);
+        assert_eq!(p.slot_seconds, 64);
+        assert_eq!(p.services.len(), 1);
+        assert_eq!(p.services[0].offer_mask, OFFER_ALL);
+        assert_eq!(
+            engine(SyncookieMode::Off)
+                .fast_path_params(5)
+                .stateless_until_ms,
+            0
+        );
+        assert_eq!(
+            engine(SyncookieMode::Auto)
+                .fast_path_params(5)
+                .stateless_until_ms,
+            0
+        );
+    }
+}

@@ -1,0 +1,433 @@
+//! The XDP fast path's loader and map plumbing (issue 9, design.md section
+//! 8): loads bpf/synguard_xdp.o (committed, built by bpf/build.sh) with
+//! aya, attaches it to the client port in the configured mode, and once per
+//! I/O batch writes what the engine publishes (parameters, tracked-tuple
+//! changes) and reads what the program reports (tuples it tracked itself,
+//! per-CPU counters folded into the engine's counters).
+//!
+//! Never decides anything about a frame (the program acts on what the engine
+//! published; the engine decides everything else), and never runs when
+//! `io.xdp = "off"`: the AF_PACKET path then works exactly as before.
+
+pub mod maps;
+
+use std::sync::atomic::Ordering;
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, Queue};
+use aya::programs::{Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+
+use crate::engine::fast_path::TrackedChange;
+use crate::engine::{Counters, DropReason, Engine, Port};
+use maps::{counter, SgFlowKey, SgParams, SgService, SgServiceKey, SgTracked, ORIGIN_ENGINE};
+
+/// The compiled program (bpf/build.sh; CI checks it is not stale).
+static OBJECT: &[u8] = aya::include_bytes_aligned!("../../../bpf/synguard_xdp.o");
+
+const PROGRAM: &str = "synguard_xdp";
+
+/// The parameter entry is stale (the program passes everything up) when
+/// the engine has not rewritten it for this long: the loop publishes every
+/// batch and at least every 200 ms when idle.
+pub const STALE_AFTER_NS: u64 = 2_000_000_000;
+
+/// Largest MTU native XDP takes without multi-buffer support: one 4 KiB page
+/// less headroom and skb_shared_info (drivers/net/veth.c veth_xdp_set:
+/// max_mtu = PAGE_SIZE - VETH_XDP_HEADROOM - ETH_HLEN - shared info).
+pub const MAX_NATIVE_MTU: usize = 3498;
+
+/// Tuples the program may track on its own beyond the engine's flows and
+/// half-open entries (valid cookie ACKs not yet confirmed).
+const PENDING_SLACK: u32 = 65_536;
+
+/// Most program-made tuples taken from the queue per batch.
+const QUEUE_DRAIN_MAX: usize = 4096;
+
+/// `[io] xdp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpSetting {
+    /// Native, else generic (logged), else off (warned).
+    #[default]
+    Auto,
+    Native,
+    Generic,
+    Off,
+}
+
+impl XdpSetting {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpSetting::Auto => "auto",
+            XdpSetting::Native => "native",
+            XdpSetting::Generic => "generic",
+            XdpSetting::Off => "off",
+        }
+    }
+}
+
+/// The mode the program actually runs in (metrics `synguard_xdp_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpActive {
+    Off = 0,
+    Generic = 1,
+    Native = 2,
+}
+
+impl XdpActive {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpActive::Off => "off",
+            XdpActive::Generic => "generic",
+            XdpActive::Native => "native",
+        }
+    }
+}
+
+/// Why the fast path could not start; each renders as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error("loading the XDP program was refused: synguard needs CAP_BPF and CAP_NET_ADMIN for io.xdp (or set io.xdp = \"off\"): {0}")]
+    Permission(String),
+    #[error("loading the XDP program failed: {0}")]
+    Load(String),
+    #[error("interface `{iface}` has MTU {mtu}, too large for native XDP (at most {MAX_NATIVE_MTU}); lower the MTU or use io.xdp = \"generic\"")]
+    MtuTooLarge { iface: String, mtu: usize },
+    #[error("the driver of `{iface}` refused {mode} XDP: {detail}")]
+    Unsupported {
+        iface: String,
+        mode: &'static str,
+        detail: String,
+    },
+    #[error("XDP map `{0}` missing or of the wrong type in bpf/synguard_xdp.o")]
+    Map(&'static str),
+    #[error("XDP map update failed: {0}")]
+    MapUpdate(String),
+}
+
+fn is_permission(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::EPERM) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    e.to_string().contains("Operation not permitted")
+}
+
+/// The loaded program and its maps (attached or not: tests run it with
+/// BPF_PROG_TEST_RUN without attaching).
+pub struct XdpFastPath {
+    ebpf: Ebpf,
+    params: Array<MapData, SgParams>,
+    services: HashMap<MapData, SgServiceKey, SgService>,
+    tracked: HashMap<MapData, SgFlowKey, SgTracked>,
+    new_tracked: Queue<MapData, SgFlowKey>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Counter totals already folded into the engine's counters.
+    folded: [u64; counter::COUNT as usize],
+    attached: Option<(String, aya::programs::xdp::XdpLinkId)>,
+    active: XdpActive,
+    changes: Vec<TrackedChange>,
+    pub map_errors: u64,
+}
+
+/// CLOCK_MONOTONIC in ns: bpf_ktime_get_ns's clock.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl XdpFastPath {
+    /// Load (verify) the program and take its maps; `max_tracked` sizes the
+    /// tracked-tuple map (flows + half-open entries + slack).
+    pub fn load(max_tracked: usize) -> Result<XdpFastPath, XdpError> {
+        let entries = u32::try_from(max_tracked)
+            .unwrap_or(u32::MAX - PENDING_SLACK)
+            .saturating_add(PENDING_SLACK);
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("sg_tracked", entries)
+            .load(OBJECT)
+            .map_err(|e| {
+                if is_permission(&e) {
+                    XdpError::Permission(e.to_string())
+                } else {
+                    XdpError::Load(e.to_string())
+                }
+            })?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(XdpError::Load("no program `synguard_xdp`".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| XdpError::Load(e.to_string()))?;
+        prog.load().map_err(|e| {
+            if is_permission(&e) {
+                XdpError::Permission(e.to_string())
+            } else {
+                XdpError::Load(format!("{e} (verifier: {e:?})"))
+            }
+        })?;
+        macro_rules! take {
+            ($name:literal) => {
+                ebpf.take_map($name)
+                    .ok_or(XdpError::Map($name))?
+                    .try_into()
+                    .map_err(|_| XdpError::Map($name))?
+            };
+        }
+        let params = take!("sg_params");
+        let services = take!("sg_services");
+        let tracked = take!("sg_tracked");
+        let new_tracked = take!("sg_new_tracked");
+        let counters = take!("sg_counters");
+        Ok(XdpFastPath {
+            ebpf,
+            params,
+            services,
+            tracked,
+            new_tracked,
+            counters,
+            folded: [0; counter::COUNT as usize],
+            attached: None,
+            active: XdpActive::Off,
+            changes: Vec::new(),
+            map_errors: 0,
+        })
+    }
+
+    pub fn program(&self) -> &Xdp {
+        self.ebpf
+            .program(PROGRAM)
+            .and_then(|p| <&Xdp>::try_from(p).ok())
+            .expect("loaded in XdpFastPath::load")
+    }
+
+    pub fn active(&self) -> XdpActive {
+        self.active
+    }
+
+    /// Attach to `iface` as `setting` says (not `Off`). `auto`: native,
+    /// else generic with a log line saying why.
+    pub fn attach(&mut self, iface: &str, mtu: usize, setting: XdpSetting) -> Result<(), XdpError> {
+        let native_err = match setting {
+            XdpSetting::Off => return Ok(()),
+            XdpSetting::Generic => None,
+            XdpSetting::Native | XdpSetting::Auto => {
+                let r = if mtu > MAX_NATIVE_MTU {
+                    Err(XdpError::MtuTooLarge {
+                        iface: iface.to_string(),
+                        mtu,
+                    })
+                } else {
+                    self.attach_mode(iface, XdpMode::Driver, "native")
+                };
+                match r {
+                    Ok(()) => {
+                        self.active = XdpActive::Native;
+                        return Ok(());
+                    }
+                    Err(e) if setting == XdpSetting::Native => return Err(e),
+                    Err(e) => Some(e),
+                }
+            }
+        };
+        if let Some(e) = &native_err {
+            tracing::info!(iface, reason = %e, "native XDP unavailable; trying generic XDP");
+        }
+        self.attach_mode(iface, XdpMode::Skb, "generic")?;
+        self.active = XdpActive::Generic;
+        Ok(())
+    }
+
+    fn attach_mode(
+        &mut self,
+        iface: &str,
+        mode: XdpMode,
+        name: &'static str,
+    ) -> Result<(), XdpError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .and_then(|p| <&mut Xdp>::try_from(p).ok())
+            .ok_or(XdpError::Load("no program `synguard_xdp`".into()))?;
+        let link = prog.attach(iface, mode).map_err(|e| {
+            if is_permission(&e) {
+                XdpError::Permission(e.to_string())
+            } else {
+                XdpError::Unsupported {
+                    iface: iface.to_string(),
+                    mode: name,
+                    detail: error_chain(&e),
+                }
+            }
+        })?;
+        self.attached = Some((iface.to_string(), link));
+        Ok(())
+    }
+
+    /// Detach from the interface (also done on drop).
+    pub fn detach(&mut self) {
+        if let Some((iface, link)) = self.attached.take() {
+            if let Some(prog) = self
+                .ebpf
+                .program_mut(PROGRAM)
+                .and_then(|p| <&mut Xdp>::try_from(p).ok())
+            {
+                match prog.detach(link) {
+                    Ok(()) => tracing::info!(iface, "XDP program detached"),
+                    Err(e) => tracing::warn!(iface, error = %e, "detaching the XDP program failed"),
+                }
+            }
+            self.active = XdpActive::Off;
+        }
+    }
+
+    /// Write the engine's parameter snapshot (stamped with the monotonic
+    /// clock now) and, the first time or when they change, the services.
+    pub fn publish_params(&mut self, engine: &Engine, now_ms: u64) -> Result<(), XdpError> {
+        self.publish_params_at(engine, now_ms, monotonic_ns())
+    }
+
+    /// As [`Self::publish_params`], with the monotonic stamp given (tests
+    /// make a stale entry with an old one).
+    pub fn publish_params_at(
+        &mut self,
+        engine: &Engine,
+        now_ms: u64,
+        mono_ns: u64,
+    ) -> Result<(), XdpError> {
+        let p = engine.fast_path_params(now_ms);
+        let entry = SgParams::from_params(&p, mono_ns, STALE_AFTER_NS);
+        self.params
+            .set(0, entry, 0)
+            .map_err(|e| XdpError::MapUpdate(e.to_string()))?;
+        for s in &p.services {
+            let (k, v) = SgServiceKey::from_service(s);
+            if self.services.get(&k, 0).ok() != Some(v) {
+                self.services
+                    .insert(k, v, 0)
+                    .map_err(|e| XdpError::MapUpdate(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Once per batch, before its frames are sent: hand the tuples the
+    /// program tracked to the engine, apply the engine's tracked-tuple
+    /// changes, publish the parameters.
+    pub fn sync(&mut self, engine: &mut Engine, now_ms: u64) {
+        for _ in 0..QUEUE_DRAIN_MAX {
+            match self.new_tracked.pop(0) {
+                Ok(k) => engine.note_fast_path_tracked(now_ms, k.to_key()),
+                Err(_) => break,
+            }
+        }
+        let mut changes = std::mem::take(&mut self.changes);
+        engine.drain_tracked_changes(now_ms, &mut changes);
+        let since_ns = monotonic_ns();
+        for change in changes.drain(..) {
+            let r = match change {
+                TrackedChange::Publish(k) => self.tracked.insert(
+                    SgFlowKey::from_key(&k),
+                    SgTracked {
+                        since_ns,
+                        origin: ORIGIN_ENGINE,
+                        pad: [0; 7],
+                    },
+                    0,
+                ),
+                TrackedChange::Unpublish(k) => {
+                    match self.tracked.remove(&SgFlowKey::from_key(&k)) {
+                        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                        other => other,
+                    }
+                }
+            };
+            if let Err(e) = r {
+                self.map_errors += 1;
+                if self.map_errors.is_power_of_two() {
+                    tracing::warn!(error = %e, total = self.map_errors, "XDP tracked-map update failed");
+                }
+            }
+        }
+        self.changes = changes;
+        if let Err(e) = self.publish_params(engine, now_ms) {
+            self.map_errors += 1;
+            if self.map_errors.is_power_of_two() {
+                tracing::warn!(error = %e, total = self.map_errors, "XDP parameter update failed");
+            }
+        }
+    }
+
+    /// Summed per-CPU counter totals.
+    /// The program-made / engine-published entry for a tuple, if any.
+    pub fn tracked_entry(&self, key: &crate::engine::FlowKey) -> Option<SgTracked> {
+        self.tracked.get(&SgFlowKey::from_key(key), 0).ok()
+    }
+
+    pub fn counter_totals(&self) -> [u64; counter::COUNT as usize] {
+        let mut out = [0u64; counter::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(values) = self.counters.get(&(i as u32), 0) {
+                *slot = values.iter().sum();
+            }
+        }
+        out
+    }
+
+    /// Fold what the program did since the last call into the engine's
+    /// counters, so the existing metrics count XDP's work too.
+    pub fn fold_counters(&mut self, c: &Counters) {
+        let now = self.counter_totals();
+        let d = |i: u32| now[i as usize].wrapping_sub(self.folded[i as usize]);
+        let add = |a: &std::sync::atomic::AtomicU64, n: u64| {
+            a.store(a.load(Ordering::Relaxed) + n, Ordering::Relaxed)
+        };
+        let tx = d(counter::SYNACK_COOKIE) + d(counter::RST_SENT);
+        let dropped = d(counter::DROP_INVALID_COOKIE)
+            + d(counter::DROP_RST_BUDGET)
+            + d(counter::DROP_INVALID_FLAGS)
+            + d(counter::DROP_NO_FLOW);
+        // Frames that never reached AF_PACKET: answered or dropped in XDP.
+        add(&c.frames_rx[Port::Client.index()], tx + dropped);
+        add(&c.frames_tx[Port::Client.index()], tx);
+        add(&c.syn_received, d(counter::SYN_RECEIVED));
+        add(&c.synack_cookie, d(counter::SYNACK_COOKIE));
+        add(&c.cookies_failed, d(counter::COOKIES_FAILED));
+        add(&c.rst_sent, d(counter::RST_SENT));
+        for (idx, reason) in [
+            (counter::DROP_INVALID_COOKIE, DropReason::InvalidCookie),
+            (counter::DROP_RST_BUDGET, DropReason::RstBudget),
+            (counter::DROP_INVALID_FLAGS, DropReason::InvalidFlags),
+            (counter::DROP_NO_FLOW, DropReason::NoFlow),
+        ] {
+            add(&c.drops[reason.index()], d(idx));
+        }
+        c.xdp_mode.store(self.active as u64, Ordering::Relaxed);
+        self.folded = now;
+    }
+}
+
+impl Drop for XdpFastPath {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        s.push_str(": ");
+        s.push_str(&err.to_string());
+        cur = err.source();
+    }
+    s
+}
