@@ -230,7 +230,7 @@ pub fn set_ecn_codepoint(frame: &mut [u8], v: &TcpView, codepoint: u8) {
 /// change. The payload moves by one `copy_within`.
 pub fn insert_tcp_option(frame: &mut Vec<u8>, v: &TcpView, option: &[u8]) -> bool {
     let header_len = v.tcp.header_len + option.len();
-    if header_len > tcp::MAX_HEADER_LEN || option.len() % 4 != 0 {
+    if header_len > tcp::MAX_HEADER_LEN || !option.len().is_multiple_of(4) {
         return false;
     }
     let (seg, at, end) = (v.tcp_offset(), v.payload_offset(), v.ip.end());
