@@ -539,7 +539,7 @@ static __always_inline int on_syn(struct xdp_md *ctx, struct parsed *p,
 				  const struct sg_params *prm, __u64 now_ms, __u8 offer)
 {
 	/* Linux's SYN-ACK option set, masked by what the backend supports
-	 * (issue 8: SynOptions & offer_mask, the same in the engine). */
+	 * (SynOptions & offer_mask, as engine/service_profile.rs offers). */
 	int ts = p->opts.has_ts && (offer & SG_OFFER_TIMESTAMPS);
 	int sack = p->opts.sack_permitted && (offer & SG_OFFER_SACK);
 	int ws = p->opts.has_wscale && (offer & SG_OFFER_WSCALE);

@@ -1,4 +1,4 @@
-//! The engine's side of the XDP fast path (issue 9, design.md section 8):
+//! The engine's side of the XDP fast path (design.md section 8):
 //! what the program needs to act for the engine, as plain data.
 //!
 //! Owns the parameter snapshot (cookie key, slot, SYN-ACK fields, when SYNs

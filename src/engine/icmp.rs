@@ -1,5 +1,5 @@
-//! ICMP and ICMPv6 errors about segments of proxied connections (issue:
-//! path MTU discovery through a sequence-translating middlebox). The quoted
+//! ICMP and ICMPv6 errors about segments of proxied connections (path MTU
+//! discovery through a sequence-translating middlebox). The quoted
 //! segment is in the sequence space of the side that sent it; the host the
 //! error is addressed to checks the quoted sequence number against its own
 //! send window (Linux tcp_v4_err / tcp_v6_err, TcpExtOutOfWindowIcmps), so

@@ -10,7 +10,7 @@ pub struct IoConfig {
     pub rcvbuf_bytes: usize,
     /// Turn GRO/GSO/TSO and checksum offloads off on both ports at start-up.
     pub disable_offloads: bool,
-    /// XDP fast path on the client port (issue 9). Default off until the
+    /// XDP fast path on the client port. Default off until the
     /// lab suite has run with it on.
     pub xdp: super::xdp::XdpSetting,
 }

@@ -1,4 +1,4 @@
-//! The XDP fast path's loader and map plumbing (issue 9, design.md section
+//! The XDP fast path's loader and map plumbing (design.md section
 //! 8): loads bpf/synguard_xdp.o (committed, built by bpf/build.sh) with
 //! aya, attaches it to the client port in the configured mode, and once per
 //! I/O batch writes what the engine publishes (parameters, tracked-tuple
