@@ -614,15 +614,7 @@ impl Engine {
                 options: &[],
                 payload: &[],
             };
-            let mut rst = Vec::with_capacity(80);
-            write_tcp_frame(
-                &mut rst,
-                f.l2.to_server(),
-                key.client,
-                key.server,
-                TTL,
-                &spec,
-            );
+            let rst = frame_to_server(f, key, &spec);
             let resend = f.backend_syn_sent <= self.cfg.backend_syn_retries;
             if resend {
                 f.backend_syn_sent += 1;
@@ -726,21 +718,26 @@ impl Engine {
                 options: options.as_slice(),
                 payload: &[],
             };
-            let mut out = Vec::with_capacity(128);
-            write_tcp_frame(
-                &mut out,
-                f.l2.to_server(),
-                key.client,
-                key.server,
-                TTL,
-                &spec,
-            );
-            out
+            frame_to_server(f, key, &spec)
         });
         if let Some(frame) = frame {
             self.emit(Port::Server, frame);
         }
     }
+}
+
+/// `spec` in the client's name toward the server of `key`.
+fn frame_to_server(f: &Flow, key: &FlowKey, spec: &TcpSegmentSpec) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    write_tcp_frame(
+        &mut out,
+        f.l2.to_server(),
+        key.client,
+        key.server,
+        TTL,
+        spec,
+    );
+    out
 }
 
 /// Replace `frame` with `spec` sent back to the frame's sender: MACs

@@ -6,26 +6,6 @@
 
 use super::*;
 
-/// Client SYN and cookie ACK (no timestamps): the flow waits for its
-/// backend. Returns the cookie and the backend SYN frame.
-fn pending(e: &mut Engine, c: Host, s: Host) -> (u32, Vec<u8>) {
-    let (synack, _) = syn(e, c, s, T0, &[2, 4, 5, 0xb4]);
-    let cookie = synack.tcp.seq;
-    let mut ack = segment(
-        c,
-        s,
-        CLIENT_ISN + 1,
-        cookie.wrapping_add(1),
-        tcp::ACK,
-        502,
-        &[],
-        &[],
-    );
-    assert_eq!(e.handle(T0 + 1, Port::Client, &mut ack), Verdict::Absorbed);
-    let syn = e.drain_emitted().next().expect("backend SYN");
-    (cookie, syn.frame)
-}
-
 fn server_segment(s: Host, c: Host, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
     segment(s, c, seq, ack, flags, 29200, &[], payload)
 }
