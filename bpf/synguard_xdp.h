@@ -86,7 +86,7 @@ enum sg_counter {
 	SG_C_COUNT
 };
 
-/* sg_rst_budget (ARRAY, 1 entry): the engine's RstBudget token bucket
+/* sg_rst_budget (ARRAY, 1 entry): the engine's SendBudget token bucket
  * (src/engine/rst_budget.rs), same arithmetic, shared by all CPUs. */
 struct sg_rst_budget {
 	struct bpf_spin_lock lock;

@@ -21,7 +21,7 @@ pub mod histogram;
 mod icmp;
 mod protected;
 pub mod reconfigure;
-pub mod rst_budget;
+pub mod send_budget;
 pub mod service_profile;
 pub mod state;
 pub mod status;
@@ -44,7 +44,7 @@ use counters::bump;
 use flow_table::FlowTable;
 use half_open::HalfOpenQueue;
 use protected::ProtectedServices;
-use rst_budget::RstBudget;
+use send_budget::SendBudget;
 use service_profile::ServiceProfiles;
 use timers::{TimerQueue, TimerTarget};
 
@@ -76,8 +76,8 @@ pub struct Engine {
     half_open: HalfOpenQueue,
     cookie_mode: CookieModeSwitch,
     timers: TimerQueue,
-    rst_budget: RstBudget,
-    challenge_budget: RstBudget,
+    rst_budget: SendBudget,
+    challenge_budget: SendBudget,
     profiles: ServiceProfiles,
     held_total: usize,
     emitted: Vec<Emitted>,
@@ -101,8 +101,8 @@ impl Engine {
             half_open: HalfOpenQueue::new(cfg.backlog, cfg.per_source_backlog),
             cookie_mode: CookieModeSwitch::new(cfg.syncookies, cfg.cookie_hold_ms),
             timers: TimerQueue::default(),
-            rst_budget: RstBudget::new(cfg.rst_per_second),
-            challenge_budget: RstBudget::new(cfg.challenge_ack_per_second),
+            rst_budget: SendBudget::new(cfg.rst_per_second),
+            challenge_budget: SendBudget::new(cfg.challenge_ack_per_second),
             profiles: ServiceProfiles::default(),
             held_total: 0,
             emitted: Vec::new(),

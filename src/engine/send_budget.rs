@@ -1,19 +1,21 @@
-//! Token bucket for RSTs the gateway originates toward unknown peers, so an
-//! ACK flood cannot turn the gateway into a reflector. Time is passed in.
+//! Token bucket for segments the gateway originates in answer to segments
+//! anyone can forge (RSTs to ACKs without a flow, RFC 5961 challenge ACKs to
+//! SYNs on open flows), so a flood cannot turn the gateway into a
+//! reflector. Owns the refill arithmetic only; time is passed in.
 
 #[derive(Debug, Clone)]
-pub struct RstBudget {
+pub struct SendBudget {
     per_second: u64,
     /// Tokens in thousandths, so refill is exact in integer milliseconds.
     milli_tokens: u64,
     last_ms: u64,
 }
 
-impl RstBudget {
+impl SendBudget {
     /// Starts full: a burst of `per_second` RSTs is allowed at once.
-    pub fn new(per_second: u32) -> RstBudget {
+    pub fn new(per_second: u32) -> SendBudget {
         let per_second = u64::from(per_second);
-        RstBudget {
+        SendBudget {
             per_second,
             milli_tokens: per_second * 1000,
             last_ms: 0,
@@ -47,7 +49,7 @@ mod tests {
 
     #[test]
     fn burst_then_refill() {
-        let mut b = RstBudget::new(10);
+        let mut b = SendBudget::new(10);
         let t0 = 1_000_000;
         let burst = (0..20).filter(|_| b.try_take(t0)).count();
         assert_eq!(burst, 10);
@@ -61,7 +63,7 @@ mod tests {
 
     #[test]
     fn lowering_the_rate_caps_saved_tokens() {
-        let mut b = RstBudget::new(100);
+        let mut b = SendBudget::new(100);
         b.set_rate(3);
         let burst = (0..10).filter(|_| b.try_take(1_000)).count();
         assert_eq!(burst, 3, "saved tokens capped at the new burst");
@@ -71,7 +73,7 @@ mod tests {
 
     #[test]
     fn zero_rate_never_sends() {
-        let mut b = RstBudget::new(0);
+        let mut b = SendBudget::new(0);
         assert!(!b.try_take(5_000));
     }
 }
