@@ -1,28 +1,37 @@
 #!/bin/sh
-# Rebuild bpf/synguard_xdp.o from bpf/synguard_xdp.c, reproducibly:
+# Rebuild the committed XDP objects from their C sources, reproducibly:
 # -ffile-prefix-map strips the checkout path that -g would record, so two
 # clones in different folders produce byte-identical objects (design.md 8).
+#   bpf/synguard_xdp.o  the fast path (bpf/synguard_xdp.c)
+#   bpf/xdp_pass.o      the lab end hosts' pass-everything program
 # Needs Debian's clang (14) and libbpf-dev. `bpf/build.sh --check` rebuilds
-# into a temporary file and fails when the committed object is stale.
+# into temporary files and fails when a committed object is stale.
 set -eu
 cd "$(dirname "$0")/.."
 CLANG=${CLANG:-clang}
+OBJECTS="synguard_xdp xdp_pass"
 build() {
 	"$CLANG" -O2 -g -target bpf -mcpu=v3 -Wall -Wextra -Werror \
 		-ffile-prefix-map="$PWD"=. \
 		-I/usr/include/"$(uname -m)"-linux-gnu -Ibpf \
-		-c bpf/synguard_xdp.c -o "$1"
+		-c "bpf/$1.c" -o "$2"
 }
 if [ "${1:-}" = "--check" ]; then
 	tmp=$(mktemp)
 	trap 'rm -f "$tmp"' EXIT
-	build "$tmp"
-	if ! cmp -s "$tmp" bpf/synguard_xdp.o; then
-		echo "bpf/synguard_xdp.o is stale: run bpf/build.sh and commit the object" >&2
-		exit 1
-	fi
-	echo "bpf/synguard_xdp.o is up to date"
+	stale=0
+	for o in $OBJECTS; do
+		build "$o" "$tmp"
+		if ! cmp -s "$tmp" "bpf/$o.o"; then
+			echo "bpf/$o.o is stale: run bpf/build.sh and commit the object" >&2
+			stale=1
+		fi
+	done
+	[ "$stale" -eq 0 ] || exit 1
+	echo "bpf objects are up to date: $OBJECTS"
 else
-	build bpf/synguard_xdp.o
-	echo "built bpf/synguard_xdp.o ($(wc -c < bpf/synguard_xdp.o) bytes)"
+	for o in $OBJECTS; do
+		build "$o" "bpf/$o.o"
+		echo "built bpf/$o.o ($(wc -c < "bpf/$o.o") bytes)"
+	done
 fi

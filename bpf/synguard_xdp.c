@@ -708,14 +708,16 @@ int synguard_xdp(struct xdp_md *ctx)
 	if (!svc)
 		return pass();
 
+	/* TCP-MD5 / TCP-AO: the engine bridges or drops them whatever their
+	 * flags (src/engine/mod.rs client_segment checks this first). */
+	if (p.opts.auth_option)
+		return pass();
 	__u8 f = p.flags;
 	/* src/engine/mod.rs client_segment: a SYN with ACK, RST or FIN. */
 	if ((f & TCP_SYN) && (f & (TCP_ACK | TCP_RST | TCP_FIN))) {
 		count(SG_C_DROP_INVALID_FLAGS);
 		return XDP_DROP;
 	}
-	if (p.opts.auth_option)
-		return pass(); /* TCP-MD5 / TCP-AO: the engine decides */
 
 	__u64 now_ms = 0;
 	const struct sg_params *prm = fresh_params(&now_ms);

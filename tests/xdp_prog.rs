@@ -282,7 +282,13 @@ fn syns_go_up_while_the_queue_is_in_charge_or_when_not_fully_parsed() {
             kind, 18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1,
         ];
         assert!(insert_options(&mut f, 14, &opt));
+        // Whatever the flags: the engine bridges signed segments before it
+        // looks at them (a SYN+ACK would otherwise be an invalid_flags drop).
+        let mut synack = f.clone();
+        synack[14 + 20 + 13] |= 0x10; // ACK
+        assert!(synguard::wire::frame::complete_l4_checksum(&mut synack));
         cases.push(("auth option", f));
+        cases.push(("auth option on a SYN+ACK", synack));
     }
     // Odd option length (MSS with length 3).
     let mut odd = frame(&Seg {
