@@ -1,8 +1,7 @@
-//! tests/lab_attacks.rs — owned by the attack work (branch `attack`): the attack replay
-//! suite. Every scenario of `deploy/lab/attack.sh` (the user-facing tool, invoked as
-//! is with this lab's name) runs for 10 s at 20 000 packets/s offered while a
-//! legitimate client keeps connecting and transferring through the gateway, and the
-//! test judges the result:
+//! The attack replay suite. Every scenario of `deploy/lab/attack.sh` (the user-facing
+//! tool, invoked as is with this lab's name) runs for 10 s at 20 000 packets/s offered
+//! while a legitimate client keeps connecting and transferring through the gateway, and
+//! the test judges the result:
 //!
 //! - legitimate traffic: 100 of 100 connects and 20 of 20 transfers (10 uploads, 10
 //!   downloads of 256 KiB) succeed, connect timeout 15 s (SYN retransmissions
@@ -26,6 +25,8 @@
 //! (last in name order) prints the table of this run. Run with
 //! `cargo test --release --test lab_attacks -- --test-threads=1 --nocapture`.
 //! Needs root, hping3, tcpdump, tcpreplay (`sudo tests/run-all.sh` installs them).
+//! Never floods from outside the lab's client namespace, and never lowers a bound
+//! to make a scenario pass: a missed bound is a failure with the measured numbers.
 
 mod common;
 

@@ -1,9 +1,9 @@
-//! tests/lab_basic.rs — owned by the lab work (branch `lab`): the gateway data path in
-//! the namespace lab (tests/common): connects, bulk transfers both ways (v4 and v6),
-//! bridging of unprotected traffic, and the server seeing only completed handshakes
-//! under SYN and ACK floods. Needs root and iproute2, nftables, ethtool, hping3, ping
-//! (`sudo tests/run-all.sh` installs them). Each test holds the lab lock, builds its own
-//! namespaces and removes them, also on failure.
+//! The gateway data path in the namespace lab (tests/common): connects, bulk transfers
+//! both ways (v4 and v6), bridging of unprotected traffic, and the server seeing only
+//! completed handshakes under SYN and ACK floods. Needs root and iproute2, nftables,
+//! ethtool, hping3, ping (`sudo tests/run-all.sh` installs them). Each test holds the
+//! lab lock, builds its own namespaces and removes them, also on failure; nothing runs
+//! in the root namespace.
 //!
 //! With `SYNGUARD_LAB_STANDIN=bridge` the gateway is a plain Linux bridge (harness
 //! self-test): the generic tests pass, the flood tests fail by design (the server sees

@@ -1,6 +1,6 @@
-//! tests/lab_prometheus.rs — owned by the observability work (branch `obs`): a real
-//! Prometheus server scrapes a real synguard in the namespace lab (tests/common) and
-//! evaluates deploy/prometheus/alerts.yml during a bounded hping3 SYN flood.
+//! A real Prometheus server scrapes a real synguard in the namespace lab
+//! (tests/common) and evaluates deploy/prometheus/alerts.yml during a bounded hping3
+//! SYN flood.
 //!
 //! Needs root, the lab tools and the Debian package `prometheus` (`prometheus` and
 //! `promtool`; tests/run-all.sh installs them). Prometheus runs INSIDE the gateway
@@ -616,7 +616,7 @@ fn prometheus_scrapes_gateway_and_alerts_on_syn_flood() {
         resolved_after.as_secs()
     );
 
-    // The new limit gauges and the backend latency histogram (PENDING until merged).
+    // The new limit gauges and the backend latency histogram (a NOTE while in PENDING_FAMILIES).
     if !pending_note("synguard_syn_recv_limit", "syn_recv_limit == backlog") {
         assert_eq!(prom.scalar("synguard_syn_recv_limit"), BACKLOG);
     }

@@ -1,11 +1,11 @@
-//! tests/lab_state.rs — owned by the lab work (branch `lab3`): the gateway's state
-//! machinery in the namespace lab (tests/common), with real Linux TCP on both ends:
-//! random loss on both sides, the half-open queue's SYN-ACK retransmission schedule
-//! and expiry (tcpdump), CLOSE_WAIT and TIME_WAIT tracking, and a full backlog in each
-//! syncookies mode (off / auto / always). Needs root and iproute2, nftables, ethtool,
-//! hping3, tcpdump (`sudo tests/run-all.sh` installs them). Each test holds the lab
-//! lock, builds its own namespaces and removes them, also on failure. Gateway settings
-//! come from a per-test config file (removed once the gateway has read it).
+//! The gateway's state machinery in the namespace lab (tests/common), with real Linux
+//! TCP on both ends: random loss on both sides, the half-open queue's SYN-ACK
+//! retransmission schedule and expiry (tcpdump), CLOSE_WAIT and TIME_WAIT tracking,
+//! and a full backlog in each syncookies mode (off / auto / always). Needs root and
+//! iproute2, nftables, ethtool, hping3, tcpdump (`sudo tests/run-all.sh` installs
+//! them). Each test holds the lab lock, builds its own namespaces and removes them,
+//! also on failure; nothing runs in the root namespace. Gateway settings come from a
+//! per-test config file (removed once the gateway has read it).
 
 mod common;
 

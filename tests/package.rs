@@ -1,5 +1,4 @@
-//! tests/package.rs — owned by the packaging work (branch `pkg`): the Debian
-//! package and its systemd units. Builds the .deb once with
+//! The Debian package and its systemd units. Builds the .deb once with
 //! deploy/debian/build-deb.sh, then checks its contents, the units
 //! (`systemd-analyze verify` with the packaged binary and man pages overlaid on
 //! /usr in a private mount namespace, `systemd-analyze security` against the

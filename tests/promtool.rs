@@ -1,7 +1,7 @@
-//! tests/promtool.rs — owned by the observability work (branch `obs`): the
-//! Prometheus and Grafana files under deploy/ are valid and agree with what synguard
-//! exports. No root needed; needs `promtool` (Debian package `prometheus`, installed
-//! by tests/run-all.sh). A missing promtool fails the test, it never skips.
+//! The Prometheus and Grafana files under deploy/ are valid and agree with what
+//! synguard exports. No root needed; needs `promtool` (Debian package `prometheus`,
+//! installed by tests/run-all.sh). A missing promtool fails the test, it never
+//! skips.
 //!
 //! - prometheus.yml: `promtool check config` (also loads alerts.yml);
 //! - alerts.yml: `promtool check rules`, and every alert has a severity, summary,
@@ -433,7 +433,7 @@ fn exported_families_match_the_source() {
             );
         } else if PENDING_FAMILIES.contains(&f.name) {
             println!(
-                "NOTE: {} is not in src/ yet (PENDING_FAMILIES, being added on another branch)",
+                "NOTE: {} is not in src/ yet (listed in PENDING_FAMILIES)",
                 f.name
             );
         } else {

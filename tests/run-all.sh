@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# tests/run-all.sh — owned by the lab work (branch `lab`): the project's one test
-# command (`sudo tests/run-all.sh`; .ci/run calls exactly this). Installs the lab tools
-# if missing, then builds, runs every unit and integration test (the namespace lab
-# tests serialize themselves through /tmp/synguard-lab.lock), clippy, rustfmt, and
-# checks that no lab namespace was left behind. Runs unattended (no stdin needed).
+# tests/run-all.sh — the project's one test command (`sudo tests/run-all.sh`; .ci/run
+# calls exactly this). Installs the lab tools if missing, then builds, runs every unit
+# and integration test (the namespace lab tests serialize themselves through
+# /tmp/synguard-lab.lock), clippy, rustfmt, and checks that no lab namespace was left
+# behind. Runs unattended (no stdin needed); never skips a step: a tool still missing
+# after the install is a failure that names it.
 set -euo pipefail
 
 usage() {

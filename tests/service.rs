@@ -1,12 +1,11 @@
-//! tests/service.rs — owned by the packaging work (branch `pkg`): the gateway
-//! as the systemd unit runs it. `synguard run` as an unprivileged user holding
-//! only the unit's capabilities (ambient, via setpriv, as systemd sets them)
-//! in a private, unnamed network namespace with two veth pairs: the AF_PACKET
-//! data path works without root, SIGHUP applies a valid change, rejects a bad
-//! one and keeps running, and the frame counters carry on across reloads.
-//! Not a lab test: no named namespaces, no lab lock, nothing outside the
-//! namespace. Needs root, unshare/setpriv/nsenter (util-linux), ip (iproute2)
-//! and python3; a missing tool fails the test.
+//! The gateway as the systemd unit runs it. `synguard run` as an unprivileged
+//! user holding only the unit's capabilities (ambient, via setpriv, as systemd
+//! sets them) in a private, unnamed network namespace with two veth pairs: the
+//! AF_PACKET data path works without root, SIGHUP applies a valid change,
+//! rejects a bad one and keeps running, and the frame counters carry on across
+//! reloads. Not a lab test: no named namespaces, no lab lock, nothing outside
+//! the namespace. Needs root, unshare/setpriv/nsenter (util-linux), ip
+//! (iproute2) and python3; a missing tool fails the test.
 
 use std::fs;
 use std::path::{Path, PathBuf};

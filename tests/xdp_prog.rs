@@ -4,7 +4,7 @@
 //! the same frame, secret and time. Needs root (CAP_BPF, CAP_NET_ADMIN) and
 //! a BPF-capable kernel; it fails, never skips, without them.
 //!
-//! Agreement rule (issue 9): XDP_TX only where the engine replies, with the
+//! Agreement rule: XDP_TX only where the engine replies, with the
 //! same bytes; XDP_DROP only where the engine drops; XDP_PASS is always
 //! allowed (the engine then decides).
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # deploy/lab/attack.sh — named, bounded attack scenarios against the synguard lab
-# (deploy/lab/lab.sh, or a lab built by tests/common/mod.rs: pass its suffix as -n).
+# (deploy/lab/lab.sh, or a lab built by tests/common/lab.rs: pass its suffix as -n).
 # Independent of synguard itself: it only sends packets from the client namespace
 # and reports what it offered. Every scenario is bounded in time (timeout) and count
 # (-c / --limit), and every spoofed source comes from 198.18.0.0/15 (hping3 -a,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# deploy/lab/lab.sh — owned by the lab work (branch `lab`): builds and tears down the
-# three-namespace synguard lab (client | gateway | server) by hand, starts the Python
-# test peer and the gateway, and prints how to use them. The Rust integration tests
-# build the same topology themselves (tests/common/mod.rs); keep the two in step.
+# deploy/lab/lab.sh — builds and tears down the three-namespace synguard lab
+# (client | gateway | server) by hand, starts the Python test peer and the gateway,
+# and prints how to use them. The Rust integration tests never call it: they build
+# the same topology themselves (tests/common/lab.rs); keep the two in step.
 #
 # Lab rules (design.md section 6): namespaces only, linked only to each other, never
 # to the root namespace; addresses only from 198.18.0.0/15 and 2001:db8::/32.

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-# deploy/lab/testpeer.py — owned by the lab work (branch `lab`): the lab's test peer
-# (server and client) for manual demos with deploy/lab/lab.sh. It speaks the same
-# protocol, stream and hash as the Rust harness in tests/common/mod.rs, so either side
-# can talk to the other. Pure Python: fine for demos (a few MB/s), not for benchmarks.
+# deploy/lab/testpeer.py — the lab's test peer (server and client) for manual demos
+# with deploy/lab/lab.sh. It speaks the same protocol, stream and hash as the Rust
+# harness in tests/common/peer.rs, so either side can talk to the other. Pure Python:
+# fine for demos (a few MB/s), never used by the automated tests or for benchmarks.
 #
 # Protocol (one command byte per TCP connection, from the client):
 #   'C'                      server answers 'C' and closes (connect test)
@@ -25,7 +25,7 @@ import threading
 import time
 
 MASK = 0xFFFFFFFFFFFFFFFF
-# SipHash-2-4 key, identical to tests/common/mod.rs (HASH_K0/HASH_K1).
+# SipHash-2-4 key, identical to tests/common/peer.rs (HASH_K0/HASH_K1).
 HASH_K0 = 0x73796E6775617264  # "synguard"
 HASH_K1 = 0x6C61622070656572  # "lab peer"
 STREAM_SEED_XOR = 0x9E3779B97F4A7C15
