@@ -690,7 +690,7 @@ static __always_inline int on_ack(struct xdp_md *ctx, struct parsed *p,
 }
 
 SEC("xdp")
-int synguard_xdp(struct xdp_md *ctx)
+int sg_fast_path(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;

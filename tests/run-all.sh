@@ -169,7 +169,7 @@ step() {
 read -r -a TEST_ARGS <<<"${SYNGUARD_TEST_ARGS:-}"
 step "bpf object" bpf/build.sh --check
 step "build" "$CARGO" build --release
-step "test" "$CARGO" test --release -- --show-output "${TEST_ARGS[@]}"
+step "test" "$CARGO" test --release --no-fail-fast -- --show-output "${TEST_ARGS[@]}"
 step "clippy" "$CARGO" clippy --all-targets -- -D warnings
 step "fmt" "$CARGO" fmt --check
 

@@ -24,7 +24,7 @@ use maps::{counter, SgFlowKey, SgParams, SgService, SgServiceKey, SgTracked, ORI
 /// The compiled program (bpf/build.sh; CI checks it is not stale).
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../../../bpf/synguard_xdp.o");
 
-const PROGRAM: &str = "synguard_xdp";
+const PROGRAM: &str = "sg_fast_path";
 
 /// The parameter entry is stale (the program passes everything up) when
 /// the engine has not rewritten it for this long: the loop publishes every
@@ -164,7 +164,7 @@ impl XdpFastPath {
             })?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM)
-            .ok_or(XdpError::Load("no program `synguard_xdp`".into()))?
+            .ok_or(XdpError::Load("no program `sg_fast_path`".into()))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| XdpError::Load(e.to_string()))?;
         prog.load().map_err(|e| {
@@ -256,7 +256,7 @@ impl XdpFastPath {
             .ebpf
             .program_mut(PROGRAM)
             .and_then(|p| <&mut Xdp>::try_from(p).ok())
-            .ok_or(XdpError::Load("no program `synguard_xdp`".into()))?;
+            .ok_or(XdpError::Load("no program `sg_fast_path`".into()))?;
         let link = prog.attach(iface, mode).map_err(|e| {
             if is_permission(&e) {
                 XdpError::Permission(e.to_string())
