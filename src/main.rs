@@ -17,6 +17,7 @@ use tracing_subscriber::{reload, EnvFilter};
 use synguard::reload::LogFilter;
 
 use synguard::config::{self, Overrides};
+use synguard::io::xdp::XdpSetting;
 
 /// Exit code for a configuration that does not validate (check-config), the
 /// same code clap uses for a bad command line.
@@ -135,6 +136,9 @@ struct OverrideArgs {
     /// tracing filter, e.g. info or synguard=debug [file: log.level]. RUST_LOG wins.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// XDP fast path on the client port: auto, native, generic or off [file: io.xdp].
+    #[arg(long, value_name = "MODE", value_parser = config::parse_xdp)]
+    xdp: Option<XdpSetting>,
 }
 
 /// `--metrics-listen` value; a newtype because clap reads a bare
@@ -191,6 +195,7 @@ impl From<OverrideArgs> for Overrides {
             secret_file: a.secret_file,
             control_socket: a.control_socket.map(|c| c.0),
             log_level: a.log_level,
+            xdp: a.xdp,
         }
     }
 }

@@ -786,9 +786,10 @@ fn zz_results_table() {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nAttack replay results ({}; {RATE} pps offered for {FLOOD_SECS} s per scenario; \
-         legit = {LEGIT_CONNECTS} connects + {LEGIT_TRANSFERS} transfers of {} KiB):\n",
+        "\nAttack replay results ({}; io.xdp {}; {RATE} pps offered for {FLOOD_SECS} s per \
+         scenario; legit = {LEGIT_CONNECTS} connects + {LEGIT_TRANSFERS} transfers of {} KiB):\n",
         machine_summary(),
+        lab_xdp_from_env().unwrap_or_else(|| "default (auto)".into()),
         TRANSFER_BYTES / 1024
     );
     let _ = writeln!(

@@ -18,13 +18,16 @@ Runs, in order, and prints a summary (exit 1 if any step failed):
      `cargo install cargo-deb --locked`,
      then fails loudly naming any tool that is still missing
   2. cargo build --release
-  3. cargo test --release            (unit + integration, incl. namespace lab tests)
+  3. cargo test --release            (unit + integration, incl. namespace lab tests,
+                                      XDP fast path at its default)
+  3b. the namespace lab tests again with SYNGUARD_LAB_XDP=off
   4. cargo clippy --all-targets -- -D warnings
   5. cargo fmt --check
   6. no sg-* network namespace left behind by this run
 Environment: CARGO (cargo binary), SYNGUARD_TEST_ARGS (extra args after `cargo test
 --release --`, e.g. a test name filter), SYNGUARD_LAB_STANDIN=bridge (lab tests use
-a Linux bridge instead of synguard: harness self-test only).
+a Linux bridge instead of synguard: harness self-test only), SYNGUARD_LAB_XDP
+(auto|native|generic|off: the io.xdp of every lab gateway in step 3).
 EOF
 }
 
@@ -170,6 +173,11 @@ read -r -a TEST_ARGS <<<"${SYNGUARD_TEST_ARGS:-}"
 step "bpf object" bpf/build.sh --check
 step "build" "$CARGO" build --release
 step "test" "$CARGO" test --release --no-fail-fast -- --show-output "${TEST_ARGS[@]}"
+# The lab suite again with the XDP fast path off: the AF_PACKET path alone
+# must keep working (the run above used the default, io.xdp = "auto").
+step "lab (xdp off)" env SYNGUARD_LAB_XDP=off "$CARGO" test --release --no-fail-fast \
+    --test lab_basic --test lab_state --test lab_stacks --test lab_attacks --test lab_prometheus \
+    -- --show-output "${TEST_ARGS[@]}"
 step "clippy" "$CARGO" clippy --all-targets -- -D warnings
 step "fmt" "$CARGO" fmt --check
 

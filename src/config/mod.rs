@@ -14,6 +14,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+use crate::io::xdp::XdpSetting;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -46,6 +47,20 @@ pub struct Overrides {
     /// `Some(None)`: the control endpoint switched off on the command line.
     pub control_socket: Option<Option<PathBuf>>,
     pub log_level: Option<String>,
+    pub xdp: Option<XdpSetting>,
+}
+
+/// Parse an `io.xdp` / `--xdp` value.
+pub fn parse_xdp(text: &str) -> Result<XdpSetting, String> {
+    match text {
+        "auto" => Ok(XdpSetting::Auto),
+        "native" => Ok(XdpSetting::Native),
+        "generic" => Ok(XdpSetting::Generic),
+        "off" => Ok(XdpSetting::Off),
+        other => Err(format!(
+            "expected \"auto\", \"native\", \"generic\" or \"off\", got {other:?}"
+        )),
+    }
 }
 
 /// Parse a control socket setting: a path, or "off" / "" for none.

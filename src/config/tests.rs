@@ -738,6 +738,7 @@ fn flags_override_file() {
         secret_file: Some(PathBuf::from("/run/secret")),
         control_socket: Some(Some(PathBuf::from("/tmp/sg.sock"))),
         log_level: Some("synguard=debug".into()),
+        xdp: None,
     };
     let s = load_str(SHIPPED, &ov).unwrap();
     assert_eq!(s.control_socket, Some(PathBuf::from("/tmp/sg.sock")));
@@ -992,4 +993,18 @@ fn control_socket_from_file_off_and_relative() {
         .control_socket,
         None
     );
+}
+
+#[test]
+fn xdp_flag_wins_over_the_file() {
+    use crate::io::xdp::XdpSetting;
+    let file = format!("{MINIMAL}[io]\nxdp = \"native\"\n");
+    assert_eq!(load_str(&file, &none()).unwrap().io.xdp, XdpSetting::Native);
+    let flag = Overrides {
+        xdp: Some(XdpSetting::Off),
+        ..Overrides::default()
+    };
+    assert_eq!(load_str(&file, &flag).unwrap().io.xdp, XdpSetting::Off);
+    assert_eq!(super::parse_xdp("generic"), Ok(XdpSetting::Generic));
+    assert!(super::parse_xdp("fast").unwrap_err().contains("\"off\""));
 }

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use super::file::{ActionName, FileConfig, SignedName};
 use super::{ConfigError, Overrides, Settings};
 use crate::engine::{EngineConfig, InvalidAckAction, SignedSegmentAction, SyncookieMode};
-use crate::io::xdp::XdpSetting;
 use crate::io::IoConfig;
 
 // Bounds. Each is the sane envelope for the setting, not a tuning hint.
@@ -276,17 +275,11 @@ pub(crate) fn resolve(file: FileConfig, ov: &Overrides) -> Result<Settings, Conf
             RCVBUF_BYTES,
         )?,
         disable_offloads: file.io.disable_offloads.unwrap_or(iod.disable_offloads),
-        xdp: match file.io.xdp.as_deref() {
-            None => iod.xdp,
-            Some("auto") => XdpSetting::Auto,
-            Some("native") => XdpSetting::Native,
-            Some("generic") => XdpSetting::Generic,
-            Some("off") => XdpSetting::Off,
-            Some(other) => {
-                return Err(ConfigError::invalid(
-                    "io.xdp",
-                    format!("expected \"auto\", \"native\", \"generic\" or \"off\", got {other:?}"),
-                ))
+        xdp: match (ov.xdp, file.io.xdp.as_deref()) {
+            (Some(flag), _) => flag,
+            (None, None) => iod.xdp,
+            (None, Some(text)) => {
+                super::parse_xdp(text).map_err(|m| ConfigError::invalid("io.xdp", m))?
             }
         },
     };

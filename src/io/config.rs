@@ -10,8 +10,7 @@ pub struct IoConfig {
     pub rcvbuf_bytes: usize,
     /// Turn GRO/GSO/TSO and checksum offloads off on both ports at start-up.
     pub disable_offloads: bool,
-    /// XDP fast path on the client port. Default off until the
-    /// lab suite has run with it on.
+    /// XDP fast path on the client port (default auto).
     pub xdp: super::xdp::XdpSetting,
 }
 
@@ -22,7 +21,7 @@ impl Default for IoConfig {
             server_iface: String::new(),
             rcvbuf_bytes: 8 << 20,
             disable_offloads: true,
-            xdp: super::xdp::XdpSetting::Off,
+            xdp: super::xdp::XdpSetting::Auto,
         }
     }
 }

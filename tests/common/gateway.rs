@@ -22,6 +22,16 @@ pub const METRICS_ADDR: &str = "127.0.0.1:9150";
 /// The gateway binary built by cargo for this test crate.
 pub const SYNGUARD_BIN: &str = env!("CARGO_BIN_EXE_synguard");
 
+/// `SYNGUARD_LAB_XDP`, when set: the `--xdp` mode every lab gateway runs with.
+pub fn lab_xdp_from_env() -> Option<String> {
+    match std::env::var("SYNGUARD_LAB_XDP") {
+        Ok(v) if v.is_empty() => None,
+        Ok(v) if ["auto", "native", "generic", "off"].contains(&v.as_str()) => Some(v),
+        Ok(v) => panic!("SYNGUARD_LAB_XDP={v:?}: expected auto, native, generic or off"),
+        Err(_) => None,
+    }
+}
+
 impl Lab {
     // ---- gateway ---------------------------------------------------------------
 
@@ -48,6 +58,13 @@ impl Lab {
             "--metrics-listen",
             METRICS_ADDR,
         ];
+        // `SYNGUARD_LAB_XDP=off` (or native, generic, auto) runs the suite with
+        // that io.xdp; unset, the gateway's own default (tests/run-all.sh runs
+        // the lab suite both ways).
+        let xdp = lab_xdp_from_env();
+        if let Some(mode) = &xdp {
+            args.extend_from_slice(&["--xdp", mode]);
+        }
         args.extend_from_slice(extra_args);
         self.start_gateway_with(SYNGUARD_BIN, &args);
     }

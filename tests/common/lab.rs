@@ -54,6 +54,8 @@ pub const CLI_IF: &str = "cli0";
 pub const GW_CLIENT_IF: &str = "gwc";
 pub const GW_SERVER_IF: &str = "gws";
 pub const SRV_IF: &str = "srv0";
+/// The pass-everything XDP program for the end hosts' veths (bpf/xdp_pass.c).
+pub const XDP_PASS_OBJECT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bpf/xdp_pass.o");
 /// Tools every lab needs; a missing one is an error, never a skip.
 pub const LAB_TOOLS: &[&str] = &[
     "ip", "nft", "ethtool", "sysctl", "hping3", "nstat", "ping", "timeout",
@@ -272,6 +274,31 @@ impl Lab {
             (&self.srv, SRV_IF),
         ] {
             run("ip", &["-n", ns, "link", "set", dev, "up"]);
+        }
+        // A frame the gateway sends back with XDP_TX (its XDP fast path's
+        // SYN-ACKs and RSTs) reaches the peer veth only when the peer runs an
+        // XDP program itself: drivers/net/veth.c hands it to the peer's XDP
+        // receive ring, which is only polled while a program is attached
+        // (measured: none arrived without one). So the end hosts run a program
+        // that passes everything; a real NIC needs nothing of the kind. Both
+        // ends, whatever io.xdp says, so every run has the same conditions.
+        for (ns, dev) in [(&self.cli, CLI_IF), (&self.srv, SRV_IF)] {
+            run(
+                "ip",
+                &[
+                    "-n",
+                    ns,
+                    "link",
+                    "set",
+                    "dev",
+                    dev,
+                    "xdpdrv",
+                    "obj",
+                    XDP_PASS_OBJECT,
+                    "sec",
+                    "xdp",
+                ],
+            );
         }
         // SYN counters at the server (before anything else sees the packet).
         self.nft(
