@@ -148,8 +148,14 @@ cmd_up() {
     ip -n "$NS_GW" link set gws up
     ip -n "$NS_CLI" link set cli0 up
     ip -n "$NS_SRV" link set srv0 up
+    # The gateway's XDP fast path answers SYNs with XDP_TX; such a frame
+    # reaches a veth peer only when the peer runs an XDP program itself
+    # (drivers/net/veth.c), so both end hosts run one that passes everything.
+    # A real NIC needs nothing of the kind.
+    ip -n "$NS_CLI" link set dev cli0 xdpdrv obj "$REPO_ROOT/bpf/xdp_pass.o" sec xdp
+    ip -n "$NS_SRV" link set dev srv0 xdpdrv obj "$REPO_ROOT/bpf/xdp_pass.o" sec xdp
     echo "lab '$LAB_NAME' is up:"
-    echo "  $NS_CLI  cli0  $CLIENT_V4/24 $CLIENT_V6/64  <-veth->  gwc"
+    echo "  $NS_CLI  cli0  $CLIENT_V4/24 $CLIENT_V6/64  <-veth->  gwc  (cli0, srv0: xdp_pass.o)"
     echo "  $NS_GW   gwc, gws  (no addresses, IPv6 disabled, offloads off)"
     echo "  $NS_SRV  srv0  $SERVER_V4/24 $SERVER_V6/64  <-veth->  gws"
     echo "  nothing is connected to the root namespace; run dir $RUN_DIR"
