@@ -31,6 +31,10 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
     let client = open_port(&io_cfg.client_iface, io_cfg)?;
     let server = open_port(&io_cfg.server_iface, io_cfg)?;
     let engine = Engine::new(settings.engine.clone(), secret);
+    // Before the endpoints: loading the program (the verifier) takes a
+    // moment, and an answering /metrics is what operators and the lab take
+    // for "up".
+    let xdp = start_xdp(io_cfg, &settings.engine)?;
     let _metrics = match settings.metrics_listen {
         Some(addr) => {
             let server = crate::metrics::serve(addr, crate::metrics::registry(engine.counters()))
@@ -56,7 +60,6 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
         .map(|s| s.to_string())
         .collect();
     tracing::info!(client = %io_cfg.client_iface, server = %io_cfg.server_iface, protect = %protected.join(","), "synguard running");
-    let xdp = start_xdp(io_cfg, &settings.engine)?;
     let mut runner = Runner::new(engine, client, server);
     if let Some(x) = xdp {
         runner.set_fast_path(x, crate::io::runner::wall_clock_ms());

@@ -283,8 +283,10 @@ fn run_scenario(test: &str, sc: Scenario) {
         (report, legit, monitor.join().expect("monitor thread"))
     });
     let wall = started.elapsed();
-    // Let queued SYN-ACK retransmissions and the last segments settle.
-    thread::sleep(Duration::from_millis(500));
+    // Let queued SYN-ACK retransmissions and the last segments settle, and
+    // the gateway fold its kernel and XDP counters (once a second,
+    // src/io/runner.rs KERNEL_STATS_INTERVAL_MS) into the metrics.
+    thread::sleep(Duration::from_millis(1500));
     lab.assert_gateway_alive();
     let report = report.unwrap_or_else(|e| panic!("{e}"));
     let captured = lab.stop_capture(capture);

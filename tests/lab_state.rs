@@ -741,7 +741,7 @@ fn backlog_full_syncookies_auto() {
     // which restarts the hold time) and completes.
     let legit_at = Instant::now();
     let t = legit_connect(&lab, ClientTimeouts::CONNECT);
-    let m1 = lab.metrics();
+    let m1 = lab.metrics_settled();
     println!(
         "legit connect in cookie mode: {:.2} ms; cookies validated +{}",
         ms(t),
@@ -820,7 +820,7 @@ fn backlog_full_syncookies_always() {
     assert_eq!(m.val("synguard_cookie_mode_active"), 1.0);
     assert_server_syns(&lab, 0);
     let t = legit_connect(&lab, ClientTimeouts::CONNECT);
-    let m1 = lab.metrics();
+    let m1 = lab.metrics_settled();
     println!("legit connect in mode always: {:.2} ms", ms(t));
     assert_eq!(delta(&m1, &m0, "synguard_cookies_validated_total"), 1.0);
     assert_eq!(

@@ -51,8 +51,6 @@ impl CookieModeSwitch {
         }
     }
 
-    /// Decide for a SYN, given whether the queue and the source's share of
-    /// it have room. Records an overflow (auto mode) when the queue is full.
     /// Until when (wall-clock ms, exclusive) SYNs are answered statelessly
     /// as of now: `u64::MAX` for `always`, 0 for `off`, the end of the hold
     /// time after the last overflow for `auto`. Published to the XDP fast
@@ -67,6 +65,18 @@ impl CookieModeSwitch {
         }
     }
 
+    /// SYNs were answered statelessly elsewhere (the XDP fast path) while
+    /// the queue is full: in auto mode that is an overflow like any other,
+    /// as every cookie Linux sends refreshes its overflow stamp
+    /// (tcp_synq_overflow).
+    pub fn note_overflow(&mut self, now_ms: u64) {
+        if self.mode == SyncookieMode::Auto {
+            self.last_overflow_ms = Some(now_ms);
+        }
+    }
+
+    /// Decide for a SYN, given whether the queue and the source's share of
+    /// it have room. Records an overflow (auto mode) when the queue is full.
     pub fn decide(&mut self, now_ms: u64, queue_full: bool, source_full: bool) -> SynDecision {
         match self.mode {
             SyncookieMode::Always => SynDecision::Cookie,
@@ -93,6 +103,20 @@ impl CookieModeSwitch {
 mod tests {
     use super::SynDecision::*;
     use super::*;
+
+    #[test]
+    fn overflows_seen_elsewhere_hold_auto_mode_only() {
+        let mut auto = CookieModeSwitch::new(SyncookieMode::Auto, 5_000);
+        auto.note_overflow(1_000);
+        assert!(auto.cookie_mode_active(5_999));
+        assert_eq!(auto.stateless_until_ms(), 6_000);
+        auto.note_overflow(4_000);
+        assert!(auto.cookie_mode_active(8_999), "each one restarts the hold");
+        assert!(!auto.cookie_mode_active(9_000));
+        let mut off = CookieModeSwitch::new(SyncookieMode::Off, 5_000);
+        off.note_overflow(1_000);
+        assert!(!off.cookie_mode_active(1_001));
+    }
 
     #[test]
     fn off_mode_queues_or_drops() {

@@ -144,6 +144,16 @@ impl Engine {
         }
     }
 
+    /// The program answered `syns` SYNs statelessly since the last call: if
+    /// the half-open queue is still full they are overflows, and auto mode
+    /// holds cookie mode from now (as when the engine answers them itself).
+    pub fn note_fast_path_syns(&mut self, now_ms: u64, syns: u64) {
+        if syns > 0 && self.half_open.is_full() {
+            self.cookie_mode.note_overflow(now_ms);
+            self.publish_cookie_mode(now_ms);
+        }
+    }
+
     /// The program tracked `key` on its own (it passed a valid cookie ACK
     /// up): unpublish it at `now_ms` + grace unless the engine tracks it then.
     pub fn note_fast_path_tracked(&mut self, now_ms: u64, key: FlowKey) {

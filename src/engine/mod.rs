@@ -94,7 +94,7 @@ impl Engine {
         counters
             .flows_limit
             .store(cfg.max_flows as u64, std::sync::atomic::Ordering::Relaxed);
-        Engine {
+        let engine = Engine {
             minter: CookieMinter::new(secret, cfg.cookie_slot_seconds),
             protected: ProtectedServices::new(&cfg.protected),
             flows: FlowTable::new(cfg.max_flows, counters.clone()),
@@ -109,7 +109,11 @@ impl Engine {
             counters,
             fast_path: Default::default(),
             cfg,
-        }
+        };
+        // The gauge is right before the first SYN or tick (in always mode it
+        // is 1 from the start; auto starts out of cookie mode).
+        engine.publish_cookie_mode(0);
+        engine
     }
 
     /// Shared counters for the metrics exporter.

@@ -20,6 +20,10 @@ const MAX_IDLE_WAIT: Duration = Duration::from_millis(200);
 
 /// How often the kernel's socket drop counters are read.
 const KERNEL_STATS_INTERVAL_MS: u64 = 1000;
+/// How often the XDP program's per-CPU counters are folded into the
+/// engine's (a handful of map reads): what it answered or dropped shows in
+/// /metrics this late at most, plus one idle wait.
+const XDP_COUNTERS_INTERVAL_MS: u64 = 100;
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn wall_clock_ms() -> u64 {
@@ -133,12 +137,19 @@ impl<P: FramePort> Runner<P> {
         self.flush();
     }
 
+    /// Fold what the XDP program answered and dropped into the engine
+    /// counters; SYNs it answered while the queue is full keep auto mode's
+    /// cookie mode on.
+    fn fold_xdp_counters(&mut self, now_ms: u64) {
+        if let Some(x) = &mut self.xdp {
+            let syns = x.fold_counters(&self.engine.counters());
+            self.engine.note_fast_path_syns(now_ms, syns);
+        }
+    }
+
     /// Fold the kernel's per-socket drop counts into the engine counters.
     pub fn collect_kernel_drops(&mut self) {
         let counters = self.engine.counters();
-        if let Some(x) = &mut self.xdp {
-            x.fold_counters(&counters);
-        }
         for port in [Port::Client, Port::Server] {
             let drops = self.port_mut(port).take_kernel_drops();
             let c = &counters.kernel_drops[port.index()];
@@ -200,7 +211,7 @@ impl Runner<PacketPort> {
     /// Serve until SIGINT/SIGTERM; on SIGHUP call `on_reload` with the
     /// engine between two batches (no frame is in flight then).
     pub fn run_until_shutdown(&mut self, mut on_reload: impl FnMut(&mut Engine)) -> io::Result<()> {
-        let mut next_stats = 0;
+        let (mut next_stats, mut next_xdp_fold) = (0, 0);
         while !signals::shutdown_requested() {
             if signals::take_reload_request() {
                 on_reload(&mut self.engine);
@@ -210,6 +221,10 @@ impl Runner<PacketPort> {
             let now = wall_clock_ms();
             let busy = self.pump(now, Port::Client)? + self.pump(now, Port::Server)? > 0;
             self.tick(now);
+            if now >= next_xdp_fold {
+                self.fold_xdp_counters(now);
+                next_xdp_fold = now + XDP_COUNTERS_INTERVAL_MS;
+            }
             if now >= next_stats {
                 self.collect_kernel_drops();
                 next_stats = now + KERNEL_STATS_INTERVAL_MS;

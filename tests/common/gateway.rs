@@ -19,6 +19,8 @@ use super::netns::in_netns;
 use super::prometheus::{http_get, Metrics};
 /// Where the gateway serves metrics, inside the gateway namespace.
 pub const METRICS_ADDR: &str = "127.0.0.1:9150";
+/// Longest delay before the XDP program's counters show in /metrics.
+pub const XDP_COUNTER_LAG: Duration = Duration::from_millis(400);
 /// The gateway binary built by cargo for this test crate.
 pub const SYNGUARD_BIN: &str = env!("CARGO_BIN_EXE_synguard");
 
@@ -224,6 +226,14 @@ impl Lab {
     /// Parsed metrics snapshot (see [`Metrics`]).
     pub fn metrics(&self) -> Metrics {
         Metrics::parse(&self.metrics_text())
+    }
+
+    /// A snapshot taken once what the XDP fast path answered or dropped so
+    /// far has reached /metrics (folded every 100 ms, src/io/runner.rs, plus
+    /// at most one 200 ms idle wait of the I/O loop).
+    pub fn metrics_settled(&self) -> Metrics {
+        thread::sleep(XDP_COUNTER_LAG);
+        self.metrics()
     }
 
     /// Polls the metrics every 25 ms until `pred` holds (returns that snapshot and the

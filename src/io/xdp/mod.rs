@@ -384,7 +384,9 @@ impl XdpFastPath {
 
     /// Fold what the program did since the last call into the engine's
     /// counters, so the existing metrics count XDP's work too.
-    pub fn fold_counters(&mut self, c: &Counters) {
+    /// Add what the program did since the last call to the engine's
+    /// counters; returns how many SYNs it answered in that time.
+    pub fn fold_counters(&mut self, c: &Counters) -> u64 {
         let now = self.counter_totals();
         let d = |i: u32| now[i as usize].wrapping_sub(self.folded[i as usize]);
         let add = |a: &std::sync::atomic::AtomicU64, n: u64| {
@@ -411,7 +413,9 @@ impl XdpFastPath {
             add(&c.drops[reason.index()], d(idx));
         }
         c.xdp_mode.store(self.active as u64, Ordering::Relaxed);
+        let syns = d(counter::SYNACK_COOKIE);
         self.folded = now;
+        syns
     }
 }
 
