@@ -412,12 +412,15 @@ fn run_scenario(test: &str, sc: Scenario) {
                 captured_lines.len()
             ),
         );
+        // hping3's summary can miss the one packet it sent as timeout's SIGINT
+        // landed (seen: 198,675 SYNs captured at the server, 198,674 in the
+        // summary), so the upper bound allows that one.
+        let upper = report.packets + 1;
         c.check(
-            unprot_syns as f64 >= lower && unprot_syns <= report.packets,
+            unprot_syns as f64 >= lower && unprot_syns <= upper,
             format!(
-                "server SYNs on {UNPROTECTED_PORT} +{unprot_syns} in {lower}..={} (every flood SYN \
-                 the gateway read was bridged)",
-                report.packets
+                "server SYNs on {UNPROTECTED_PORT} +{unprot_syns} in {lower}..={upper} (every \
+                 flood SYN the gateway read was bridged)"
             ),
         );
         println!(

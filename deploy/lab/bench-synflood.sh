@@ -377,8 +377,11 @@ build_lab() {
     ip -n "$NS_CLI" link set "$CLI" up
     ip -n "$NS_SRV" link set srv0 up
     # The server answers the spoofed sources through the client's MAC (kernel
-    # variant); the client owns no 198.18.3.x address, so its kernel drops the
-    # SYN-ACKs silently after the ingress counter (no RSTs back, like a real flood).
+    # variant); the client owns no 198.18.3.x address. The SYN-ACKs to them are
+    # counted and dropped at the client veth's ingress hook, before the IP
+    # layer: a real client network would take them off the gateway's hands at
+    # the NIC, and their receive work on the gateway's core (the end host's
+    # veth receive runs on the sender's CPU) is not what is measured.
     ip -n "$NS_SRV" route add "$SPOOF_NET" via "$CLIENT_V4" dev srv0
     # SYN-ACKs to the spoofed sources, counted where they enter the client namespace.
     nsx "$NS_CLI" nft -f - <<EOF
@@ -387,7 +390,7 @@ table netdev sgbench {
     counter syns {}
     chain in {
         type filter hook ingress device "$CLI" priority 0; policy accept;
-        ip daddr $SPOOF_NET tcp flags & (syn | ack | rst | fin) == (syn | ack) counter name synacks
+        ip daddr $SPOOF_NET tcp flags & (syn | ack | rst | fin) == (syn | ack) counter name synacks drop
     }
     chain out {
         type filter hook egress device "$CLI" priority 0; policy accept;
