@@ -4,12 +4,13 @@
 # clones in different folders produce byte-identical objects (design.md 8).
 #   bpf/synguard_xdp.o  the fast path (bpf/synguard_xdp.c)
 #   bpf/xdp_pass.o      the lab end hosts' pass-everything program
+#   bpf/bench_synack_sink.o  the SYN-flood benchmark's counting client end
 # Needs Debian's clang (14) and libbpf-dev. `bpf/build.sh --check` rebuilds
 # into temporary files and fails when a committed object is stale.
 set -eu
 cd "$(dirname "$0")/.."
 CLANG=${CLANG:-clang}
-OBJECTS="synguard_xdp xdp_pass"
+OBJECTS="synguard_xdp xdp_pass bench_synack_sink"
 build() {
 	"$CLANG" -O2 -g -target bpf -mcpu=v3 -Wall -Wextra -Werror \
 		-ffile-prefix-map="$PWD"=. \

@@ -65,15 +65,16 @@ Output, one row per (placement, variant):
   offered/s    SYNs the generator put on the client veth per second
                (nftables netdev egress counter; a SYN the gateway veth's full
                ring refuses counts as offered, not answered)
-  synack/s     SYN-ACKs to 198.18.3.0/27 counted on the client veth's ingress
-               (nftables netdev counter) per second
+  synack/s     SYN-ACKs to 198.18.3.0/27 counted (and dropped) by an XDP
+               program on the client veth (bpf/bench_synack_sink.o) per second
   xSYNPROXY    synack/s divided by SYNPROXY's synack/s in the same placement
   answered     synack/s / offered/s
   legit        legitimate connects that completed / attempted
   p50, p99     connect() + first byte of the answer, completed connects, ms
 
 Needs root, 2 CPUs for "own", and: ip ethtool trafgen (netsniff-ng) nft python3
-taskset flock timeout cc, bpf/xdp_pass.o. Runtime about 20 s per row.
+taskset flock timeout cc bpftool, bpf/xdp_pass.o and bpf/bench_synack_sink.o.
+Runtime about 20 s per row.
 EOF
 }
 
@@ -128,11 +129,12 @@ done
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, veth, XDP, nftables)"
 missing=()
-for t in ip ethtool trafgen nft python3 taskset flock timeout sysctl cc; do
+for t in ip ethtool trafgen nft python3 taskset flock timeout sysctl cc bpftool; do
     command -v "$t" >/dev/null 2>&1 || missing+=("$t")
 done
 [[ ${#missing[@]} -eq 0 ]] || die "missing tool(s): ${missing[*]} (apt-get install iproute2 ethtool netsniff-ng nftables python3 util-linux coreutils procps gcc)"
 XDP_PASS_OBJ=$REPO_ROOT/bpf/xdp_pass.o
+SINK_OBJ=$REPO_ROOT/bpf/bench_synack_sink.o
 [[ -f $XDP_PASS_OBJ ]] || die "$XDP_PASS_OBJ missing (bpf/build.sh builds it)"
 for v in "${VARIANT_LIST[@]}"; do
     if [[ $v == xdp || $v == afpacket ]]; then
@@ -328,6 +330,24 @@ xdp_pass_on() { # NS IF
     ip -n "$1" link set dev "$2" xdpdrv obj "$XDP_PASS_OBJ" sec xdp
 }
 
+# The id of the counter map of the sink program on the client veth.
+sink_map_id() {
+    local prog map
+    prog=$(ip -n "$NS_CLI" -d link show dev "$CLI" | sed -n 's/.*prog\/xdp id \([0-9]*\).*/\1/p' | head -n 1)
+    map=$(bpftool prog show id "$prog" | sed -n 's/.*map_ids \([0-9]*\).*/\1/p' | head -n 1)
+    [[ -n $map ]] || die "cannot find the SYN-ACK sink's map on $CLI (prog id '$prog')"
+    echo "$map"
+}
+
+# SYN-ACKs the sink counted, summed over CPUs.
+sink_count() {
+    bpftool -j map lookup id "$SINK_MAP" key 0 0 0 0 | python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+vals = v.get("formatted", v).get("values", v.get("values", []))
+print(sum(int(x["value"]) if not isinstance(x["value"], list) else int.from_bytes(bytes(int(b, 16) for b in x["value"]), "little") for x in vals))'
+}
+
 build_lab() {
     RUN_NO=$((RUN_NO + 1))
     NS_CLI=sg-bench-cli-$TAG-$RUN_NO
@@ -368,7 +388,12 @@ build_lab() {
     # (gwc: except when synguard attaches its own program): a veth without a
     # program or GRO has no NAPI, so threaded NAPI could not move its receive
     # work to CPU 1, and every variant should pay the same per-frame XDP cost.
-    xdp_pass_on "$NS_CLI" "$CLI"
+    # The client's veth runs bpf/bench_synack_sink.o instead: an XDP program as
+    # well, which counts the SYN-ACKs to the spoofed sources and drops them
+    # before an skb is built (their receive work would otherwise run on the
+    # gateway's CPU; a real client network takes them off its hands).
+    ip -n "$NS_CLI" link set dev "$CLI" xdpdrv obj "$SINK_OBJ" sec xdp
+    SINK_MAP=$(sink_map_id)
     xdp_pass_on "$NS_SRV" srv0
     xdp_pass_on "$NS_GW" "$GWC"
     xdp_pass_on "$NS_GW" "$GWS"
@@ -377,21 +402,12 @@ build_lab() {
     ip -n "$NS_CLI" link set "$CLI" up
     ip -n "$NS_SRV" link set srv0 up
     # The server answers the spoofed sources through the client's MAC (kernel
-    # variant); the client owns no 198.18.3.x address. The SYN-ACKs to them are
-    # counted and dropped at the client veth's ingress hook, before the IP
-    # layer: a real client network would take them off the gateway's hands at
-    # the NIC, and their receive work on the gateway's core (the end host's
-    # veth receive runs on the sender's CPU) is not what is measured.
+    # variant); the client's sink program counts and drops those SYN-ACKs.
     ip -n "$NS_SRV" route add "$SPOOF_NET" via "$CLIENT_V4" dev srv0
-    # SYN-ACKs to the spoofed sources, counted where they enter the client namespace.
+    # SYNs offered, counted where they leave the client namespace.
     nsx "$NS_CLI" nft -f - <<EOF
 table netdev sgbench {
-    counter synacks {}
     counter syns {}
-    chain in {
-        type filter hook ingress device "$CLI" priority 0; policy accept;
-        ip daddr $SPOOF_NET tcp flags & (syn | ack | rst | fin) == (syn | ack) counter name synacks drop
-    }
     chain out {
         type filter hook egress device "$CLI" priority 0; policy accept;
         ip saddr $SPOOF_NET tcp flags & (syn | ack | rst | fin) == syn counter name syns
@@ -553,8 +569,9 @@ EOF
     read_counters() {
         local st=/sys/class/net/$CLI/statistics
         # One exec, so the three readings are microseconds apart.
-        nsx "$NS_CLI" sh -c "date +%s.%N; cat $st/tx_dropped; nft list counter netdev sgbench syns; nft list counter netdev sgbench synacks" |
+        nsx "$NS_CLI" sh -c "date +%s.%N; cat $st/tx_dropped; nft list counter netdev sgbench syns" |
             awk '/packets/ { for (i = 1; i < NF; i++) if ($i == "packets") print $(i + 1); next } NF == 1 && $1 ~ /^[0-9.]+$/ { print }' | tr '\n' ' '
+        sink_count
     }
     cpu_busy() { # "busy idle" jiffies per CPU, CPU 0 and 1
         awk '$1 == "cpu0" || $1 == "cpu1" { b = $2 + $3 + $4 + $7 + $8 + $9; printf "%d %d ", b, $5 + $6 }' /proc/stat
