@@ -124,7 +124,9 @@ impl<P: FramePort> Runner<P> {
             }
             self.collect_emitted();
         }
-        self.sync_fast_path(now_ms);
+        if n > 0 {
+            self.sync_fast_path(now_ms);
+        }
         self.flush();
         Ok(n)
     }

@@ -17,7 +17,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, Queue};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 
-use crate::engine::fast_path::TrackedChange;
+use crate::engine::fast_path::{FastPathParams, FastPathService, TrackedChange};
 use crate::engine::{Counters, DropReason, Engine, Port};
 use maps::{counter, SgFlowKey, SgParams, SgService, SgServiceKey, SgTracked, ORIGIN_ENGINE};
 
@@ -131,7 +131,26 @@ pub struct XdpFastPath {
     attached: Option<(String, aya::programs::xdp::XdpLinkId)>,
     active: XdpActive,
     changes: Vec<TrackedChange>,
+    /// What was last written to the parameter map (time fields zeroed) and
+    /// when (monotonic ns), and the services last written.
+    published: Option<(SgParams, u64)>,
+    published_services: Vec<FastPathService>,
     pub map_errors: u64,
+}
+
+/// How often unchanged parameters are written again: well within
+/// `STALE_AFTER_NS`, so the program never takes a live engine for a stopped
+/// one, and its clock extrapolation stays short.
+const REFRESH_PARAMS_NS: u64 = 250_000_000;
+
+/// A parameter entry without its time stamps, to tell a change from a
+/// refresh.
+fn timeless(p: &SgParams) -> SgParams {
+    SgParams {
+        wall_ms: 0,
+        mono_ns: 0,
+        ..*p
+    }
 }
 
 /// CLOCK_MONOTONIC in ns: bpf_ktime_get_ns's clock.
@@ -198,6 +217,8 @@ impl XdpFastPath {
             attached: None,
             active: XdpActive::Off,
             changes: Vec::new(),
+            published: None,
+            published_services: Vec::new(),
             map_errors: 0,
         })
     }
@@ -304,17 +325,44 @@ impl XdpFastPath {
         mono_ns: u64,
     ) -> Result<(), XdpError> {
         let p = engine.fast_path_params(now_ms);
-        let entry = SgParams::from_params(&p, mono_ns, STALE_AFTER_NS);
+        self.write_params(&p, mono_ns)
+    }
+
+    /// Per batch: the parameters only when they changed or their stamp is
+    /// `REFRESH_PARAMS_NS` old, so a batch costs no map syscalls of its own.
+    fn publish_params_if_due(&mut self, engine: &Engine, now_ms: u64) -> Result<(), XdpError> {
+        let p = engine.fast_path_params(now_ms);
+        let mono_ns = monotonic_ns();
+        let due = match self.published {
+            Some((last, at)) => {
+                last != timeless(&SgParams::from_params(&p, 0, STALE_AFTER_NS))
+                    || mono_ns.saturating_sub(at) >= REFRESH_PARAMS_NS
+                    || p.services != self.published_services
+            }
+            None => true,
+        };
+        if due {
+            self.write_params(&p, mono_ns)?;
+        }
+        Ok(())
+    }
+
+    fn write_params(&mut self, p: &FastPathParams, mono_ns: u64) -> Result<(), XdpError> {
+        let entry = SgParams::from_params(p, mono_ns, STALE_AFTER_NS);
         self.params
             .set(0, entry, 0)
             .map_err(|e| XdpError::MapUpdate(e.to_string()))?;
-        for s in &p.services {
-            let (k, v) = SgServiceKey::from_service(s);
-            if self.services.get(&k, 0).ok() != Some(v) {
-                self.services
-                    .insert(k, v, 0)
-                    .map_err(|e| XdpError::MapUpdate(e.to_string()))?;
+        self.published = Some((timeless(&entry), mono_ns));
+        if p.services != self.published_services {
+            for s in &p.services {
+                let (k, v) = SgServiceKey::from_service(s);
+                if self.services.get(&k, 0).ok() != Some(v) {
+                    self.services
+                        .insert(k, v, 0)
+                        .map_err(|e| XdpError::MapUpdate(e.to_string()))?;
+                }
             }
+            self.published_services = p.services.clone();
         }
         Ok(())
     }
@@ -358,7 +406,7 @@ impl XdpFastPath {
             }
         }
         self.changes = changes;
-        if let Err(e) = self.publish_params(engine, now_ms) {
+        if let Err(e) = self.publish_params_if_due(engine, now_ms) {
             self.map_errors += 1;
             if self.map_errors.is_power_of_two() {
                 tracing::warn!(error = %e, total = self.map_errors, "XDP parameter update failed");
