@@ -1,0 +1,92 @@
+//! `io.xdp` at start-up against real interfaces: `native` fails with one line
+//! when the driver refuses or the MTU is too large for native XDP, `generic`
+//! attaches, `auto` falls back from native to generic and says so, and the
+//! program is detached on exit. Each case runs synguard for at most 3 s in a
+//! private, unnamed network namespace (`unshare --net`) on two bridge or veth
+//! devices it creates there: nothing is linked to any other namespace, and
+//! the namespace vanishes with the process. Needs root and unshare
+//! (util-linux); `tests/run-all.sh` runs it as root.
+
+use std::process::Command;
+
+/// Runs `synguard run --xdp MODE` on client device d0 (of `kind`: bridge has
+/// no native XDP, veth has) with MTU `mtu`; returns (exit code, stderr).
+fn start(kind: &str, mtu: u32, mode: &str) -> (Option<i32>, String) {
+    let devices = match kind {
+        "bridge" => "ip link add d0 type bridge && ip link add d1 type bridge",
+        "veth" => {
+            "ip link add d0 type veth peer name p0 && ip link add d1 type veth peer name p1 \
+             && ip link set p0 mtu \"$MTU\" && ip link set p0 up && ip link set p1 up"
+        }
+        other => panic!("device kind {other}"),
+    };
+    let script = format!(
+        "set -e; {devices}; ip link set d0 mtu \"$MTU\"; ip link set d0 up; ip link set d1 up; \
+         exec timeout --preserve-status -s TERM 3 \"$BIN\" run --client-iface d0 --server-iface d1 \
+         --protect 198.18.0.2:80 --metrics-listen off --control-socket off --xdp \"$MODE\""
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .env("BIN", env!("CARGO_BIN_EXE_synguard"))
+        .env("MTU", mtu.to_string())
+        .env("MODE", mode)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("unshare (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), err)
+}
+
+fn one_error_line(err: &str) -> &str {
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(lines.len(), 1, "exactly one error line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    lines[0]
+}
+
+#[test]
+fn native_refused_by_the_driver_is_one_clear_line() {
+    let (code, err) = start("bridge", 1500, "native");
+    assert_eq!(code, Some(1), "{err}");
+    let line = one_error_line(&err);
+    assert!(
+        line.contains("`d0`") && line.contains("native XDP"),
+        "names the interface and the mode: {line}"
+    );
+}
+
+#[test]
+fn native_with_a_jumbo_mtu_is_one_clear_line() {
+    let (code, err) = start("veth", 9000, "native");
+    assert_eq!(code, Some(1), "{err}");
+    let line = one_error_line(&err);
+    assert!(
+        line.contains("MTU 9000") && line.contains("generic"),
+        "says why and what to do: {line}"
+    );
+}
+
+#[test]
+fn generic_attaches_and_detaches_on_exit() {
+    let (code, err) = start("bridge", 1500, "generic");
+    // timeout(1) sends SIGTERM after 3 s; synguard exits 0 on it (and
+    // --preserve-status passes that on).
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("XDP fast path attached") && err.contains("mode=\"generic\""),
+        "{err}"
+    );
+    assert!(err.contains("XDP program detached"), "{err}");
+}
+
+#[test]
+fn auto_falls_back_to_generic_and_says_why() {
+    let (code, err) = start("bridge", 1500, "auto");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("native XDP unavailable; trying generic XDP"),
+        "{err}"
+    );
+    assert!(err.contains("mode=\"generic\""), "{err}");
+}
