@@ -4,6 +4,7 @@
 //! policy: a new flow may evict the oldest TIME_WAIT flow (its connection is
 //! over; only stragglers would miss it); if there is none it is refused.
 
+use super::key_log::KeyLog;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ pub struct FlowTable {
     counters: Arc<Counters>,
     /// Keys inserted or removed since the last drain, kept only while the
     /// XDP fast path is on (`engine::fast_path`); `None` otherwise.
-    touched: Option<Vec<FlowKey>>,
+    touched: KeyLog,
 }
 
 impl FlowTable {
@@ -35,20 +36,18 @@ impl FlowTable {
             limit,
             time_wait: VecDeque::new(),
             counters,
-            touched: None,
+            touched: KeyLog::default(),
         }
     }
 
     /// Start logging inserted and removed keys (for the XDP fast path).
     pub fn log_changes(&mut self) {
-        self.touched.get_or_insert_with(Vec::new);
+        self.touched.enable();
     }
 
     /// Keys inserted or removed since the last call (appended to `out`).
     pub fn drain_touched(&mut self, out: &mut Vec<FlowKey>) {
-        if let Some(t) = &mut self.touched {
-            out.append(t);
-        }
+        self.touched.drain_into(out);
     }
 
     pub fn contains(&self, key: &FlowKey) -> bool {
@@ -87,9 +86,7 @@ impl FlowTable {
 
     /// Insert a new flow (caller made room).
     pub fn insert(&mut self, key: FlowKey, flow: Flow) {
-        if let Some(t) = &mut self.touched {
-            t.push(key);
-        }
+        self.touched.note(key);
         add_signed(&self.counters.flows_by_state[flow.state.index()], 1);
         match self.map.insert(key, flow) {
             Some(old) => add_signed(&self.counters.flows_by_state[old.state.index()], -1),
@@ -99,9 +96,7 @@ impl FlowTable {
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
         let (_, flow) = self.map.remove(key)?;
-        if let Some(t) = &mut self.touched {
-            t.push(*key);
-        }
+        self.touched.note(*key);
         self.count -= 1;
         add_signed(&self.counters.flows_by_state[flow.state.index()], -1);
         // Expired TIME_WAIT keys leave the front of the queue in order.

@@ -5,6 +5,7 @@
 //! cookie, so losing an entry never breaks a handshake. Plain storage: the
 //! engine decides when entries come and go.
 
+use super::key_log::KeyLog;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -54,7 +55,7 @@ pub struct HalfOpenQueue {
     per_source_limit: usize,
     /// Keys inserted or removed since the last drain, kept only while the
     /// XDP fast path is on (`engine::fast_path`); `None` otherwise.
-    touched: Option<Vec<FlowKey>>,
+    touched: KeyLog,
 }
 
 impl HalfOpenQueue {
@@ -65,20 +66,18 @@ impl HalfOpenQueue {
             per_source: HashMap::new(),
             capacity,
             per_source_limit,
-            touched: None,
+            touched: KeyLog::default(),
         }
     }
 
     /// Start logging inserted and removed keys (for the XDP fast path).
     pub fn log_changes(&mut self) {
-        self.touched.get_or_insert_with(Vec::new);
+        self.touched.enable();
     }
 
     /// Keys inserted or removed since the last call (appended to `out`).
     pub fn drain_touched(&mut self, out: &mut Vec<FlowKey>) {
-        if let Some(t) = &mut self.touched {
-            out.append(t);
-        }
+        self.touched.drain_into(out);
     }
 
     pub fn contains(&self, key: &FlowKey) -> bool {
@@ -123,9 +122,7 @@ impl HalfOpenQueue {
 
     /// Insert (caller checked room); replaces an entry with the same key.
     pub fn insert(&mut self, key: FlowKey, entry: HalfOpen) {
-        if let Some(t) = &mut self.touched {
-            t.push(key);
-        }
+        self.touched.note(key);
         if self.entries.insert(key, entry).is_none() {
             self.count += 1;
             *self.per_source.entry(source_key(key.client)).or_insert(0) += 1;
@@ -134,9 +131,7 @@ impl HalfOpenQueue {
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<HalfOpen> {
         let (_, entry) = self.entries.remove(key)?;
-        if let Some(t) = &mut self.touched {
-            t.push(*key);
-        }
+        self.touched.note(*key);
         self.count -= 1;
         let src = source_key(key.client);
         if let Some(n) = self.per_source.get_mut(&src) {

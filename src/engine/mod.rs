@@ -19,6 +19,7 @@ pub mod half_open;
 mod handshake;
 pub mod histogram;
 mod icmp;
+mod key_log;
 mod protected;
 pub mod reconfigure;
 pub mod send_budget;

@@ -1,0 +1,30 @@
+//! The log of 4-tuples a table inserted or removed, kept only while someone
+//! reads it (the XDP fast path publishes tracked tuples from it,
+//! `engine::fast_path`). Owns the on/off switch and the buffer; never
+//! decides what a key means.
+
+use super::flow::FlowKey;
+
+/// Off (`None`) costs one branch per table change; on, one push.
+#[derive(Debug, Default)]
+pub struct KeyLog(Option<Vec<FlowKey>>);
+
+impl KeyLog {
+    /// Start logging.
+    pub fn enable(&mut self) {
+        self.0.get_or_insert_with(Vec::new);
+    }
+
+    pub fn note(&mut self, key: FlowKey) {
+        if let Some(keys) = &mut self.0 {
+            keys.push(key);
+        }
+    }
+
+    /// Move the keys logged since the last drain to `out`.
+    pub fn drain_into(&mut self, out: &mut Vec<FlowKey>) {
+        if let Some(keys) = &mut self.0 {
+            out.append(keys);
+        }
+    }
+}
