@@ -80,6 +80,7 @@ declare -A TOOL_PKG=(
     # bpf/build.sh --check (the committed XDP object is not stale); libbpf-dev
     # provides the headers, checked by the step itself.
     [clang]=clang
+    [bpf_helpers.h]=libbpf-dev
     [prometheus]=prometheus
     # tests/package.rs: builds the .deb (cargo-deb runs dpkg-shlibdeps and strip),
     # verifies the units, runs the postinst in a mount namespace.
@@ -96,6 +97,8 @@ missing_tools() {
     for t in "${!TOOL_PKG[@]}"; do
         command -v "$t" >/dev/null 2>&1 || printf '%s\n' "$t"
     done | sort
+    # Not a command: the BPF headers bpf/build.sh compiles against.
+    [[ -f /usr/include/bpf/bpf_helpers.h ]] || printf '%s\n' "bpf_helpers.h"
 }
 
 mapfile -t MISSING < <(missing_tools)
