@@ -606,3 +606,22 @@ proptest! {
         });
     }
 }
+
+#[test]
+fn a_service_removed_by_reload_is_no_longer_answered_in_xdp() {
+    let mut e = engine(SyncookieMode::Always, InvalidAckAction::Rst);
+    let mut x = load(&e, NOW);
+    let v6_syn = frame(&syn("2001:db8::1", "2001:db8::2"));
+    assert_eq!(run(&x, &v6_syn).0, XDP_TX, "protected: answered in XDP");
+    let mut cfg = e.config().clone();
+    cfg.protected.retain(|s| s.is_ipv4());
+    e.reconfigure(cfg);
+    x.publish_params(&e, NOW).unwrap();
+    assert_eq!(
+        run(&x, &v6_syn).0,
+        XDP_PASS,
+        "no longer protected: up to the engine, which bridges it"
+    );
+    let v4_syn = frame(&syn("198.18.0.1", "198.18.0.2"));
+    assert_eq!(run(&x, &v4_syn).0, XDP_TX, "the service kept");
+}

@@ -354,6 +354,21 @@ impl XdpFastPath {
             .map_err(|e| XdpError::MapUpdate(e.to_string()))?;
         self.published = Some((timeless(&entry), mono_ns));
         if p.services != self.published_services {
+            // A reload may have removed services: the program must stop
+            // answering for them.
+            for old in &self.published_services {
+                if !p
+                    .services
+                    .iter()
+                    .any(|s| s.addr == old.addr && s.port == old.port)
+                {
+                    let (k, _) = SgServiceKey::from_service(old);
+                    match self.services.remove(&k) {
+                        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                        Err(e) => return Err(XdpError::MapUpdate(e.to_string())),
+                    }
+                }
+            }
             for s in &p.services {
                 let (k, v) = SgServiceKey::from_service(s);
                 if self.services.get(&k, 0).ok() != Some(v) {
@@ -414,12 +429,12 @@ impl XdpFastPath {
         }
     }
 
-    /// Summed per-CPU counter totals.
     /// The program-made / engine-published entry for a tuple, if any.
     pub fn tracked_entry(&self, key: &crate::engine::FlowKey) -> Option<SgTracked> {
         self.tracked.get(&SgFlowKey::from_key(key), 0).ok()
     }
 
+    /// Summed per-CPU counter totals.
     pub fn counter_totals(&self) -> [u64; counter::COUNT as usize] {
         let mut out = [0u64; counter::COUNT as usize];
         for (i, slot) in out.iter_mut().enumerate() {
