@@ -86,15 +86,6 @@ impl Offer {
         window_scale: true,
         ecn: true,
     };
-
-    pub fn allows(&self, o: SynOption) -> bool {
-        match o {
-            SynOption::Timestamps => self.timestamps,
-            SynOption::SackPermitted => self.sack_permitted,
-            SynOption::WindowScale => self.window_scale,
-            SynOption::Ecn => self.ecn,
-        }
-    }
 }
 
 impl ServiceProfiles {
