@@ -644,6 +644,21 @@ fn bad_values_name_the_key() {
     let cases: &[(&str, &str, &str)] = &[
         ("invalid_ack", "action = \"reject\"", "invalid_ack.action: "),
         ("limits", "max_flows = \"many\"", "limits.max_flows: "),
+        (
+            "limits",
+            "challenge_ack_per_second = -1",
+            "limits.challenge_ack_per_second: ",
+        ),
+        (
+            "limits",
+            "challenge_ack_per_second = 1000001",
+            "limits.challenge_ack_per_second: ",
+        ),
+        (
+            "handshake",
+            "signed_segments = \"proxy\"",
+            "handshake.signed_segments: ",
+        ),
         ("syn_queue", "backlog = \"4096\"", "syn_queue.backlog: "),
         ("timeouts", "msl_seconds = 1.5", "timeouts.msl_seconds: "),
         ("io", "disable_offloads = 1", "io.disable_offloads: "),
@@ -1007,4 +1022,22 @@ fn xdp_flag_wins_over_the_file() {
     assert_eq!(load_str(&file, &flag).unwrap().io.xdp, XdpSetting::Off);
     assert_eq!(super::parse_xdp("generic"), Ok(XdpSetting::Generic));
     assert!(super::parse_xdp("fast").unwrap_err().contains("\"off\""));
+}
+
+#[test]
+fn signed_segments_and_challenge_ack_budget_are_read() {
+    use crate::engine::SignedSegmentAction;
+    let s = load_str(
+        &format!(
+            "{MINIMAL}[handshake]\nsigned_segments = \"drop\"\n\
+             [limits]\nchallenge_ack_per_second = 0\n"
+        ),
+        &none(),
+    )
+    .unwrap();
+    assert_eq!(s.engine.signed_segments, SignedSegmentAction::Drop);
+    assert_eq!(s.engine.challenge_ack_per_second, 0);
+    let d = load_str(MINIMAL, &none()).unwrap();
+    assert_eq!(d.engine.signed_segments, SignedSegmentAction::Bridge);
+    assert_eq!(d.engine.challenge_ack_per_second, 1000);
 }
