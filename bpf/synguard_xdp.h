@@ -59,6 +59,22 @@ struct sg_flow_key {
 	__u8 pad[3];
 };
 
+/* The engine filter (sg_engine_filter in synguard_xdp.c): slots and the
+ * slot of a tuple; src/io/xdp/maps.rs SgFlowKey::filter_slot is its twin. */
+#define SG_FILTER_SLOTS 65536
+static inline __u32 sg_filter_slot(const struct sg_flow_key *k)
+{
+	__u32 c = ((__u32)k->client[12] << 24) | ((__u32)k->client[13] << 16) |
+		  ((__u32)k->client[14] << 8) | k->client[15];
+	__u32 s = ((__u32)k->server[12] << 24) | ((__u32)k->server[13] << 16) |
+		  ((__u32)k->server[14] << 8) | k->server[15];
+	const __u8 *cp = (const __u8 *)&k->client_port;
+	const __u8 *sp = (const __u8 *)&k->server_port;
+	__u32 ports = ((__u32)cp[0] << 24) | ((__u32)cp[1] << 16) | ((__u32)sp[0] << 8) | sp[1];
+	__u32 h = (c ^ ((s << 7) | (s >> 25)) ^ ports) * 0x9e3779b1u;
+	return h >> 16;
+}
+
 #define SG_ORIGIN_ENGINE 1
 #define SG_ORIGIN_XDP    2
 

@@ -136,6 +136,17 @@ impl SgFlowKey {
         }
     }
 
+    /// The tuple's slot in the program's engine filter: `sg_filter_slot`
+    /// in bpf/synguard_xdp.h, bit for bit.
+    pub fn filter_slot(&self) -> u32 {
+        let word = |b: &[u8; 16]| u32::from_be_bytes([b[12], b[13], b[14], b[15]]);
+        let (c, s) = (word(&self.client), word(&self.server));
+        let ports = u32::from(u16::from_be(self.client_port_be)) << 16
+            | u32::from(u16::from_be(self.server_port_be));
+        let h = (c ^ s.rotate_left(7) ^ ports).wrapping_mul(0x9e37_79b1);
+        h >> 16
+    }
+
     pub fn to_key(&self) -> FlowKey {
         FlowKey {
             client: addr_from16(self.client, self.family),

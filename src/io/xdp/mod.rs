@@ -125,6 +125,10 @@ pub struct XdpFastPath {
     services: HashMap<MapData, SgServiceKey, SgService>,
     tracked: HashMap<MapData, SgFlowKey, SgTracked>,
     new_tracked: Queue<MapData, SgFlowKey>,
+    /// `sg_engine_filter` and its copy here (this side is its only writer):
+    /// engine-published tuples per slot.
+    engine_filter: Array<MapData, u32>,
+    engine_filter_counts: Vec<u32>,
     counters: PerCpuArray<MapData, u64>,
     /// Counter totals already folded into the engine's counters.
     folded: [u64; counter::COUNT as usize],
@@ -142,6 +146,9 @@ pub struct XdpFastPath {
 /// `STALE_AFTER_NS`, so the program never takes a live engine for a stopped
 /// one, and its clock extrapolation stays short.
 const REFRESH_PARAMS_NS: u64 = 250_000_000;
+
+/// `SG_FILTER_SLOTS` in bpf/synguard_xdp.h.
+const ENGINE_FILTER_SLOTS: usize = 65536;
 
 /// A parameter entry without its time stamps, to tell a change from a
 /// refresh.
@@ -205,6 +212,7 @@ impl XdpFastPath {
         let services = take!("sg_services");
         let tracked = take!("sg_tracked");
         let new_tracked = take!("sg_new_tracked");
+        let engine_filter = take!("sg_engine_filter");
         let counters = take!("sg_counters");
         Ok(XdpFastPath {
             ebpf,
@@ -212,6 +220,8 @@ impl XdpFastPath {
             services,
             tracked,
             new_tracked,
+            engine_filter,
+            engine_filter_counts: vec![0; ENGINE_FILTER_SLOTS],
             counters,
             folded: [0; counter::COUNT as usize],
             attached: None,
@@ -397,21 +407,10 @@ impl XdpFastPath {
         let since_ns = monotonic_ns();
         for change in changes.drain(..) {
             let r = match change {
-                TrackedChange::Publish(k) => self.tracked.insert(
-                    SgFlowKey::from_key(&k),
-                    SgTracked {
-                        since_ns,
-                        origin: ORIGIN_ENGINE,
-                        pad: [0; 7],
-                    },
-                    0,
-                ),
-                TrackedChange::Unpublish(k) => {
-                    match self.tracked.remove(&SgFlowKey::from_key(&k)) {
-                        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                        other => other,
-                    }
+                TrackedChange::Publish(k) => {
+                    self.publish_tracked(&SgFlowKey::from_key(&k), since_ns)
                 }
+                TrackedChange::Unpublish(k) => self.unpublish_tracked(&SgFlowKey::from_key(&k)),
             };
             if let Err(e) = r {
                 self.map_errors += 1;
@@ -427,6 +426,56 @@ impl XdpFastPath {
                 tracing::warn!(error = %e, total = self.map_errors, "XDP parameter update failed");
             }
         }
+    }
+
+    /// The engine tracks `key`: its entry becomes (or stays) the engine's,
+    /// and the engine filter counts it once.
+    fn publish_tracked(
+        &mut self,
+        key: &SgFlowKey,
+        since_ns: u64,
+    ) -> Result<(), aya::maps::MapError> {
+        let was_engines = self
+            .tracked
+            .get(key, 0)
+            .is_ok_and(|v| v.origin == ORIGIN_ENGINE);
+        self.tracked.insert(
+            *key,
+            SgTracked {
+                since_ns,
+                origin: ORIGIN_ENGINE,
+                pad: [0; 7],
+            },
+            0,
+        )?;
+        if !was_engines {
+            self.add_to_filter(key, 1)?;
+        }
+        Ok(())
+    }
+
+    /// The engine no longer tracks `key` (or never confirmed the program's
+    /// entry): the entry goes, and the filter forgets it if it counted it.
+    fn unpublish_tracked(&mut self, key: &SgFlowKey) -> Result<(), aya::maps::MapError> {
+        let was_engines = self
+            .tracked
+            .get(key, 0)
+            .is_ok_and(|v| v.origin == ORIGIN_ENGINE);
+        match self.tracked.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(e),
+        }
+        if was_engines {
+            self.add_to_filter(key, -1)?;
+        }
+        Ok(())
+    }
+
+    fn add_to_filter(&mut self, key: &SgFlowKey, delta: i32) -> Result<(), aya::maps::MapError> {
+        let slot = key.filter_slot();
+        let n = &mut self.engine_filter_counts[slot as usize];
+        *n = n.saturating_add_signed(delta);
+        self.engine_filter.set(slot, *n, 0)
     }
 
     /// The program-made / engine-published entry for a tuple, if any.
