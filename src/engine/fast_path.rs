@@ -22,6 +22,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{IpAddr, SocketAddr};
 
+use super::protected::canonical;
 use super::service_profile::Offer;
 use super::{Engine, FlowKey, InvalidAckAction};
 
@@ -62,7 +63,7 @@ pub struct FastPathService {
 }
 
 /// Everything the program reads from its parameter map, as of `now_ms`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FastPathParams {
     pub now_ms: u64,
     pub siphash_key: [u8; 16],
@@ -111,25 +112,27 @@ impl Engine {
 
     /// The parameter snapshot for the program.
     pub fn fast_path_params(&self, now_ms: u64) -> FastPathParams {
-        let services = self
-            .cfg
-            .protected
-            .iter()
-            .map(|s: &SocketAddr| {
-                let addr = match s.ip() {
-                    IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(s.ip()),
-                    v4 => v4,
-                };
-                FastPathService {
-                    addr,
-                    port: s.port(),
-                    // What the service's server is not known to decline
-                    // (service_profile.rs), as the engine offers it too.
-                    offer_mask: offer_mask(self.profiles.offer((addr, s.port()), now_ms)),
-                }
-            })
-            .collect();
-        FastPathParams {
+        let mut p = FastPathParams::default();
+        self.fill_fast_path_params(now_ms, &mut p);
+        p
+    }
+
+    /// [`Engine::fast_path_params`] into `out`, reusing its service list:
+    /// the I/O layer asks once per batch and allocates nothing.
+    pub fn fill_fast_path_params(&self, now_ms: u64, out: &mut FastPathParams) {
+        let mut services = std::mem::take(&mut out.services);
+        services.clear();
+        services.extend(self.cfg.protected.iter().map(|s: &SocketAddr| {
+            let addr = canonical(s.ip());
+            FastPathService {
+                addr,
+                port: s.port(),
+                // What the service's server is not known to decline
+                // (service_profile.rs), as the engine offers it too.
+                offer_mask: offer_mask(self.profiles.offer((addr, s.port()), now_ms)),
+            }
+        }));
+        *out = FastPathParams {
             now_ms,
             siphash_key: self.minter.siphash_key(),
             slot_seconds: self.minter.slot_seconds().min(u64::from(u32::MAX)) as u32,
@@ -141,7 +144,7 @@ impl Engine {
             invalid_ack_rst: self.cfg.invalid_ack_action == InvalidAckAction::Rst,
             rst_per_second: self.cfg.rst_per_second,
             services,
-        }
+        };
     }
 
     /// The program answered `syns` SYNs statelessly since the last call: if

@@ -404,16 +404,7 @@ impl Engine {
                 Verdict::Drop(DropReason::RstBudget)
             }
             InvalidAckAction::Rst => {
-                let spec = TcpSegmentSpec {
-                    src_port: v.tcp.dst_port,
-                    dst_port: v.tcp.src_port,
-                    seq: v.tcp.ack,
-                    ack: 0,
-                    flags: tcp::RST,
-                    window: 0,
-                    options: &[],
-                    payload: &[],
-                };
+                let spec = rst_for_ack(v.tcp.dst_port, v.tcp.src_port, v.tcp.ack);
                 reply_in_place(frame, v, &spec);
                 bump(&self.counters.rst_sent);
                 Verdict::Reply
@@ -604,16 +595,7 @@ impl Engine {
     /// (within `backend_syn_retries`; the timer gives up as before).
     fn reset_unacceptable_backend_ack(&mut self, now_ms: u64, v: &TcpView, key: &FlowKey) {
         let Some((rst, syn)) = self.flows.with(key, |f| {
-            let spec = TcpSegmentSpec {
-                src_port: key.client_port,
-                dst_port: key.server_port,
-                seq: v.tcp.ack,
-                ack: 0,
-                flags: tcp::RST,
-                window: 0,
-                options: &[],
-                payload: &[],
-            };
+            let spec = rst_for_ack(key.client_port, key.server_port, v.tcp.ack);
             let rst = frame_to_server(f, key, &spec);
             let resend = f.backend_syn_sent <= self.cfg.backend_syn_retries;
             if resend {
@@ -723,6 +705,21 @@ impl Engine {
         if let Some(frame) = frame {
             self.emit(Port::Server, frame);
         }
+    }
+}
+
+/// RFC 9293 3.10.7: the answer to an unacceptable ACK,
+/// <SEQ=SEG.ACK><CTL=RST>.
+fn rst_for_ack(src_port: u16, dst_port: u16, seg_ack: u32) -> TcpSegmentSpec<'static> {
+    TcpSegmentSpec {
+        src_port,
+        dst_port,
+        seq: seg_ack,
+        ack: 0,
+        flags: tcp::RST,
+        window: 0,
+        options: &[],
+        payload: &[],
     }
 }
 

@@ -25,7 +25,7 @@ impl ProtectedServices {
 }
 
 /// `[::ffff:198.18.0.2]:80` names the IPv4 service on the wire.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(super) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,

@@ -139,6 +139,8 @@ pub struct XdpFastPath {
     /// when (monotonic ns), and the services last written.
     published: Option<(SgParams, u64)>,
     published_services: Vec<FastPathService>,
+    /// Reused for the per-batch parameter snapshot (no allocation per batch).
+    scratch: FastPathParams,
     pub map_errors: u64,
 }
 
@@ -229,6 +231,7 @@ impl XdpFastPath {
             changes: Vec::new(),
             published: None,
             published_services: Vec::new(),
+            scratch: FastPathParams::default(),
             map_errors: 0,
         })
     }
@@ -341,18 +344,25 @@ impl XdpFastPath {
     /// Per batch: the parameters only when they changed or their stamp is
     /// `REFRESH_PARAMS_NS` old, so a batch costs no map syscalls of its own.
     fn publish_params_if_due(&mut self, engine: &Engine, now_ms: u64) -> Result<(), XdpError> {
-        let p = engine.fast_path_params(now_ms);
+        let mut p = std::mem::take(&mut self.scratch);
+        engine.fill_fast_path_params(now_ms, &mut p);
+        let result = self.publish_if_changed(&p);
+        self.scratch = p;
+        result
+    }
+
+    fn publish_if_changed(&mut self, p: &FastPathParams) -> Result<(), XdpError> {
         let mono_ns = monotonic_ns();
         let due = match self.published {
             Some((last, at)) => {
-                last != timeless(&SgParams::from_params(&p, 0, STALE_AFTER_NS))
+                last != timeless(&SgParams::from_params(p, 0, STALE_AFTER_NS))
                     || mono_ns.saturating_sub(at) >= REFRESH_PARAMS_NS
                     || p.services != self.published_services
             }
             None => true,
         };
         if due {
-            self.write_params(&p, mono_ns)?;
+            self.write_params(p, mono_ns)?;
         }
         Ok(())
     }
