@@ -154,25 +154,38 @@ if [[ ${#NS_BEFORE[@]} -gt 0 ]]; then
 fi
 
 # --- 2-5. steps -------------------------------------------------------------------
-declare -a NAMES=() RESULTS=() TIMES=()
+declare -a NAMES=() RESULTS=() TIMES=() LOGS=()
 FAILED=0
+# Each step's output is also kept, so the summary can repeat why a failed step
+# failed: in a long CI log the reason is otherwise thousands of lines up.
+STEP_LOGS=$(mktemp -d /tmp/synguard-run-all.XXXXXX)
+trap 'rm -rf -- "$STEP_LOGS"' EXIT
 step() {
-    local name=$1 start rc
+    local name=$1 start rc logf
     shift
     log "$name: $*"
     start=$SECONDS
+    logf="$STEP_LOGS/${#NAMES[@]}.log"
     set +e
-    "$@" </dev/null
-    rc=$?
+    "$@" </dev/null 2>&1 | tee "$logf"
+    rc=${PIPESTATUS[0]}
     set -e
     NAMES+=("$name")
     TIMES+=("$((SECONDS - start))s")
+    LOGS+=("$logf")
     if [[ $rc -eq 0 ]]; then
         RESULTS+=("PASS")
     else
         RESULTS+=("FAIL (exit $rc)")
         FAILED=1
     fi
+}
+
+# Why a step failed: the lab checks that failed ([FAIL]), panics with their
+# message line, failing test names, compiler errors. At most 60 lines per step.
+failure_digest() {
+    grep -E -A2 '^\s*\[FAIL\]|panicked at|^test .* FAILED$|^error(\[E[0-9]+\])?:' -- "$1" |
+        grep -v -E '^\s*\[ok\]' | head -n 60 || true
 }
 
 read -r -a TEST_ARGS <<<"${SYNGUARD_TEST_ARGS:-}"
@@ -213,6 +226,11 @@ for i in "${!NAMES[@]}"; do
     printf '  %-11s %-16s %s\n' "${NAMES[$i]}" "${RESULTS[$i]}" "${TIMES[$i]}"
 done
 if [[ $FAILED -ne 0 ]]; then
+    for i in "${!NAMES[@]}"; do
+        [[ ${RESULTS[$i]} == PASS ]] && continue
+        printf '\n=== why "%s" failed (from its output above)\n' "${NAMES[$i]}"
+        failure_digest "${LOGS[$i]}"
+    done
     echo "RESULT: FAIL"
     exit 1
 fi
