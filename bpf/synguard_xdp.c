@@ -338,7 +338,7 @@ static __always_inline __u64 pseudo_sum(const struct sg_flow_key *k, int reply, 
 
 /* Parse down to TCP; returns 0 when the frame is a fully parsed first TCP
  * segment of IPv4 without options or IPv6 without extension headers. */
-static __always_inline int parse(struct xdp_md *ctx, void *data, void *data_end, struct parsed *p)
+static __always_inline int parse(void *data, void *data_end, struct parsed *p)
 {
 	__u8 *d = data;
 	if ((void *)(d + 14) > data_end)
@@ -417,26 +417,40 @@ static __always_inline int parse(struct xdp_md *ctx, void *data, void *data_end,
 	if (optlen > 40)
 		return -1;
 	opts->optlen = optlen;
-	if (optlen && bpf_xdp_load_bytes(ctx, p->tcp_off + 20, opts->area, optlen))
-		return -1;
+	/* A word at a time (optlen is a multiple of 4), in place: no helper
+	 * call. t + hlen <= data_end was checked above, but the verifier
+	 * wants a check per constant offset. */
+#pragma unroll
+	for (int i = 0; i < 10; i++) {
+		if (4 * (__u32)i >= optlen)
+			break;
+		if ((void *)(t + 20 + 4 * i + 4) > data_end)
+			return -1;
+		__builtin_memcpy(&opts->area[4 * i], t + 20 + 4 * i, 4);
+	}
 	if (sg_parse_options(opts))
 		return -1;
 	return 0;
 }
 
-/* Verify the TCP checksum of a segment without payload (header only):
- * the header is copied to a zeroed buffer, so the words past its end add
- * nothing and the sum needs no data-dependent branch. */
+/* Verify the TCP checksum of a segment without payload (header only),
+ * reading the header in place a word at a time (a copy to the stack through
+ * bpf_xdp_load_bytes cost a helper call per segment). */
 static __always_inline int tcp_checksum_ok(struct xdp_md *ctx, const struct parsed *p)
 {
-	__u16 w[30] = {};
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
 	__u32 hlen = p->tcp_hlen;
-	if (hlen < 20 || hlen > 60 || bpf_xdp_load_bytes(ctx, p->tcp_off, w, hlen))
-		return 0;
+	__u8 *t = (__u8 *)data + (p->tcp_off & 0x7f); /* <= 18 + 40 */
 	__u64 s = pseudo_sum(&p->key, 0, hlen);
 #pragma unroll
-	for (int i = 0; i < 30; i++)
-		s += bpf_ntohs(w[i]);
+	for (int i = 0; i < 30; i++) {
+		if (2 * (__u32)i >= hlen)
+			break;
+		if ((void *)(t + 2 * i + 2) > data_end)
+			return 0;
+		s += ((__u32)t[2 * i] << 8) | t[2 * i + 1];
+	}
 	return fold(s) == 0xffff;
 }
 
@@ -461,8 +475,15 @@ static __always_inline const struct sg_params *fresh_params(__u64 *now_ms)
 /* Resize the frame to l3_off + ip_hlen + tcp_len and write the IP and TCP
  * headers of a reply from the server side to the client; tcp holds the TCP
  * header with its checksum field zero and zeros past tcp_len. Returns 0 on
- * success. All writes go through bpf_xdp_store_bytes: no packet pointers
- * to re-check after the resize. */
+ * success.
+ *
+ * Direct packet writes: the IP header in place, the TCP header a word at a
+ * time from its stack copy, each word bounds-checked against data_end (the
+ * verifier needs constant offsets from a packet pointer). The earlier
+ * version made five helper calls per reply (adjust_tail, a load and three
+ * bpf_xdp_store_bytes); this one makes at most one, adjust_tail, and none
+ * when the reply is as long as the segment it answers (a SYN with only an
+ * MSS option, as floods send, gets a 24-byte SYN-ACK). */
 static __always_inline int write_reply(struct xdp_md *ctx, const struct parsed *p,
 				       __u32 *tcp, __u32 tcp_len)
 {
@@ -471,34 +492,48 @@ static __always_inline int write_reply(struct xdp_md *ctx, const struct parsed *
 	long cur = (long)(data_end - data);
 	barrier_var(cur); /* a scalar, before clang mixes it with the pointers */
 	long want = (long)(p->l3_off + p->ip_hlen + tcp_len);
-	if (tcp_len > 40 || bpf_xdp_adjust_tail(ctx, (int)(want - cur)))
+	if (tcp_len > 40)
 		return -1;
+	if (want != cur) {
+		if (bpf_xdp_adjust_tail(ctx, (int)(want - cur)))
+			return -1;
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+	}
 
 	/* Ethernet: swap MACs; any VLAN tag and the EtherType stay. */
-	__u8 mac[12], swapped[12];
-	if (bpf_xdp_load_bytes(ctx, 0, mac, 12))
+	__u8 *eth = data;
+	if ((void *)(eth + 14) > data_end)
 		return -1;
-	__builtin_memcpy(swapped, mac + 6, 6);
-	__builtin_memcpy(swapped + 6, mac, 6);
-	if (bpf_xdp_store_bytes(ctx, 0, swapped, 12))
-		return -1;
+	__u8 mac[6];
+	__builtin_memcpy(mac, eth, 6);
+	__builtin_memcpy(eth, eth + 6, 6);
+	__builtin_memcpy(eth + 6, mac, 6);
 
+	/* The IP header, written in place. */
 	const struct sg_flow_key *k = &p->key;
-	__u8 ip[40] = {};
+	__u8 *ip = eth + (p->l3_off == 18 ? 18 : 14);
+	__u32 ip_hlen;
 	if (p->v6) {
-		ip[0] = 0x60;
+		ip_hlen = 40;
+		if ((void *)(ip + 40) > data_end)
+			return -1;
+		ip[0] = 0x60; ip[1] = 0; ip[2] = 0; ip[3] = 0;
 		ip[4] = tcp_len >> 8; ip[5] = tcp_len & 0xff;
 		ip[6] = IPPROTO_TCP; ip[7] = TTL;
 		__builtin_memcpy(ip + 8, k->server, 16);
 		__builtin_memcpy(ip + 24, k->client, 16);
-		if (bpf_xdp_store_bytes(ctx, p->l3_off, ip, 40))
-			return -1;
 	} else {
+		ip_hlen = 20;
+		if ((void *)(ip + 20) > data_end)
+			return -1;
 		__u32 total = 20 + tcp_len;
-		ip[0] = 0x45;
+		ip[0] = 0x45; ip[1] = 0;
 		ip[2] = total >> 8; ip[3] = total & 0xff;
-		ip[6] = 0x40; /* DF, ID 0 */
+		ip[4] = 0; ip[5] = 0;
+		ip[6] = 0x40; ip[7] = 0; /* DF, ID 0 */
 		ip[8] = TTL; ip[9] = IPPROTO_TCP;
+		ip[10] = 0; ip[11] = 0;
 		__builtin_memcpy(ip + 12, &k->server[12], 4);
 		__builtin_memcpy(ip + 16, &k->client[12], 4);
 		__u64 s = 0;
@@ -508,9 +543,8 @@ static __always_inline int write_reply(struct xdp_md *ctx, const struct parsed *
 		__u16 c = ~fold(s) & 0xffff;
 		ip[10] = c >> 8;
 		ip[11] = c & 0xff;
-		if (bpf_xdp_store_bytes(ctx, p->l3_off, ip, 20))
-			return -1;
 	}
+	/* TCP checksum over the header (zeros past tcp_len add nothing). */
 	__u64 s = pseudo_sum(k, 1, tcp_len);
 	const __u16 *words = (const __u16 *)tcp;
 #pragma unroll
@@ -520,8 +554,16 @@ static __always_inline int write_reply(struct xdp_md *ctx, const struct parsed *
 	__u16 c = ~fold(s) & 0xffff;
 	tb[16] = c >> 8;
 	tb[17] = c & 0xff;
-	if (bpf_xdp_store_bytes(ctx, p->l3_off + p->ip_hlen, tcp, tcp_len))
-		return -1;
+
+	__u8 *l4 = ip + (ip_hlen == 40 ? 40 : 20);
+#pragma unroll
+	for (int i = 0; i < 10; i++) {
+		if (4 * (__u32)i >= tcp_len)
+			break;
+		if ((void *)(l4 + 4 * i + 4) > data_end)
+			return -1;
+		__builtin_memcpy(l4 + 4 * i, &tcp[i], 4);
+	}
 	return 0;
 }
 
@@ -717,7 +759,7 @@ int sg_fast_path(struct xdp_md *ctx)
 	struct parsed p;
 
 	count(SG_C_RX);
-	if (parse(ctx, data, data_end, &p))
+	if (parse(data, data_end, &p))
 		return pass();
 
 	struct sg_service_key sk = {};
