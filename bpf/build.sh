@@ -5,12 +5,13 @@
 #   bpf/synguard_xdp.o  the fast path (bpf/synguard_xdp.c)
 #   bpf/xdp_pass.o      the lab end hosts' pass-everything program
 #   bpf/bench_synack_sink.o  the SYN-flood benchmark's counting client end
+#   bpf/bench_redirect.o     the SYN-flood benchmark's generator hop
 # Needs Debian's clang (14) and libbpf-dev. `bpf/build.sh --check` rebuilds
 # into temporary files and fails when a committed object is stale.
 set -eu
 cd "$(dirname "$0")/.."
 CLANG=${CLANG:-clang}
-OBJECTS="synguard_xdp xdp_pass bench_synack_sink"
+OBJECTS="synguard_xdp xdp_pass bench_synack_sink bench_redirect"
 build() {
 	"$CLANG" -O2 -g -target bpf -mcpu=v3 -Wall -Wextra -Werror \
 		-ffile-prefix-map="$PWD"=. \

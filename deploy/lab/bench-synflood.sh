@@ -17,7 +17,7 @@ set -euo pipefail
 usage() {
     cat <<'EOF'
 usage: bench-synflood.sh [-d SECONDS] [-r PPS] [-c CONNECTS] [-V LIST] [-P LIST]
-                         [-b BINARY] [-l DIR] [-h]
+                         [-g hop|direct] [-b BINARY] [-l DIR] [-h]
 
 Floods a server through each protection with trafgen (one generator process,
 SYNs with MSS 1460 from 32 spoofed sources 198.18.3.0/27, random source ports
@@ -48,13 +48,25 @@ Options:
                  shared    everything on CPU 0: generator, gateway, server,
                            client and all softirq work (NAPI not threaded)
                  own       the protection on CPU 1: threaded NAPI on the
-                           gateway's two veths, their kthreads, synguard and
-                           the server process there; generator and legitimate
-                           client on CPU 0. The end hosts' veths are not
-                           threaded: their receive work follows the sender, so
-                           the server kernel's own cookies and the client's
-                           receiving of the SYN-ACKs also run on CPU 1, alike
-                           for every variant. Needs 2 CPUs.
+                           gateway's two veths, their kthreads (SCHED_FIFO
+                           50), synguard and the server process there;
+                           generator and legitimate client on CPU 0. The end
+                           hosts' veths are not threaded: their receive work
+                           follows the sender, so the server kernel's own
+                           cookies and the client's receiving of the SYN-ACKs
+                           also run on CPU 1, alike for every variant. Needs
+                           2 CPUs.
+  -g MODE      how the generator's frames reach the client veth (default hop):
+                 hop       trafgen sends on a veth pair of its own in the
+                           client namespace, whose far end redirects every
+                           frame in XDP (bpf/bench_redirect.o) to the client
+                           veth: the gateway receives XDP frames in pages,
+                           as from a NIC, and the copy of trafgen's frames
+                           and their freeing stay on the generator's CPU
+                 direct    trafgen sends on the client veth itself: its
+                           skbs are copied and freed by the gateway veth's
+                           receive work, on the gateway's CPU (measured with
+                           perf: over half of CPU 1 during an "own" flood)
   -b BINARY    synguard binary (default $SYNGUARD_BIN, else
                target/release/synguard; build it with cargo build --release)
   -l DIR       keep per-run logs (synguard, server, trafgen, client) in DIR
@@ -62,9 +74,9 @@ Options:
   -h           this help
 
 Output, one row per (placement, variant):
-  offered/s    SYNs the generator put on the client veth per second
-               (nftables netdev egress counter; a SYN the gateway veth's full
-               ring refuses counts as offered, not answered)
+  offered/s    SYNs the generator sent per second (nftables netdev egress
+               counter on trafgen's veth; a SYN the gateway veth's full ring
+               refuses counts as offered, not answered)
   synack/s     SYN-ACKs to 198.18.3.0/27 counted (and dropped) by an XDP
                program on the client veth (bpf/bench_synack_sink.o) per second
   xSYNPROXY    synack/s divided by SYNPROXY's synack/s in the same placement
@@ -73,7 +85,8 @@ Output, one row per (placement, variant):
   p50, p99     connect() + first byte of the answer, completed connects, ms
 
 Needs root, 2 CPUs for "own", and: ip ethtool trafgen (netsniff-ng) nft python3
-taskset flock timeout cc bpftool, bpf/xdp_pass.o and bpf/bench_synack_sink.o.
+taskset chrt flock timeout cc bpftool, bpf/xdp_pass.o, bpf/bench_synack_sink.o and
+bpf/bench_redirect.o.
 Runtime about 20 s per row.
 EOF
 }
@@ -94,15 +107,17 @@ RATE=0
 CONNECTS=100
 VARIANTS=xdp,afpacket,synproxy,kernel
 PLACEMENTS=shared,own
+GEN=hop
 BIN=${SYNGUARD_BIN:-$REPO_ROOT/target/release/synguard}
 LOGDIR=
-while getopts ":d:r:c:V:P:b:l:h" opt; do
+while getopts ":d:r:c:V:P:g:b:l:h" opt; do
     case $opt in
     d) DURATION=$OPTARG ;;
     r) RATE=$OPTARG ;;
     c) CONNECTS=$OPTARG ;;
     V) VARIANTS=$OPTARG ;;
     P) PLACEMENTS=$OPTARG ;;
+    g) GEN=$OPTARG ;;
     b) BIN=$OPTARG ;;
     l) LOGDIR=$OPTARG ;;
     h)
@@ -118,6 +133,7 @@ shift $((OPTIND - 1))
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 2 && $DURATION -le 60 ]] || die "-d must be 2..60"
 [[ $RATE =~ ^[0-9]+$ && $RATE -le 2000000 ]] || die "-r must be 0..2000000"
 [[ $CONNECTS =~ ^[0-9]+$ && $CONNECTS -ge 1 && $CONNECTS -le 1000 ]] || die "-c must be 1..1000"
+[[ $GEN == hop || $GEN == direct ]] || die "-g must be hop or direct"
 IFS=, read -r -a VARIANT_LIST <<<"$VARIANTS"
 IFS=, read -r -a PLACEMENT_LIST <<<"$PLACEMENTS"
 for v in "${VARIANT_LIST[@]}"; do
@@ -129,12 +145,13 @@ done
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, veth, XDP, nftables)"
 missing=()
-for t in ip ethtool trafgen nft python3 taskset flock timeout sysctl cc bpftool; do
+for t in ip ethtool trafgen nft python3 taskset chrt flock timeout sysctl cc bpftool; do
     command -v "$t" >/dev/null 2>&1 || missing+=("$t")
 done
 [[ ${#missing[@]} -eq 0 ]] || die "missing tool(s): ${missing[*]} (apt-get install iproute2 ethtool netsniff-ng nftables python3 util-linux coreutils procps gcc)"
 XDP_PASS_OBJ=$REPO_ROOT/bpf/xdp_pass.o
 SINK_OBJ=$REPO_ROOT/bpf/bench_synack_sink.o
+REDIRECT_OBJ=$REPO_ROOT/bpf/bench_redirect.o
 [[ -f $XDP_PASS_OBJ ]] || die "$XDP_PASS_OBJ missing (bpf/build.sh builds it)"
 for v in "${VARIANT_LIST[@]}"; do
     if [[ $v == xdp || $v == afpacket ]]; then
@@ -330,12 +347,12 @@ xdp_pass_on() { # NS IF
     ip -n "$1" link set dev "$2" xdpdrv obj "$XDP_PASS_OBJ" sec xdp
 }
 
-# The id of the counter map of the sink program on the client veth.
-sink_map_id() {
+# The id of the (only) map of the XDP program on an interface of the client namespace.
+xdp_map_id() { # IF
     local prog map
-    prog=$(ip -n "$NS_CLI" -d link show dev "$CLI" | sed -n 's/.*prog\/xdp id \([0-9]*\).*/\1/p' | head -n 1)
+    prog=$(ip -n "$NS_CLI" -d link show dev "$1" | sed -n 's/.*prog\/xdp id \([0-9]*\).*/\1/p' | head -n 1)
     map=$(bpftool prog show id "$prog" | sed -n 's/.*map_ids \([0-9]*\).*/\1/p' | head -n 1)
-    [[ -n $map ]] || die "cannot find the SYN-ACK sink's map on $CLI (prog id '$prog')"
+    [[ -n $map ]] || die "cannot find the map of the XDP program on $1 (prog id '$prog')"
     echo "$map"
 }
 
@@ -393,7 +410,23 @@ build_lab() {
     # before an skb is built (their receive work would otherwise run on the
     # gateway's CPU; a real client network takes them off its hands).
     ip -n "$NS_CLI" link set dev "$CLI" xdpdrv obj "$SINK_OBJ" sec xdp
-    SINK_MAP=$(sink_map_id)
+    SINK_MAP=$(xdp_map_id "$CLI")
+    GEN_IF=$CLI
+    if [[ $GEN == hop ]]; then
+        # The generator's own veth pair (see -g): trafgen on gen0, gen1 redirects
+        # to the client veth. Both stay inside the client namespace.
+        GEN_IF=gen0
+        ip -n "$NS_CLI" link add gen0 mtu 1500 type veth peer name gen1 mtu 1500
+        offloads_off "$NS_CLI" gen0
+        offloads_off "$NS_CLI" gen1
+        ip -n "$NS_CLI" link set dev gen1 xdpdrv obj "$REDIRECT_OBJ" sec xdp
+        local ifindex
+        ifindex=$(nsx "$NS_CLI" cat "/sys/class/net/$CLI/ifindex")
+        bpftool map update id "$(xdp_map_id gen1)" key 0 0 0 0 value \
+            $((ifindex & 255)) $(((ifindex >> 8) & 255)) $(((ifindex >> 16) & 255)) $((ifindex >> 24))
+        ip -n "$NS_CLI" link set gen1 up
+        ip -n "$NS_CLI" link set gen0 up
+    fi
     xdp_pass_on "$NS_SRV" srv0
     xdp_pass_on "$NS_GW" "$GWC"
     xdp_pass_on "$NS_GW" "$GWS"
@@ -404,12 +437,12 @@ build_lab() {
     # The server answers the spoofed sources through the client's MAC (kernel
     # variant); the client's sink program counts and drops those SYN-ACKs.
     ip -n "$NS_SRV" route add "$SPOOF_NET" via "$CLIENT_V4" dev srv0
-    # SYNs offered, counted where they leave the client namespace.
+    # SYNs offered, counted where trafgen sends them.
     nsx "$NS_CLI" nft -f - <<EOF
 table netdev sgbench {
     counter syns {}
     chain out {
-        type filter hook egress device "$CLI" priority 0; policy accept;
+        type filter hook egress device "$GEN_IF" priority 0; policy accept;
         ip saddr $SPOOF_NET tcp flags & (syn | ack | rst | fin) == syn counter name syns
     }
 }
@@ -508,6 +541,12 @@ EOF
         for ifc in "$GWC" "$GWS"; do
             for pid in $(napi_pids "$ifc"); do
                 taskset -pc 1 "$pid" >/dev/null
+                # SCHED_FIFO, as a packet core's NAPI threads are run: under the
+                # default policy the kthread waited behind synguard's and the
+                # server's threads on CPU 1, and the veth ring (256 frames)
+                # overflowed with CPU 1 only 43% busy (3.7% of the SYNs lost;
+                # with FIFO 0.02%). The same for every variant.
+                chrt -f -p 50 "$pid"
                 n=$((n + 1))
             done
         done
@@ -562,7 +601,7 @@ EOF
     # every SYN: veth's own tx counters are not a reliable offered count once its
     # peer's ring overflows.
     start_bg trafgen "$NS_CLI" 0 timeout -s INT -k 2 "$total_s" \
-        env LD_PRELOAD="$SHIM" trafgen -o "$CLI" -i "$cfg" -P 1 --no-sock-mem --qdisc-path -n "$count" "${rate_args[@]}"
+        env LD_PRELOAD="$SHIM" trafgen -o "$GEN_IF" -i "$cfg" -P 1 --no-sock-mem --qdisc-path -n "$count" "${rate_args[@]}"
     local tg=$BG_PID
     sleep 1
     local t1 tx1 dr1 sa1 t2 tx2 dr2 sa2 sg1=? sg2=?
