@@ -48,14 +48,13 @@ Options:
                  shared    everything on CPU 0: generator, gateway, server,
                            client and all softirq work (NAPI not threaded)
                  own       the protection on CPU 1: threaded NAPI on the
-                           gateway's two veths, their kthreads (SCHED_FIFO
-                           50), synguard and the server process there;
-                           generator and legitimate client on CPU 0. The end
-                           hosts' veths are not threaded: their receive work
-                           follows the sender, so the server kernel's own
-                           cookies and the client's receiving of the SYN-ACKs
-                           also run on CPU 1, alike for every variant. Needs
-                           2 CPUs.
+                           gateway's two veths and the server's veth, their
+                           kthreads (SCHED_FIFO 50), synguard and the server
+                           process there; generator and legitimate client on
+                           CPU 0. The client's veth is not threaded: its
+                           receive work (the SYN-ACK sink) follows the sender
+                           and also runs on CPU 1, alike for every variant.
+                           Needs 2 CPUs.
   -g MODE      how the generator's frames reach the client veth (default hop):
                  hop       trafgen sends on a veth pair of its own in the
                            client namespace, whose far end redirects every
@@ -83,6 +82,9 @@ Output, one row per (placement, variant):
   answered     synack/s / offered/s
   legit        legitimate connects that completed / attempted
   p50, p99     connect() + first byte of the answer, completed connects, ms
+  cpu1_ns      "own" only: CPU 1's busy time per SYN-ACK, in ns (its share
+               busy in /proc/stat x 1e9 / synack/s): what answering one SYN
+               costs the protection's core, whatever the offered rate
 
 Needs root, 2 CPUs for "own", and: ip ethtool trafgen (netsniff-ng) nft python3
 taskset chrt flock timeout cc bpftool, bpf/xdp_pass.o, bpf/bench_synack_sink.o and
@@ -372,10 +374,11 @@ build_lab() {
     NS_SRV=sg-bench-srv-$TAG-$RUN_NO
     # The gateway's veths carry run-unique names (7 chars, so "napi/IF-" fits the
     # 15-character kthread name) so that their NAPI kthreads can be found by name;
-    # the client's veth too, for symmetry. The server's veth is srv0.
+    # the client's and the server's veths too (the server's is threaded in "own").
     CLI=cl$((TAG % 100000))
     GWC=gc$((TAG % 100000))
     GWS=gs$((TAG % 100000))
+    SRV=sv$((TAG % 100000))
     local ns
     for ns in "$NS_CLI" "$NS_GW" "$NS_SRV"; do
         [[ ! -e /run/netns/$ns ]] || die "namespace $ns already exists"
@@ -388,14 +391,14 @@ build_lab() {
     done
     # veth pairs created inside the namespaces: nothing ever appears in the root ns.
     ip -n "$NS_CLI" link add "$CLI" mtu 1500 type veth peer name "$GWC" mtu 1500 netns "$NS_GW"
-    ip -n "$NS_SRV" link add srv0 mtu 1500 type veth peer name "$GWS" mtu 1500 netns "$NS_GW"
+    ip -n "$NS_SRV" link add "$SRV" mtu 1500 type veth peer name "$GWS" mtu 1500 netns "$NS_GW"
     # Same offloads for every variant (synguard would turn these off itself).
     offloads_off "$NS_CLI" "$CLI"
     offloads_off "$NS_GW" "$GWC"
     offloads_off "$NS_GW" "$GWS"
-    offloads_off "$NS_SRV" srv0
+    offloads_off "$NS_SRV" "$SRV"
     ip -n "$NS_CLI" addr add "$CLIENT_V4/24" dev "$CLI"
-    ip -n "$NS_SRV" addr add "$SERVER_V4/24" dev srv0
+    ip -n "$NS_SRV" addr add "$SERVER_V4/24" dev "$SRV"
     # A frame sent with XDP_TX (synguard's XDP path) reaches the peer veth only
     # when the peer runs an XDP program itself: drivers/net/veth.c hands XDP
     # frames to the peer's NAPI, which exists only while the peer has a program
@@ -427,16 +430,16 @@ build_lab() {
         ip -n "$NS_CLI" link set gen1 up
         ip -n "$NS_CLI" link set gen0 up
     fi
-    xdp_pass_on "$NS_SRV" srv0
+    xdp_pass_on "$NS_SRV" "$SRV"
     xdp_pass_on "$NS_GW" "$GWC"
     xdp_pass_on "$NS_GW" "$GWS"
     ip -n "$NS_GW" link set "$GWC" up
     ip -n "$NS_GW" link set "$GWS" up
     ip -n "$NS_CLI" link set "$CLI" up
-    ip -n "$NS_SRV" link set srv0 up
+    ip -n "$NS_SRV" link set "$SRV" up
     # The server answers the spoofed sources through the client's MAC (kernel
     # variant); the client's sink program counts and drops those SYN-ACKs.
-    ip -n "$NS_SRV" route add "$SPOOF_NET" via "$CLIENT_V4" dev srv0
+    ip -n "$NS_SRV" route add "$SPOOF_NET" via "$CLIENT_V4" dev "$SRV"
     # SYNs offered, counted where trafgen sends them.
     nsx "$NS_CLI" nft -f - <<EOF
 table netdev sgbench {
@@ -485,6 +488,9 @@ gw_setup() { # VARIANT PLACEMENT
         # Threaded NAPI can only be switched on while the veth has NAPI (a program
         # attached); the setting survives detach and re-attach.
         nsx "$NS_GW" sh -c "echo 1 > /sys/class/net/$GWC/threaded && echo 1 > /sys/class/net/$GWS/threaded"
+        # The server's veth too: for the "kernel" variant the protection is the
+        # server kernel's receive work.
+        nsx "$NS_SRV" sh -c "echo 1 > /sys/class/net/$SRV/threaded"
     fi
     NOTE=
     case $variant in
@@ -538,20 +544,22 @@ EOF
     NAPI_PINNED=
     if [[ $placement == own ]]; then
         local n=0 ifc
-        for ifc in "$GWC" "$GWS"; do
+        for ifc in "$GWC" "$GWS" "$SRV"; do
             for pid in $(napi_pids "$ifc"); do
                 taskset -pc 1 "$pid" >/dev/null
                 # SCHED_FIFO, as a packet core's NAPI threads are run: under the
-                # default policy the kthread waited behind synguard's and the
-                # server's threads on CPU 1, and the veth ring (256 frames)
-                # overflowed with CPU 1 only 43% busy (3.7% of the SYNs lost;
-                # with FIFO 0.02%). The same for every variant.
+                # default policy the gateway's kthread was woken 23k times a
+                # second and sometimes ran too late, so the veth ring (256
+                # frames) overflowed with CPU 1 only 45% busy (4-7% of the SYNs
+                # lost; with FIFO 0.05%). The same for every variant; the
+                # server's kthread too, or the kernel variant's work, left to
+                # ksoftirqd, starved behind the gateway's (0.8% answered).
                 chrt -f -p 50 "$pid"
                 n=$((n + 1))
             done
         done
         NAPI_PINNED=$n
-        [[ $n -ge 2 ]] || log "warning: found $n gateway NAPI kthreads to pin, expected 2"
+        [[ $n -ge 3 ]] || log "warning: found $n NAPI kthreads (gateway, server) to pin, expected 3"
         # The client veth's NAPI stays unthreaded: its receive work (taking in the
         # SYN-ACKs, counting and dropping them) runs as softirq right after the
         # gateway's poll that sent them, on CPU 1, the same for every variant.
@@ -624,8 +632,9 @@ EOF
     sleep "$DURATION"
     read -r t2 dr2 tx2 sa2 <<<"$(read_counters)"
     c2=$(cpu_busy)
-    local busy
+    local busy busy1
     busy=$(echo "$c1 $c2" | awk '{ printf "cpu0 %d%% busy, cpu1 %d%% busy", 100 * ($5 - $1) / ($5 - $1 + $6 - $2 + 0.001), 100 * ($7 - $3) / ($7 - $3 + $8 - $4 + 0.001) }')
+    busy1=$(echo "$c1 $c2" | awk '{ printf "%.4f", ($7 - $3) / ($7 - $3 + $8 - $4 + 0.001) }')
     [[ $variant == xdp || $variant == afpacket ]] && sg2=$(metric synguard_kernel_drops_total)
     wait "$cl" 2>/dev/null || true
     wait "$tg" 2>/dev/null || true
@@ -645,7 +654,12 @@ print(",".join(l.split("\"")[1] for l in b.splitlines() if l.startswith("synguar
         'BEGIN { d = t2 - t1; printf "%d %d", tx / d, sa / d }')
     # shellcheck disable=SC2086 # legit is "ok N p50 p99"
     set -- $legit
-    RESULTS+=("$placement $variant $row $2 $3 $4")
+    local cpu1_ns=-
+    if [[ $placement == own ]]; then
+        cpu1_ns=$(awk -v b="$busy1" -v t1="$t1" -v t2="$t2" -v sa="$((sa2 - sa1))" \
+            'BEGIN { r = sa / (t2 - t1); if (r > 0) printf "%d", b * 1e9 / r; else print "-" }')
+    fi
+    RESULTS+=("$placement $variant $row $2 $3 $4 $cpu1_ns")
     local extra=" $busy;"
     [[ $sg1 == "?" || $sg2 == "?" ]] || extra+=" synguard_kernel_drops=+$((sg2 - sg1))"
     [[ -z $xdpmode ]] || extra+=" xdp_mode=$xdpmode"
@@ -671,9 +685,9 @@ done
 
 echo
 echo "SYN flood, $(date -u +%Y-%m-%d), kernel $(uname -r), $NCPU CPUs; ${DURATION}s window, 32 sources, $CONNECTS legitimate connects per run"
-printf '%-9s %-9s %10s %10s %10s %9s %8s %8s %8s\n' placement variant offered/s synack/s xSYNPROXY answered legit p50_ms p99_ms
+printf '%-9s %-9s %10s %10s %10s %9s %8s %8s %8s %8s\n' placement variant offered/s synack/s xSYNPROXY answered legit p50_ms p99_ms cpu1_ns
 for r in "${RESULTS[@]}"; do
-    read -r pl va off sa ok p50 p99 <<<"$r"
+    read -r pl va off sa ok p50 p99 cpu1 <<<"$r"
     ref=
     for q in "${RESULTS[@]}"; do
         read -r qpl qva _ qsa _ <<<"$q"
@@ -682,5 +696,5 @@ for r in "${RESULTS[@]}"; do
     ratio=-
     [[ -z $ref || $ref -eq 0 ]] || ratio=$(awk -v a="$sa" -v b="$ref" 'BEGIN { printf "%.2fx", a / b }')
     share=$(awk -v a="$sa" -v b="$off" 'BEGIN { if (b > 0) printf "%.1f%%", 100 * a / b; else print "-" }')
-    printf '%-9s %-9s %10s %10s %10s %9s %8s %8s %8s\n' "$pl" "$va" "$off" "$sa" "$ratio" "$share" "$ok/$CONNECTS" "$p50" "$p99"
+    printf '%-9s %-9s %10s %10s %10s %9s %8s %8s %8s %8s\n' "$pl" "$va" "$off" "$sa" "$ratio" "$share" "$ok/$CONNECTS" "$p50" "$p99" "$cpu1"
 done
