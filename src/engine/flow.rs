@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use serde::{Deserialize, Serialize};
+
 use crate::wire::ethernet::MAX_HEADER_LEN;
 use crate::wire::TcpView;
 
@@ -10,7 +12,7 @@ use super::state::TcpState;
 
 /// A connection as the client sees it (the backend connection uses the same
 /// 4-tuple: the gateway is transparent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FlowKey {
     pub client: IpAddr,
     pub server: IpAddr,
@@ -42,7 +44,7 @@ impl FlowKey {
 
 /// Ethernet header (with VLAN tags) of the client -> server direction, kept
 /// to address frames the gateway originates; the other direction swaps MACs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct L2Template {
     bytes: [u8; MAX_HEADER_LEN],
     len: u8,
@@ -71,7 +73,7 @@ impl L2Template {
 
 /// Window-field rewrite between sides whose scale factors differ
 /// (RFC 7323 section 2): value = field << from >> to, capped at 65535.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct WindowRescale {
     pub from_shift: u8,
     pub to_shift: u8,
@@ -91,7 +93,7 @@ impl WindowRescale {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flow {
     pub state: TcpState,
     pub l2: L2Template,
@@ -174,7 +176,7 @@ pub struct Flow {
 
 /// What the server's SYN (with or without ACK) said: what the backend
 /// connection's translation is built from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerSyn {
     pub isn: u32,
     /// Unscaled (a SYN's window never is, RFC 7323 2.2).

@@ -40,9 +40,10 @@ impl FlowTable {
         }
     }
 
-    /// Start logging inserted and removed keys (for the XDP fast path).
+    /// Start logging inserted and removed keys (for the XDP fast path);
+    /// the flows already here (restored at start) count as inserted.
     pub fn log_changes(&mut self) {
-        self.touched.enable();
+        self.touched.enable(self.map.iter().map(|e| *e.key()));
     }
 
     /// Keys inserted or removed since the last call (appended to `out`).
@@ -92,6 +93,12 @@ impl FlowTable {
             Some(old) => add_signed(&self.counters.flows_by_state[old.state.index()], -1),
             None => self.count += 1,
         }
+    }
+
+    /// Queue a flow inserted already in TIME_WAIT (a restored one) for
+    /// eviction like those that entered it here.
+    pub fn note_time_wait(&mut self, key: FlowKey) {
+        self.time_wait.push_back(key);
     }
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<Flow> {

@@ -70,9 +70,10 @@ impl HalfOpenQueue {
         }
     }
 
-    /// Start logging inserted and removed keys (for the XDP fast path).
+    /// Start logging inserted and removed keys (for the XDP fast path);
+    /// entries already here count as inserted.
     pub fn log_changes(&mut self) {
-        self.touched.enable();
+        self.touched.enable(self.entries.iter().map(|e| *e.key()));
     }
 
     /// Keys inserted or removed since the last call (appended to `out`).

@@ -10,9 +10,10 @@ use super::flow::FlowKey;
 pub struct KeyLog(Option<Vec<FlowKey>>);
 
 impl KeyLog {
-    /// Start logging.
-    pub fn enable(&mut self) {
-        self.0.get_or_insert_with(Vec::new);
+    /// Start logging, with `existing` (the table's keys now) as the first
+    /// entries, so a reader that starts late still learns every key.
+    pub fn enable(&mut self, existing: impl IntoIterator<Item = FlowKey>) {
+        self.0.get_or_insert_with(Vec::new).extend(existing);
     }
 
     pub fn note(&mut self, key: FlowKey) {

@@ -16,6 +16,7 @@ pub mod fast_path;
 pub mod flow;
 mod flow_table;
 pub mod half_open;
+pub mod handover;
 mod handshake;
 pub mod histogram;
 mod icmp;
@@ -35,6 +36,7 @@ pub use config::{EngineConfig, InvalidAckAction, SignedSegmentAction, SyncookieM
 pub use counters::{Counters, Port};
 pub use drop_reason::DropReason;
 pub use flow::{Flow, FlowKey};
+pub use handover::ImportReport;
 pub use service_profile::SynOption;
 pub use state::TcpState;
 

@@ -4,7 +4,7 @@
 
 /// States of a tracked flow. Close states are the server's view: a client
 /// FIN puts the server in CLOSE_WAIT, a server FIN in FIN_WAIT_1, and so on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TcpState {
     /// Client's cookie ACK accepted, backend SYN sent, waiting for the
     /// server's SYN-ACK.

@@ -1757,6 +1757,7 @@ fn remaining_drop_reasons() {
 
 mod backend_syn_sent;
 mod cookie_mss;
+mod handover;
 mod icmp_errors;
 mod option_mismatch;
 mod signed_segments;

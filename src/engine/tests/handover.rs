@@ -1,0 +1,141 @@
+//! Flows handed from one engine to the next (a graceful restart): after
+//! export, a JSON round trip and import, the new engine translates the
+//! flow's segments byte for byte as the old one would have, keeps its
+//! timers, and refuses what the new configuration does not allow.
+
+use super::*;
+
+/// A frame both engines see; returns (verdict, frame after).
+fn run(e: &mut Engine, now: u64, port: Port, frame: &[u8]) -> (Verdict, Vec<u8>) {
+    let mut f = frame.to_vec();
+    (e.handle(now, port, &mut f), f)
+}
+
+fn round_trip(flows: Vec<(FlowKey, Flow)>) -> Vec<(FlowKey, Flow)> {
+    let text = serde_json::to_string(&flows).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn imported_flow_translates_exactly_as_before_both_families() {
+    for (c, s) in [(client_v4(), server_v4()), (client_v6(), server_v6())] {
+        let mut old = engine();
+        let (cookie, _, _) = establish(&mut old, c, s, &[]);
+        let flows = round_trip(old.export_flows());
+        assert_eq!(flows.len(), 1);
+        assert_eq!(flows, old.export_flows(), "JSON keeps every field");
+
+        let mut new = engine();
+        let report = new.import_flows(flows);
+        assert_eq!(report.restored, 1);
+        assert_eq!(report.skipped(), 0);
+        assert_eq!(new.export_flows(), old.export_flows());
+
+        // The same segments, each way, through both engines.
+        let to_client = segment(
+            s,
+            c,
+            SERVER_ISN + 1,
+            CLIENT_ISN + 1,
+            tcp::ACK | tcp::PSH,
+            100,
+            &ts_option(5007, 101),
+            b"after the restart",
+        );
+        let to_server = segment(
+            c,
+            s,
+            CLIENT_ISN + 1,
+            cookie.wrapping_add(18),
+            tcp::ACK,
+            500,
+            &ts_option(102, 5007),
+            b"",
+        );
+        for (port, frame) in [(Port::Server, &to_client), (Port::Client, &to_server)] {
+            let a = run(&mut old, T0 + 5000, port, frame);
+            let b = run(&mut new, T0 + 5000, port, frame);
+            assert_eq!(a.0, Verdict::Forward, "{}", c.ip);
+            assert_eq!(a, b, "{} {port:?}", c.ip);
+        }
+        assert_eq!(new.export_flows(), old.export_flows());
+    }
+}
+
+#[test]
+fn timers_keep_their_deadlines_across_the_handover() {
+    // A flow in TIME_WAIT ends at its 2MSL deadline in the new engine too,
+    // and an idle established flow at its idle deadline.
+    let (c, s) = (client_v4(), server_v4());
+    let mut old = engine();
+    let (cookie, _, _) = establish(&mut old, c, s, &[]);
+    close_client_first(&mut old, c, s, cookie);
+    assert_eq!(old.flow_state(&key_v4()), Some(TcpState::TimeWait));
+    let c2 = Host { port: 40001, ..c };
+    establish(&mut old, c2, s, &[]);
+    let flows = round_trip(old.export_flows());
+    let deadlines: Vec<u64> = flows.iter().map(|(_, f)| f.timer_at).collect();
+    assert_eq!(deadlines.len(), 2);
+
+    let mut new = engine();
+    assert_eq!(new.import_flows(flows).restored, 2);
+    assert_eq!(new.poll_timeout(), deadlines.iter().min().copied());
+    for (at, port) in [(deadlines[0], 40000), (deadlines[1], 40001)] {
+        let key = FlowKey {
+            client_port: port,
+            ..key_v4()
+        };
+        new.handle_timeout(at - 1);
+        assert!(new.flow_state(&key).is_some(), "port {port} before {at}");
+        new.handle_timeout(at);
+        assert_eq!(new.flow_state(&key), None, "port {port} at {at}");
+    }
+}
+
+#[test]
+fn import_skips_unprotected_repeated_and_over_the_limit() {
+    let (c, s) = (client_v4(), server_v4());
+    let mut old = engine();
+    for port in 40000..40003 {
+        establish(&mut old, Host { port, ..c }, s, &[]);
+    }
+    establish(&mut old, client_v6(), server_v6(), &[]);
+    let flows = old.export_flows();
+    assert_eq!(flows.len(), 4);
+
+    // The new configuration protects only the IPv4 service, room for 2.
+    let mut cfg = config();
+    cfg.protected.truncate(1);
+    cfg.max_flows = 2;
+    let mut new = engine_with(cfg);
+    let mut twice = flows.clone();
+    twice.push(flows[0].clone());
+    let report = new.import_flows(twice);
+    assert_eq!(
+        report,
+        ImportReport {
+            restored: 2,
+            not_protected: 1,
+            no_room: 1,
+            duplicate: 1,
+        }
+    );
+    assert_eq!(new.flow_count(), 2);
+    assert_eq!(new.counters().flows_in(TcpState::Established), 2);
+}
+
+#[test]
+fn restored_flows_are_published_to_the_fast_path_when_it_starts() {
+    // The gateway imports before it starts the XDP fast path: enabling it
+    // must publish what is already tracked, or the program would take the
+    // restored connections' segments for forged ACKs.
+    let (c, s) = (client_v4(), server_v4());
+    let mut old = engine();
+    establish(&mut old, c, s, &[]);
+    let mut new = engine();
+    assert_eq!(new.import_flows(old.export_flows()).restored, 1);
+    new.enable_fast_path();
+    let mut changes = Vec::new();
+    new.drain_tracked_changes(T0 + 100, &mut changes);
+    assert_eq!(changes, vec![fast_path::TrackedChange::Publish(key_v4())]);
+}
