@@ -1,13 +1,16 @@
 //! Start-up wiring: cookie secret, engine, the two AF_PACKET ports (offloads
-//! off first), the metrics endpoint and signal handling, then the I/O loop
-//! until SIGINT/SIGTERM, with SIGHUP handed to the reloader. Tells systemd
-//! (Type=notify) when it is ready and when it stops. Owns no packet logic.
+//! off first), the flows a previous run left (`state.flow_file`), the
+//! metrics endpoint and signal handling, then the I/O loop until
+//! SIGINT/SIGTERM, with SIGHUP handed to the reloader, and the flows left
+//! for the next run. Tells systemd (Type=notify) when it is ready and when
+//! it stops. Owns no packet logic.
 
 use anyhow::Context;
 
 use crate::control::ControlServer;
 use crate::cookie::CookieSecret;
 use crate::engine::Engine;
+use crate::flow_file;
 use crate::io::af_packet::PacketPort;
 use crate::io::runner::Runner;
 use crate::io::xdp::{XdpFastPath, XdpSetting};
@@ -30,7 +33,10 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
     let io_cfg = &settings.io;
     let client = open_port(&io_cfg.client_iface, io_cfg)?;
     let server = open_port(&io_cfg.server_iface, io_cfg)?;
-    let engine = Engine::new(settings.engine.clone(), secret);
+    let mut engine = Engine::new(settings.engine.clone(), secret);
+    if let Some(path) = &settings.flow_file {
+        restore_flows(&mut engine, path, io_cfg);
+    }
     // Before the endpoints: loading the program (the verifier) takes a
     // moment, and an answering /metrics is what operators and the lab take
     // for "up".
@@ -70,6 +76,10 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
     let result = runner.run_until_shutdown(|engine| reloader.on_signal(engine));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     result.context("I/O loop")?;
+    // The path in effect now (a reload may have changed it).
+    if let Some(path) = &reloader.running().flow_file {
+        save_flows(&runner.engine, path, io_cfg);
+    }
     let c = runner.engine.counters();
     tracing::info!(
         syn = c.syn_received.load(std::sync::atomic::Ordering::Relaxed),
@@ -81,6 +91,55 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
         "shutting down"
     );
     Ok(())
+}
+
+/// Take the flows the previous run left in `path` into the engine; a file
+/// that cannot be used is logged and set aside, never fatal (the gateway
+/// then starts empty, as without the file).
+fn restore_flows(engine: &mut Engine, path: &std::path::Path, io_cfg: &crate::io::IoConfig) {
+    match flow_file::take(path, &io_cfg.client_iface, &io_cfg.server_iface) {
+        Ok(None) => tracing::info!(file = %path.display(), "no flows left by a previous run"),
+        Ok(Some(loaded)) => {
+            let given = loaded.flows.len();
+            let r = engine.import_flows(loaded.flows);
+            let age_ms = crate::io::runner::wall_clock_ms().saturating_sub(loaded.written_ms);
+            tracing::info!(
+                file = %path.display(),
+                restored = r.restored,
+                given,
+                not_protected = r.not_protected,
+                no_room = r.no_room,
+                duplicate = r.duplicate,
+                written_ms_ago = age_ms,
+                "took over the flows of the previous run"
+            );
+        }
+        Err(e @ flow_file::FlowFileError::OtherInterfaces { .. }) => tracing::error!(
+            error = %e,
+            "the flow file belongs to another instance: left in place, starting without flows (give each instance its own state.flow_file)"
+        ),
+        Err(e) => tracing::error!(
+            error = %e,
+            set_aside = %flow_file::rejected_path(path).display(),
+            "cannot use the flow file: starting without those flows"
+        ),
+    }
+}
+
+/// Leave the engine's flows in `path` for the next start; logs the outcome.
+fn save_flows(engine: &Engine, path: &std::path::Path, io_cfg: &crate::io::IoConfig) {
+    let flows = engine.export_flows();
+    let now = crate::io::runner::wall_clock_ms();
+    match flow_file::save(path, &io_cfg.client_iface, &io_cfg.server_iface, now, flows) {
+        Ok(n) => tracing::info!(
+            file = %path.display(),
+            flows = n,
+            "flows left for the next start on these interfaces"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write the flow file: its flows end with this process")
+        }
+    }
 }
 
 /// Load and attach the XDP fast path as `io.xdp` says (README "XDP fast

@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod cookie;
 pub mod engine;
+pub mod flow_file;
 pub mod gateway;
 pub mod io;
 pub mod metrics;

@@ -133,6 +133,10 @@ struct OverrideArgs {
     /// Control socket for `synguard status`, or "off" [file: control.socket].
     #[arg(long, value_name = "PATH|off", value_parser = parse_control_socket)]
     control_socket: Option<ControlSocket>,
+    /// Where a graceful stop (SIGTERM, SIGINT) leaves the flows for the next
+    /// start on the same interfaces, or "off" [file: state.flow_file].
+    #[arg(long, value_name = "FILE|off", value_parser = parse_flow_file)]
+    flow_file: Option<FlowFile>,
     /// tracing filter, e.g. info or synguard=debug [file: log.level]. RUST_LOG wins.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
@@ -152,6 +156,14 @@ struct ControlSocket(Option<PathBuf>);
 
 fn parse_control_socket(s: &str) -> Result<ControlSocket, String> {
     Ok(ControlSocket(config::parse_control_socket(s)))
+}
+
+/// `--flow-file` value (newtype for the same reason as MetricsListen).
+#[derive(Clone)]
+struct FlowFile(Option<PathBuf>);
+
+fn parse_flow_file(s: &str) -> Result<FlowFile, String> {
+    Ok(FlowFile(config::parse_flow_file(s)))
 }
 
 #[derive(Args)]
@@ -194,6 +206,7 @@ impl From<OverrideArgs> for Overrides {
             metrics_listen: a.metrics_listen.map(|m| m.0),
             secret_file: a.secret_file,
             control_socket: a.control_socket.map(|c| c.0),
+            flow_file: a.flow_file.map(|f| f.0),
             log_level: a.log_level,
             xdp: a.xdp,
         }

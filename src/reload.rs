@@ -45,7 +45,7 @@ impl LogFilter {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReloadSummary {
     pub engine: ReconfigureReport,
-    /// Non-engine keys applied (log.level).
+    /// Non-engine keys applied (log.level, state.flow_file).
     pub applied: Vec<&'static str>,
     /// Non-engine keys whose new value needs a restart; the running value is
     /// kept (and reported again on the next reload until the restart).
@@ -111,6 +111,7 @@ impl Reloader {
             metrics_listen,
             secret_file,
             control_socket,
+            flow_file,
             log_level,
         } = new;
         let IoConfig {
@@ -162,6 +163,12 @@ impl Reloader {
                 }
                 None => summary.needs_restart.push("log.level"),
             }
+        }
+        // Read at start, written at stop: the new path is the one the
+        // stop will write.
+        if flow_file != old.flow_file {
+            summary.applied.push("state.flow_file");
+            self.running.flow_file = flow_file;
         }
         summary.engine = engine.reconfigure(new_engine);
         self.running.engine = engine.config().clone();

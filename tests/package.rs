@@ -313,7 +313,10 @@ fn template_has_the_same_hardening() {
                 l.replace("%i.toml", "synguard.toml")
                     .replace("synguard-%i", "synguard")
             })
-            .map(|l| l.replace(" --control-socket /run/synguard/control.sock", ""))
+            .map(|l| {
+                l.replace(" --control-socket /run/synguard/control.sock", "")
+                    .replace(" --flow-file /var/lib/synguard/flows.json", "")
+            })
             .filter(|l| !l.starts_with("Description="))
             .collect()
     };
@@ -330,6 +333,7 @@ fn template_has_the_same_hardening() {
         "MemoryDenyWriteExecute=yes",
         "LockPersonality=yes",
         "RuntimeDirectory=synguard",
+        "StateDirectory=synguard",
         "Restart=on-failure",
         "ExecStartPre=/usr/bin/synguard check-config --config /etc/synguard/synguard.toml",
         "ExecStart=/usr/bin/synguard run --config /etc/synguard/synguard.toml",

@@ -20,6 +20,7 @@ pub(crate) struct FileConfig {
     pub timeouts: Timeouts,
     pub metrics: Metrics,
     pub control: Control,
+    pub state: State,
     pub io: Io,
     pub log: Log,
 }
@@ -124,6 +125,12 @@ pub(crate) struct Metrics {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Control {
     pub socket: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct State {
+    pub flow_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

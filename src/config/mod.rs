@@ -46,6 +46,8 @@ pub struct Overrides {
     pub secret_file: Option<PathBuf>,
     /// `Some(None)`: the control endpoint switched off on the command line.
     pub control_socket: Option<Option<PathBuf>>,
+    /// `Some(None)`: the flow file switched off on the command line.
+    pub flow_file: Option<Option<PathBuf>>,
     pub log_level: Option<String>,
     pub xdp: Option<XdpSetting>,
 }
@@ -61,6 +63,12 @@ pub fn parse_xdp(text: &str) -> Result<XdpSetting, String> {
             "expected \"auto\", \"native\", \"generic\" or \"off\", got {other:?}"
         )),
     }
+}
+
+/// Parse a `state.flow_file` / `--flow-file` value: a path, or "off" / ""
+/// for none.
+pub fn parse_flow_file(text: &str) -> Option<PathBuf> {
+    parse_control_socket(text)
 }
 
 /// Parse a control socket setting: a path, or "off" / "" for none.

@@ -119,6 +119,13 @@ pub fn render(s: &Settings) -> String {
         .map_or("off".to_string(), |p| p.display().to_string());
     let _ = writeln!(out, "socket = {}", quote(&socket));
     let _ = writeln!(out);
+    let _ = writeln!(out, "[state]");
+    let flow_file = s
+        .flow_file
+        .as_ref()
+        .map_or("off".to_string(), |p| p.display().to_string());
+    let _ = writeln!(out, "flow_file = {}", quote(&flow_file));
+    let _ = writeln!(out);
     let _ = writeln!(out, "[io]");
     let _ = writeln!(out, "rcvbuf_bytes = {}", s.io.rcvbuf_bytes);
     let _ = writeln!(out, "disable_offloads = {}", s.io.disable_offloads);

@@ -20,6 +20,9 @@ pub struct Settings {
     /// Unix socket of the local control endpoint (`synguard status`);
     /// `None` disables it.
     pub control_socket: Option<PathBuf>,
+    /// Where a graceful stop leaves the flows for the next start
+    /// (`crate::flow_file`); `None`: flows end with the process.
+    pub flow_file: Option<PathBuf>,
     /// `tracing` filter directive, e.g. "info" or "synguard=debug".
     pub log_level: String,
 }

@@ -48,12 +48,15 @@ fn shipped_file_loads() {
         vec![sa("198.18.0.2:8080"), sa("[2001:db8::2]:8080")]
     );
     // The shipped file states the defaults, so apart from the required keys
-    // it must resolve to exactly what an empty file does.
-    let minimal = load_str(
+    // it must resolve to exactly what an empty file does; and it keeps the
+    // flows across restarts in the package's StateDirectory.
+    let mut minimal = load_str(
         "[interfaces]\nclient=\"gwc\"\nserver=\"gws\"\n[protect]\nservices=[\"198.18.0.2:8080\",\"[2001:db8::2]:8080\"]\n",
         &none(),
     )
     .unwrap();
+    assert_eq!(minimal.flow_file, None, "off by default");
+    minimal.flow_file = Some(PathBuf::from("/var/lib/synguard/flows.json"));
     assert_eq!(s, minimal);
 }
 
@@ -102,6 +105,7 @@ fn minimal_file_gives_documented_defaults() {
             metrics_listen: Some(sa("127.0.0.1:9150")),
             secret_file: None,
             control_socket: Some("/run/synguard/control.sock".into()),
+            flow_file: None,
             log_level: "info".into(),
         }
     );
@@ -752,11 +756,16 @@ fn flags_override_file() {
         metrics_listen: Some(None),
         secret_file: Some(PathBuf::from("/run/secret")),
         control_socket: Some(Some(PathBuf::from("/tmp/sg.sock"))),
+        flow_file: Some(None),
         log_level: Some("synguard=debug".into()),
         xdp: None,
     };
     let s = load_str(SHIPPED, &ov).unwrap();
     assert_eq!(s.control_socket, Some(PathBuf::from("/tmp/sg.sock")));
+    assert_eq!(
+        s.flow_file, None,
+        "--flow-file off wins over the shipped path"
+    );
     assert_eq!(s.io.client_iface, "cx");
     assert_eq!(s.io.server_iface, "sx");
     assert_eq!(s.metrics_listen, None);
@@ -937,6 +946,7 @@ fn render_round_trips() {
     shipped.log_level = "synguard=debug,warn".into();
     shipped.io.disable_offloads = false;
     shipped.io.xdp = crate::io::xdp::XdpSetting::Generic;
+    shipped.flow_file = None;
     let text = render(&shipped);
     assert_eq!(load_str(&text, &none()).unwrap(), shipped, "{text}");
 
@@ -1008,6 +1018,45 @@ fn control_socket_from_file_off_and_relative() {
         .control_socket,
         None
     );
+}
+
+#[test]
+fn flow_file_from_file_flag_off_and_relative() {
+    let base =
+        "[interfaces]\nclient = \"a\"\nserver = \"b\"\n[protect]\nservices = [\"198.18.0.2:80\"]\n";
+    let with = |v: &str| format!("{base}[state]\nflow_file = \"{v}\"\n");
+    let s = load_str(&with("/var/lib/x/flows.json"), &Overrides::default()).unwrap();
+    assert_eq!(s.flow_file, Some(PathBuf::from("/var/lib/x/flows.json")));
+    assert_eq!(
+        load_str(&with("off"), &Overrides::default())
+            .unwrap()
+            .flow_file,
+        None
+    );
+    let err = load_str(&with("flows.json"), &Overrides::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "state.flow_file: flows.json is not an absolute path"
+    );
+    let flag = |v: Option<&str>| Overrides {
+        flow_file: Some(v.map(PathBuf::from)),
+        ..Overrides::default()
+    };
+    assert_eq!(
+        load_str(&with("/a/flows.json"), &flag(None))
+            .unwrap()
+            .flow_file,
+        None,
+        "--flow-file off wins"
+    );
+    assert_eq!(
+        load_str(&with("/a/flows.json"), &flag(Some("/b/f.json")))
+            .unwrap()
+            .flow_file,
+        Some(PathBuf::from("/b/f.json"))
+    );
+    let err = load_str(base, &flag(Some("rel"))).unwrap_err();
+    assert!(err.to_string().starts_with("--flow-file: "), "{err}");
 }
 
 #[test]

@@ -312,6 +312,20 @@ pub(crate) fn resolve(file: FileConfig, ov: &Overrides) -> Result<Settings, Conf
         }
     }
 
+    let (flow_file, flow_key) = match (&ov.flow_file, file.state.flow_file) {
+        (Some(flag), _) => (flag.clone(), "--flow-file"),
+        (None, Some(text)) => (super::parse_flow_file(&text), "state.flow_file"),
+        (None, None) => (None, "state.flow_file"),
+    };
+    if let Some(p) = &flow_file {
+        if p.is_relative() {
+            return Err(ConfigError::invalid(
+                flow_key,
+                format!("{} is not an absolute path", p.display()),
+            ));
+        }
+    }
+
     let (log_level, log_key) = match (&ov.log_level, file.log.level) {
         (Some(l), _) => (l.clone(), "--log-level"),
         (None, Some(l)) => (l, "log.level"),
@@ -325,6 +339,7 @@ pub(crate) fn resolve(file: FileConfig, ov: &Overrides) -> Result<Settings, Conf
         metrics_listen,
         secret_file,
         control_socket,
+        flow_file,
         log_level,
     })
 }

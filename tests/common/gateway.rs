@@ -193,9 +193,12 @@ impl Lab {
     }
 
     /// Sends SIGTERM to the gateway and waits (<= 5 s); returns its exit status.
+    /// The gateway may then be started again (a restart).
     pub fn stop_gateway(&self) -> Option<ExitStatus> {
         let child = self.gateway.lock().unwrap().take();
-        child.and_then(|mut c| terminate_child(&mut c, Duration::from_secs(5)))
+        let status = child.and_then(|mut c| terminate_child(&mut c, Duration::from_secs(5)));
+        self.gateway_started.store(false, Ordering::SeqCst);
+        status
     }
 
     /// Last `n` lines of the gateway log.

@@ -1,0 +1,341 @@
+//! The flow file (`state.flow_file`): where a gracefully stopping gateway
+//! leaves its flows for the next start on the same interfaces. Owns the
+//! file's format (versioned JSON) and its handling: written whole to a
+//! temporary file, synced and renamed into place, so a reader sees an old
+//! file or a complete new one; read once at start and removed, so a later
+//! crash never brings back flows that ended since. Never decides which
+//! flows to keep (the engine's import does).
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Flow, FlowKey};
+
+/// `format` of the file: anything else is not a flow file.
+const FORMAT: &str = "synguard-flows";
+/// Bumped when `Flow` changes shape: a file of another version is set
+/// aside, not guessed at.
+pub const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Body {
+    format: String,
+    version: u32,
+    /// Wall-clock ms when written (the engine's clock).
+    written_ms: u64,
+    client_iface: String,
+    server_iface: String,
+    flows: Vec<Record>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    key: FlowKey,
+    flow: Flow,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlowFileError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: not a synguard flow file of version {VERSION}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error(
+        "{path}: written for interfaces {client}/{server}, this gateway runs on {want_client}/{want_server}"
+    )]
+    OtherInterfaces {
+        path: PathBuf,
+        client: String,
+        server: String,
+        want_client: String,
+        want_server: String,
+    },
+}
+
+/// What [`take`] found.
+#[derive(Debug)]
+pub struct Loaded {
+    pub flows: Vec<(FlowKey, Flow)>,
+    /// When the file was written (wall-clock ms).
+    pub written_ms: u64,
+}
+
+/// Write `flows` for the next start on these interfaces; returns how many.
+/// The temporary file is `PATH.tmp` in the same directory (same file
+/// system, so the rename is atomic); it is removed when writing fails.
+pub fn save(
+    path: &Path,
+    client_iface: &str,
+    server_iface: &str,
+    now_ms: u64,
+    flows: Vec<(FlowKey, Flow)>,
+) -> Result<usize, FlowFileError> {
+    let n = flows.len();
+    let body = Body {
+        format: FORMAT.to_string(),
+        version: VERSION,
+        written_ms: now_ms,
+        client_iface: client_iface.to_string(),
+        server_iface: server_iface.to_string(),
+        flows: flows
+            .into_iter()
+            .map(|(key, flow)| Record { key, flow })
+            .collect(),
+    };
+    let tmp = tmp_path(path);
+    let io_err = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| FlowFileError::Io { path: p, source }
+    };
+    let write = || -> io::Result<()> {
+        let file = File::create(&tmp)?;
+        let mut w = BufWriter::new(file);
+        serde_json::to_writer(&mut w, &body).map_err(io::Error::other)?;
+        w.flush()?;
+        w.get_ref().sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(&tmp)(e));
+    }
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    Ok(n)
+}
+
+/// Read the flow file left by the previous run and remove it. `Ok(None)`:
+/// there is none. A file that cannot be used (unreadable, not a flow file
+/// of this version) is renamed to `PATH.rejected`, kept for inspection,
+/// and reported as the error. A file written for other interfaces is left
+/// where it is (it is another instance's: two instances must not share the
+/// path) and reported.
+pub fn take(
+    path: &Path,
+    client_iface: &str,
+    server_iface: &str,
+) -> Result<Option<Loaded>, FlowFileError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(FlowFileError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let parsed = read(path, file, client_iface, server_iface);
+    let kept_aside = match &parsed {
+        Ok(_) => fs::remove_file(path),
+        Err(FlowFileError::OtherInterfaces { .. }) => Ok(()),
+        Err(_) => fs::rename(path, rejected_path(path)),
+    };
+    if let Err(source) = kept_aside {
+        // Reading it again at the next start would be wrong either way.
+        return Err(FlowFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        });
+    }
+    parsed.map(Some)
+}
+
+fn read(
+    path: &Path,
+    file: File,
+    client_iface: &str,
+    server_iface: &str,
+) -> Result<Loaded, FlowFileError> {
+    let invalid = |reason: String| FlowFileError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // The header first: a file of another version may not parse as Body.
+    let value: serde_json::Value = serde_json::from_reader(BufReader::new(file))
+        .map_err(|e| invalid(format!("not JSON ({e})")))?;
+    let format = value.get("format").and_then(|v| v.as_str());
+    let version = value.get("version").and_then(|v| v.as_u64());
+    if format != Some(FORMAT) || version != Some(u64::from(VERSION)) {
+        return Err(invalid(format!("format {format:?}, version {version:?}")));
+    }
+    let body: Body = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+    if body.client_iface != client_iface || body.server_iface != server_iface {
+        return Err(FlowFileError::OtherInterfaces {
+            path: path.to_path_buf(),
+            client: body.client_iface,
+            server: body.server_iface,
+            want_client: client_iface.to_string(),
+            want_server: server_iface.to_string(),
+        });
+    }
+    Ok(Loaded {
+        flows: body.flows.into_iter().map(|r| (r.key, r.flow)).collect(),
+        written_ms: body.written_ms,
+    })
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".tmp")
+}
+
+/// Where [`take`] puts a file it could not use.
+pub fn rejected_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".rejected")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::flow::{L2Template, WindowRescale};
+    use crate::engine::TcpState;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let p = std::env::temp_dir()
+                .join(format!("synguard-flow-file-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&p);
+            fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+        fn file(&self) -> PathBuf {
+            self.0.join("flows.json")
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn flow(port: u16) -> (FlowKey, Flow) {
+        let key = FlowKey {
+            client: "198.18.0.1".parse().unwrap(),
+            server: "198.18.0.2".parse().unwrap(),
+            client_port: port,
+            server_port: 8080,
+        };
+        let l2 = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
+        let flow = Flow {
+            state: TcpState::Established,
+            l2: L2Template::from_frame(&l2, 14),
+            client_isn: 1,
+            gateway_isn: 2,
+            seq_delta: 3,
+            gateway_tsval: 4,
+            ts_offset: 5,
+            timestamps: true,
+            client_timestamps: true,
+            client_sack: true,
+            client_ecn: false,
+            sack_declined: false,
+            ecn_declined: false,
+            gateway_last_tsval: 6,
+            server_last_tsval: 7,
+            server_last_window: 8,
+            client_mss: 1460,
+            server_syn: None,
+            client_to_server_window: WindowRescale {
+                from_shift: 7,
+                to_shift: 9,
+            },
+            server_to_client_window: WindowRescale::default(),
+            client_wscale: Some(7),
+            client_last_tsval: 9,
+            client_last_window: 10,
+            server_isn: 11,
+            client_next: 12,
+            server_next: 13,
+            client_window_max: 14,
+            server_window_max: 15,
+            client_fin_end: None,
+            server_fin_end: Some(16),
+            backend_syn: vec![1, 2, 3],
+            backend_syn_sent: 1,
+            held: vec![vec![4, 5]],
+            held_bytes: 2,
+            timer_at: 17,
+            last_seen: 18,
+            opened_ms: 19,
+        };
+        (key, flow)
+    }
+
+    #[test]
+    fn saved_flows_come_back_once_and_the_file_is_gone() {
+        let dir = TempDir::new("round-trip");
+        let flows = vec![flow(40000), flow(40001)];
+        assert_eq!(
+            save(&dir.file(), "gwc", "gws", 1234, flows.clone()).unwrap(),
+            2
+        );
+        assert!(!tmp_path(&dir.file()).exists());
+        let loaded = take(&dir.file(), "gwc", "gws").unwrap().unwrap();
+        assert_eq!(loaded.flows, flows);
+        assert_eq!(loaded.written_ms, 1234);
+        assert!(!dir.file().exists(), "read once");
+        assert!(take(&dir.file(), "gwc", "gws").unwrap().is_none());
+    }
+
+    #[test]
+    fn unusable_files_are_set_aside_with_the_reason() {
+        let dir = TempDir::new("rejected");
+        let path = dir.file();
+        let cases: [(&str, &str); 4] = [
+            ("{not json", "not JSON"),
+            (
+                r#"{"format":"other","version":1}"#,
+                "format Some(\"other\")",
+            ),
+            (
+                r#"{"format":"synguard-flows","version":99,"flows":[]}"#,
+                "version Some(99)",
+            ),
+            (
+                r#"{"format":"synguard-flows","version":1,"written_ms":1,"client_iface":"a","server_iface":"b","flows":[{"key":1}]}"#,
+                "invalid type",
+            ),
+        ];
+        for (text, reason) in cases {
+            fs::write(&path, text).unwrap();
+            let err = take(&path, "a", "b").unwrap_err().to_string();
+            assert!(err.contains(reason), "{text}: {err}");
+            assert!(!path.exists(), "{text}");
+            assert_eq!(fs::read_to_string(rejected_path(&path)).unwrap(), text);
+        }
+        fs::remove_file(rejected_path(&path)).unwrap();
+        save(&path, "gwc", "gws", 1, vec![flow(1)]).unwrap();
+        let err = take(&path, "eth1", "eth2").unwrap_err().to_string();
+        assert!(
+            err.contains("written for interfaces gwc/gws, this gateway runs on eth1/eth2"),
+            "{err}"
+        );
+        assert!(
+            path.exists() && !rejected_path(&path).exists(),
+            "another instance's file stays for it"
+        );
+        assert_eq!(take(&path, "gwc", "gws").unwrap().unwrap().flows.len(), 1);
+    }
+
+    #[test]
+    fn a_write_that_fails_leaves_no_file() {
+        let dir = TempDir::new("no-dir");
+        let path = dir.0.join("missing-dir").join("flows.json");
+        let err = save(&path, "a", "b", 1, vec![flow(1)]).unwrap_err();
+        assert!(matches!(err, FlowFileError::Io { .. }), "{err}");
+        assert!(!path.exists() && !tmp_path(&path).exists());
+    }
+}
