@@ -93,15 +93,10 @@ Runtime about 20 s per row.
 EOF
 }
 
-die() {
-    echo "bench-synflood.sh: error: $*" >&2
-    exit 1
-}
-log() {
-    echo "bench: $*" >&2
-}
-
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+BENCH_NAME=bench-synflood.sh
+# shellcheck source=deploy/lab/bench-lib.sh
+. "$SCRIPT_DIR/bench-lib.sh"
 REPO_ROOT=$(cd -- "$SCRIPT_DIR/../.." && pwd)
 
 DURATION=5
@@ -176,9 +171,8 @@ METRICS=127.0.0.1:9150 # inside the gateway namespace only
 
 # Run-unique names. Namespaces: sg-bench-{cli,gw,srv}-PID-N (N counts the runs).
 TAG=$$
-NSLIST=()
-PIDS=()
 TMPD=$(mktemp -d /tmp/sg-bench.XXXXXX)
+install_cleanup
 if [[ -z $LOGDIR ]]; then
     LOGDIR=$TMPD/logs
 fi
@@ -212,59 +206,6 @@ int socket(int domain, int type, int protocol)
     return fd;
 }
 EOF
-
-kill_pid() { # PID: TERM, then KILL after 3 s; only PIDs this script started
-    local pid=$1
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 30); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-teardown() {
-    local pid ns
-    for pid in "${PIDS[@]}"; do
-        kill_pid "$pid"
-    done
-    PIDS=()
-    for ns in "${NSLIST[@]}"; do
-        [[ -e /run/netns/$ns ]] && ip netns del "$ns" 2>/dev/null || true
-    done
-    NSLIST=()
-}
-
-cleanup() {
-    trap - EXIT INT TERM HUP
-    teardown
-    rm -rf "$TMPD"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM HUP
-
-nsx() { # NS CMD...
-    local ns=$1
-    shift
-    ip netns exec "$ns" "$@"
-}
-
-# Background process in a namespace on a CPU list; `ip netns exec` and taskset
-# exec, so $! is the process itself. Sets BG_PID.
-start_bg() { # NAME NS CPUS CMD...
-    local name=$1 ns=$2 cpus=$3
-    shift 3
-    ip netns exec "$ns" taskset -c "$cpus" "$@" >"$RUN_LOG.$name.log" 2>&1 </dev/null &
-    BG_PID=$!
-    PIDS+=("$BG_PID")
-}
-
-mac_of() { # NS IF
-    ip -n "$1" -o link show "$2" | grep -oE 'link/ether [0-9a-f:]+' | awk '{print $2}'
-}
 
 # NAPI kthreads are named napi/IF-ID; the run-unique gateway interface names make
 # them ours (and the lock keeps other benches away).
@@ -340,15 +281,6 @@ print("ok", len(ok), pct(50), pct(99))
 
 # --- one run ------------------------------------------------------------------
 RUN_NO=0
-offloads_off() { # NS IF
-    nsx "$1" ethtool -K "$2" gro off gso off tso off tx off rx off sg off >/dev/null 2>&1 ||
-        nsx "$1" ethtool -K "$2" gro off gso off tso off tx off rx off sg off
-}
-
-xdp_pass_on() { # NS IF
-    ip -n "$1" link set dev "$2" xdpdrv obj "$XDP_PASS_OBJ" sec xdp
-}
-
 # The id of the (only) map of the XDP program on an interface of the client namespace.
 xdp_map_id() { # IF
     local prog map
@@ -381,13 +313,7 @@ build_lab() {
     SRV=sv$((TAG % 100000))
     local ns
     for ns in "$NS_CLI" "$NS_GW" "$NS_SRV"; do
-        [[ ! -e /run/netns/$ns ]] || die "namespace $ns already exists"
-        NSLIST+=("$ns")
-        ip netns add "$ns"
-        nsx "$ns" ip link set lo up
-        # IPv4 only: no RS/MLD/DAD frames in the counts.
-        nsx "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-        nsx "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+        new_ns "$ns"
     done
     # veth pairs created inside the namespaces: nothing ever appears in the root ns.
     ip -n "$NS_CLI" link add "$CLI" mtu 1500 type veth peer name "$GWC" mtu 1500 netns "$NS_GW"
@@ -507,37 +433,10 @@ gw_setup() { # VARIANT PLACEMENT
         gw_synguard off "$cpus" || die "synguard did not start: $(tail -n 3 "$RUN_LOG.synguard.log")"
         ;;
     synproxy)
-        nsx "$NS_GW" sysctl -qw net.ipv4.ip_forward=1 \
-            net.ipv4.conf.all.proxy_arp=1 net.ipv4.conf.default.proxy_arp=1 \
-            "net.ipv4.conf.$GWC.proxy_arp=1" "net.ipv4.conf.$GWS.proxy_arp=1" \
-            net.ipv4.tcp_syncookies=2 net.ipv4.tcp_timestamps=1
-        # A router that keeps the end hosts' /24: proxy ARP on both sides, host routes.
-        ip -n "$NS_GW" addr add "$GWC_V4/32" dev "$GWC"
-        ip -n "$NS_GW" addr add "$GWS_V4/32" dev "$GWS"
-        ip -n "$NS_GW" route add "$CLIENT_V4/32" dev "$GWC"
-        ip -n "$NS_GW" route add "$SERVER_V4/32" dev "$GWS"
-        ip -n "$NS_GW" route add "$SPOOF_NET" via "$CLIENT_V4" dev "$GWC"
-        nsx "$NS_GW" nft -f - <<EOF
-table ip sgbench {
-    chain notrack_syns {
-        type filter hook prerouting priority raw; policy accept;
-        iifname "$GWC" ip daddr $SERVER_V4 tcp dport $PORT tcp flags & (fin | syn | rst | ack) == syn notrack
-    }
-    chain proxy {
-        type filter hook forward priority filter; policy accept;
-        iifname "$GWC" ip daddr $SERVER_V4 tcp dport $PORT ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
-        ct state invalid drop
-    }
-}
-EOF
-        # ACKs of unknown connections must stay "invalid" so SYNPROXY checks them.
-        nsx "$NS_GW" sysctl -qw net.netfilter.nf_conntrack_tcp_loose=0
+        gw_synproxy "$NS_GW" "$GWC" "$GWS" "$CLIENT_V4" "$SERVER_V4" "$GWC_V4" "$GWS_V4" "$PORT" "$SPOOF_NET"
         ;;
     kernel)
-        ip -n "$NS_GW" link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
-        ip -n "$NS_GW" link set "$GWC" master br0
-        ip -n "$NS_GW" link set "$GWS" master br0
-        ip -n "$NS_GW" link set br0 up
+        gw_bridge "$NS_GW" "$GWC" "$GWS"
         nsx "$NS_SRV" sysctl -qw net.ipv4.tcp_syncookies=2
         ;;
     esac
@@ -670,11 +569,7 @@ print(",".join(l.split("\"")[1] for l in b.splitlines() if l.startswith("synguar
 }
 
 # --- main ---------------------------------------------------------------------
-exec 9>/tmp/synguard-lab.lock
-if ! flock -n 9; then
-    log "waiting for /tmp/synguard-lab.lock (the lab tests hold it)"
-    flock 9
-fi
+take_lab_lock
 log "kernel $(uname -r), $NCPU CPUs, window ${DURATION}s, rate ${RATE:-0} (0 = as fast as trafgen goes), $CONNECTS connects, logs $LOGDIR"
 RESULTS=()
 for p in "${PLACEMENT_LIST[@]}"; do

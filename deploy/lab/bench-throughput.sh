@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# deploy/lab/bench-throughput.sh — established-flow and connection-rate benchmark:
+# iperf3 (one stream, four streams) and ab (a new connection per request) through
+# synguard (XDP fast path at its default, and off), a plain Linux bridge and nftables
+# SYNPROXY, side by side in one run with the same offloads (issue 10, "Benchmarks").
+# A benchmark, not a timed test: it prints numbers and never fails on them.
+#
+# Lab rules (design.md section 6): only namespaces this script creates, linked only
+# to each other; addresses only from 198.18.0.0/15; every load bounded in time
+# (iperf3 -t, ab -n, timeout); ends only what it started, by PID; deletes its
+# namespaces on exit, failure or Ctrl-C; holds /tmp/synguard-lab.lock throughout.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: bench-throughput.sh [-d SECONDS] [-n REQUESTS] [-c CONCURRENCY] [-V LIST]
+                           [-b BINARY] [-l DIR] [-h]
+
+Client 198.18.0.1 and server 198.18.0.2 in their own namespaces, the protection in
+a third between them; ports 5201 (iperf3) and 8080 (HTTP) protected. Per variant,
+in fresh namespaces: iperf3 for SECONDS with one stream and with four, then ab
+with REQUESTS requests, CONCURRENCY at a time, each on a new connection
+(Connection: close) to a small HTTP responder (C, built here with cc).
+
+Options:
+  -d SECONDS     iperf3 duration per run, 2..60 (default 5)
+  -n REQUESTS    ab requests, 100..200000 (default 20000)
+  -c CONCURRENCY ab concurrency, 1..64 (default 8)
+  -V LIST        variants, comma-separated (default all, in this order):
+                   bridge    the gateway namespace a plain Linux bridge (the
+                             reference: x bridge = 1.00)
+                   xdp       synguard, [io] xdp = "auto" (its default)
+                   afpacket  synguard, xdp = "off"
+                   synproxy  nftables SYNPROXY (gateway an IPv4 router,
+                             conntrack), as in bench-synflood.sh
+  -b BINARY      synguard binary (default $SYNGUARD_BIN, else
+                 target/release/synguard)
+  -l DIR         keep per-run logs in DIR (default: a temporary directory)
+  -h             this help
+
+Same settings for every variant: no CPU pinning; on every veth GRO, GSO, TSO,
+checksum offload and scatter-gather off (synguard needs wire-sized frames with
+full checksums and turns these off on its own ports anyway, so the others get the
+same); the end hosts' veths run bpf/xdp_pass.o (design.md section 8).
+
+Output, one row per variant: iperf3 Gbit/s (receiver) with one and four streams,
+ab requests/s and its p99 in ms, and each divided by the bridge's.
+
+Needs root and: ip ethtool nft python3 iperf3 ab (apache2-utils) taskset flock
+timeout cc.
+EOF
+}
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd -- "$SCRIPT_DIR/../.." && pwd)
+BENCH_NAME=bench-throughput.sh
+# shellcheck source=deploy/lab/bench-lib.sh
+. "$SCRIPT_DIR/bench-lib.sh"
+
+DURATION=5
+REQUESTS=20000
+CONCURRENCY=8
+VARIANTS=bridge,xdp,afpacket,synproxy
+BIN=${SYNGUARD_BIN:-$REPO_ROOT/target/release/synguard}
+LOGDIR=
+while getopts ":d:n:c:V:b:l:h" opt; do
+    case $opt in
+    d) DURATION=$OPTARG ;;
+    n) REQUESTS=$OPTARG ;;
+    c) CONCURRENCY=$OPTARG ;;
+    V) VARIANTS=$OPTARG ;;
+    b) BIN=$OPTARG ;;
+    l) LOGDIR=$OPTARG ;;
+    h)
+        usage
+        exit 0
+        ;;
+    :) die "-$OPTARG needs a value (see -h)" ;;
+    *) die "unknown option -$OPTARG (see -h)" ;;
+    esac
+done
+shift $((OPTIND - 1))
+[[ $# -eq 0 ]] || die "unexpected argument $1 (see -h)"
+[[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 2 && $DURATION -le 60 ]] || die "-d must be 2..60"
+[[ $REQUESTS =~ ^[0-9]+$ && $REQUESTS -ge 100 && $REQUESTS -le 200000 ]] || die "-n must be 100..200000"
+[[ $CONCURRENCY =~ ^[0-9]+$ && $CONCURRENCY -ge 1 && $CONCURRENCY -le 64 ]] || die "-c must be 1..64"
+IFS=, read -r -a VARIANT_LIST <<<"$VARIANTS"
+for v in "${VARIANT_LIST[@]}"; do
+    case $v in bridge | xdp | afpacket | synproxy) ;; *) die "unknown variant '$v' (see -h)" ;; esac
+done
+
+[[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, veth, XDP, nftables)"
+missing=()
+for t in ip ethtool nft python3 iperf3 ab taskset flock timeout cc; do
+    command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+done
+[[ ${#missing[@]} -eq 0 ]] || die "missing tool(s): ${missing[*]} (apt-get install iproute2 ethtool nftables python3 iperf3 apache2-utils util-linux coreutils gcc)"
+XDP_PASS_OBJ=$REPO_ROOT/bpf/xdp_pass.o
+[[ -f $XDP_PASS_OBJ ]] || die "$XDP_PASS_OBJ missing (bpf/build.sh builds it)"
+for v in "${VARIANT_LIST[@]}"; do
+    if [[ $v == xdp || $v == afpacket ]]; then
+        [[ -x $BIN ]] || die "synguard binary not found at $BIN: build it first (cargo build --release) or pass -b / SYNGUARD_BIN"
+    fi
+done
+
+CLIENT_V4=198.18.0.1
+SERVER_V4=198.18.0.2
+GWC_V4=198.18.2.1 # synproxy only: the router's own addresses
+GWS_V4=198.18.2.2
+IPERF_PORT=5201
+HTTP_PORT=8080
+METRICS=127.0.0.1:9150 # inside the gateway namespace only
+TAG=$$
+TMPD=$(mktemp -d /tmp/sg-bench.XXXXXX)
+install_cleanup
+[[ -n $LOGDIR ]] || LOGDIR=$TMPD/logs
+mkdir -p "$LOGDIR"
+
+# The HTTP responder: one process, one connection at a time: reads the request
+# head, answers 200 with a 2-byte body and "Connection: close", closes. Enough
+# for ab's few concurrent connections; small and the same for every variant.
+HTTPD=$TMPD/httpd
+cc -O2 -o "$HTTPD" -x c - <<'EOF' || die "cannot build the HTTP responder with cc"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+int main(int argc, char **argv)
+{
+    if (argc != 3)
+        return 2;
+    int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
+    if (inet_pton(AF_INET, argv[1], &a.sin_addr) != 1 || bind(l, (void *)&a, sizeof a) || listen(l, 4096))
+        return 1;
+    static const char reply[] = "HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+    char buf[4096];
+    for (;;) {
+        int c = accept(l, 0, 0);
+        if (c < 0)
+            continue;
+        size_t got = 0;
+        while (got < sizeof buf - 1) {
+            ssize_t n = read(c, buf + got, sizeof buf - 1 - got);
+            if (n <= 0)
+                break;
+            got += (size_t)n;
+            buf[got] = 0;
+            if (strstr(buf, "\r\n\r\n"))
+                break;
+        }
+        if (write(c, reply, sizeof reply - 1) < 0) {
+        }
+        close(c);
+    }
+}
+EOF
+
+RUN_NO=0
+build_lab() {
+    RUN_NO=$((RUN_NO + 1))
+    NS_CLI=sg-bench-cli-$TAG-$RUN_NO
+    NS_GW=sg-bench-gw-$TAG-$RUN_NO
+    NS_SRV=sg-bench-srv-$TAG-$RUN_NO
+    local ns
+    for ns in "$NS_CLI" "$NS_GW" "$NS_SRV"; do
+        new_ns "$ns"
+    done
+    ip -n "$NS_CLI" link add cli0 type veth peer name gwc netns "$NS_GW"
+    ip -n "$NS_SRV" link add srv0 type veth peer name gws netns "$NS_GW"
+    offloads_off "$NS_CLI" cli0
+    offloads_off "$NS_GW" gwc
+    offloads_off "$NS_GW" gws
+    offloads_off "$NS_SRV" srv0
+    ip -n "$NS_CLI" addr add "$CLIENT_V4/24" dev cli0
+    ip -n "$NS_SRV" addr add "$SERVER_V4/24" dev srv0
+    xdp_pass_on "$NS_CLI" cli0
+    xdp_pass_on "$NS_SRV" srv0
+    local dev
+    for dev in "$NS_CLI cli0" "$NS_GW gwc" "$NS_GW gws" "$NS_SRV srv0"; do
+        set -- $dev
+        ip -n "$1" link set "$2" up
+    done
+}
+
+gw_synguard() { # XDP_MODE
+    local cfg=$TMPD/synguard-$RUN_NO.toml
+    cat >"$cfg" <<EOF
+[interfaces]
+client = "gwc"
+server = "gws"
+[protect]
+services = ["$SERVER_V4:$IPERF_PORT", "$SERVER_V4:$HTTP_PORT"]
+[metrics]
+listen = "$METRICS"
+[control]
+socket = "off"
+[io]
+xdp = "$1"
+EOF
+    nsx "$NS_GW" "$BIN" run --config "$cfg" >"$RUN_LOG.synguard.log" 2>&1 </dev/null &
+    PIDS+=("$!")
+    local pid=$! i
+    for i in $(seq 1 50); do
+        sleep 0.1
+        kill -0 "$pid" 2>/dev/null || die "synguard exited: $(tail -n 3 "$RUN_LOG.synguard.log")"
+        nsx "$NS_GW" python3 -c 'import sys, urllib.request; urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", timeout=1)' "$METRICS" 2>/dev/null && return 0
+    done
+    die "synguard's metrics did not answer within 5 s: $(tail -n 3 "$RUN_LOG.synguard.log")"
+}
+
+# iperf3 -J receiver rate in Gbit/s.
+iperf_gbps() { # STREAMS
+    nsx "$NS_CLI" timeout $((DURATION + 15)) iperf3 -c "$SERVER_V4" -p "$IPERF_PORT" -t "$DURATION" -P "$1" -J >"$RUN_LOG.iperf-$1.json" 2>&1 || true
+    python3 - "$RUN_LOG.iperf-$1.json" <<'PY'
+import json, sys
+try:
+    j = json.load(open(sys.argv[1]))
+    print("%.2f" % (j["end"]["sum_received"]["bits_per_second"] / 1e9))
+except Exception:
+    print("-")
+PY
+}
+
+# ab: "REQ_PER_S P99_MS FAILED"; "aborted - -" when ab gave up (a request got
+# no answer within its 10 s, or the whole run exceeded 120 s).
+ab_run() {
+    nsx "$NS_CLI" timeout 120 ab -q -n "$REQUESTS" -c "$CONCURRENCY" -s 10 "http://$SERVER_V4:$HTTP_PORT/" >"$RUN_LOG.ab.log" 2>&1 || true
+    awk '/^Requests per second:/ { r = $4 } /^  99%/ { p = $2 } /^Failed requests:/ { f = $3 } END { if (r == "") print "aborted - -"; else printf "%d %s %s", r, p, f }' "$RUN_LOG.ab.log"
+}
+
+RESULTS=()
+run_one() { # VARIANT
+    local variant=$1
+    RUN_LOG=$LOGDIR/$variant
+    log "--- $variant"
+    build_lab
+    case $variant in
+    bridge) gw_bridge "$NS_GW" gwc gws ;;
+    xdp) gw_synguard auto ;;
+    afpacket) gw_synguard off ;;
+    synproxy)
+        gw_synproxy "$NS_GW" gwc gws "$CLIENT_V4" "$SERVER_V4" "$GWC_V4" "$GWS_V4" "{ $IPERF_PORT, $HTTP_PORT }"
+        ;;
+    esac
+    start_bg iperf3 "$NS_SRV" 0-1 iperf3 -s -B "$SERVER_V4" -p "$IPERF_PORT"
+    start_bg httpd "$NS_SRV" 0-1 "$HTTPD" "$SERVER_V4" "$HTTP_PORT"
+    sleep 0.5
+    nsx "$NS_CLI" ping -c 2 -i 0.2 -W 2 "$SERVER_V4" >/dev/null 2>&1 || log "warning: ping $SERVER_V4 failed"
+    local one four ab
+    one=$(iperf_gbps 1)
+    four=$(iperf_gbps 4)
+    ab=$(ab_run)
+    log "$variant: iperf3 1 stream $one Gbit/s, 4 streams $four Gbit/s; ab (req/s p99_ms failed) $ab"
+    RESULTS+=("$variant $one $four $ab")
+    teardown
+}
+
+take_lab_lock
+log "kernel $(uname -r), $(nproc) CPUs, iperf3 ${DURATION}s, ab -n $REQUESTS -c $CONCURRENCY, logs $LOGDIR"
+for v in "${VARIANT_LIST[@]}"; do
+    run_one "$v"
+done
+
+ratio() { # A B
+    awk -v a="$1" -v b="$2" 'BEGIN { n = "^[0-9.]+$"; if (a !~ n || b !~ n || b + 0 == 0) print "-"; else printf "%.2fx", a / b }'
+}
+echo
+echo "Throughput, $(date -u +%Y-%m-%d), kernel $(uname -r), $(nproc) CPUs; iperf3 ${DURATION}s, ab -n $REQUESTS -c $CONCURRENCY (new connection per request)"
+printf '%-9s %9s %8s %9s %8s %8s %8s %8s %7s\n' variant 1stream xbridge 4streams xbridge req/s xbridge p99_ms failed
+read -r _ b1 b4 br _ _ <<<"$(printf '%s\n' "${RESULTS[@]}" | awk '$1 == "bridge"')" || true
+for r in "${RESULTS[@]}"; do
+    read -r va g1 g4 rq p99 failed <<<"$r"
+    printf '%-9s %9s %8s %9s %8s %8s %8s %8s %7s\n' "$va" "$g1" "$(ratio "$g1" "${b1:--}")" "$g4" "$(ratio "$g4" "${b4:--}")" "$rq" "$(ratio "$rq" "${br:--}")" "$p99" "$failed"
+done
