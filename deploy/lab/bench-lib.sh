@@ -16,6 +16,31 @@ log() {
 NSLIST=()
 PIDS=()
 
+# Root, the tools named, and bpf/xdp_pass.o (sets XDP_PASS_OBJ); dies naming
+# what is missing and the apt packages that provide it.
+require() { # REPO_ROOT "APT PACKAGES" TOOL...
+    local repo=$1 pkgs=$2 t missing=()
+    shift 2
+    [[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, veth, XDP, nftables)"
+    for t in "$@"; do
+        command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+    done
+    [[ ${#missing[@]} -eq 0 ]] || die "missing tool(s): ${missing[*]} (apt-get install $pkgs)"
+    XDP_PASS_OBJ=$repo/bpf/xdp_pass.o
+    [[ -f $XDP_PASS_OBJ ]] || die "$XDP_PASS_OBJ missing (bpf/build.sh builds it)"
+}
+
+# The synguard binary, when one of the variants runs it (xdp, afpacket).
+require_synguard() { # BIN VARIANT...
+    local bin=$1 v
+    shift
+    for v in "$@"; do
+        if [[ $v == xdp || $v == afpacket ]]; then
+            [[ -x $bin ]] || die "synguard binary not found at $bin: build it first (cargo build --release) or pass -b / SYNGUARD_BIN"
+        fi
+    done
+}
+
 kill_pid() { # PID: TERM, then KILL after 3 s; only PIDs this script started
     local pid=$1
     kill -0 "$pid" 2>/dev/null || return 0

@@ -140,21 +140,10 @@ for p in "${PLACEMENT_LIST[@]}"; do
     case $p in shared | own) ;; *) die "unknown placement '$p' (see -h)" ;; esac
 done
 
-[[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, veth, XDP, nftables)"
-missing=()
-for t in ip ethtool trafgen nft python3 taskset chrt flock timeout sysctl cc bpftool; do
-    command -v "$t" >/dev/null 2>&1 || missing+=("$t")
-done
-[[ ${#missing[@]} -eq 0 ]] || die "missing tool(s): ${missing[*]} (apt-get install iproute2 ethtool netsniff-ng nftables python3 util-linux coreutils procps gcc)"
-XDP_PASS_OBJ=$REPO_ROOT/bpf/xdp_pass.o
+require "$REPO_ROOT" "iproute2 ethtool netsniff-ng nftables python3 util-linux coreutils procps gcc" ip ethtool trafgen nft python3 taskset chrt flock timeout sysctl cc bpftool
 SINK_OBJ=$REPO_ROOT/bpf/bench_synack_sink.o
 REDIRECT_OBJ=$REPO_ROOT/bpf/bench_redirect.o
-[[ -f $XDP_PASS_OBJ ]] || die "$XDP_PASS_OBJ missing (bpf/build.sh builds it)"
-for v in "${VARIANT_LIST[@]}"; do
-    if [[ $v == xdp || $v == afpacket ]]; then
-        [[ -x $BIN ]] || die "synguard binary not found at $BIN: build it first (nice -n 10 cargo build --release) or pass -b / SYNGUARD_BIN"
-    fi
-done
+require_synguard "$BIN" "${VARIANT_LIST[@]}"
 NCPU=$(nproc)
 for p in "${PLACEMENT_LIST[@]}"; do
     [[ $p != own || $NCPU -ge 2 ]] || die "placement 'own' needs 2 CPUs, this machine has $NCPU"

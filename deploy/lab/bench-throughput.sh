@@ -89,19 +89,8 @@ for v in "${VARIANT_LIST[@]}"; do
     case $v in bridge | xdp | afpacket | synproxy) ;; *) die "unknown variant '$v' (see -h)" ;; esac
 done
 
-[[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, veth, XDP, nftables)"
-missing=()
-for t in ip ethtool nft python3 iperf3 ab taskset flock timeout cc; do
-    command -v "$t" >/dev/null 2>&1 || missing+=("$t")
-done
-[[ ${#missing[@]} -eq 0 ]] || die "missing tool(s): ${missing[*]} (apt-get install iproute2 ethtool nftables python3 iperf3 apache2-utils util-linux coreutils gcc)"
-XDP_PASS_OBJ=$REPO_ROOT/bpf/xdp_pass.o
-[[ -f $XDP_PASS_OBJ ]] || die "$XDP_PASS_OBJ missing (bpf/build.sh builds it)"
-for v in "${VARIANT_LIST[@]}"; do
-    if [[ $v == xdp || $v == afpacket ]]; then
-        [[ -x $BIN ]] || die "synguard binary not found at $BIN: build it first (cargo build --release) or pass -b / SYNGUARD_BIN"
-    fi
-done
+require "$REPO_ROOT" "iproute2 ethtool nftables python3 iperf3 apache2-utils util-linux coreutils gcc" ip ethtool nft python3 iperf3 ab taskset flock timeout cc
+require_synguard "$BIN" "${VARIANT_LIST[@]}"
 
 CLIENT_V4=198.18.0.1
 SERVER_V4=198.18.0.2
