@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::hash::Hasher;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
@@ -17,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Bytes per download: at READ_CHUNK every READ_PAUSE (about 2.6 MB/s) each
-/// runs about 2.4 s, so the restart falls in the middle of all four.
+/// Bytes per download: read 64 KiB at a time with READ_PAUSE after each
+/// (about 2.6 MB/s), each runs about 2.4 s, so the restart falls in the
+/// middle of all four.
 const DOWNLOAD_BYTES: u64 = 6 << 20;
-const READ_CHUNK: usize = 64 * 1024;
 const READ_PAUSE: Duration = Duration::from_millis(25);
 /// Per read/write: covers the restart and the senders' retransmission backoff.
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -31,41 +30,6 @@ fn open(addr: SocketAddr) -> TcpStream {
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     s
-}
-
-/// 'D' (tests/common/peer.rs): the server sends the protocol stream; read it
-/// slowly and compare its hash with the local stream's.
-fn slow_download(addr: SocketAddr) -> Result<Duration, String> {
-    let start = Instant::now();
-    let mut s = open(addr);
-    let mut hdr = vec![b'D'];
-    hdr.extend_from_slice(&DOWNLOAD_BYTES.to_be_bytes());
-    s.write_all(&hdr)
-        .map_err(|e| format!("{addr}: header: {e}"))?;
-    let (mut got, mut want) = (new_hasher(), new_hasher());
-    let mut expect = Stream::new(DOWNLOAD_BYTES);
-    let (mut buf, mut want_buf) = (vec![0u8; READ_CHUNK], vec![0u8; READ_CHUNK]);
-    let mut total = 0u64;
-    loop {
-        let k = s
-            .read(&mut buf)
-            .map_err(|e| format!("{addr}: after {total} of {DOWNLOAD_BYTES} bytes: {e}"))?;
-        if k == 0 {
-            break;
-        }
-        got.write(&buf[..k]);
-        let w = expect.fill(&mut want_buf[..k]);
-        want.write(&want_buf[..w]);
-        total += k as u64;
-        thread::sleep(READ_PAUSE);
-    }
-    if total != DOWNLOAD_BYTES {
-        return Err(format!("{addr}: got {total} bytes of {DOWNLOAD_BYTES}"));
-    }
-    if got.finish() != want.finish() {
-        return Err(format!("{addr}: hash mismatch"));
-    }
-    Ok(start.elapsed())
 }
 
 /// 'C' on a connection opened before the restart: the reply, then the
@@ -110,7 +74,13 @@ fn lab_restart_with_sigterm_keeps_downloads_and_idle_connections() {
     let downloads: Vec<_> = (0..4)
         .map(|i| {
             let a = addrs[i % 2];
-            lab.spawn_client(move || slow_download(a))
+            lab.spawn_client(move || {
+                let t = ClientTimeouts {
+                    connect: Duration::from_secs(5),
+                    io: IO_TIMEOUT,
+                };
+                download_paced(a, DOWNLOAD_BYTES, t, READ_PAUSE)
+            })
         })
         .collect();
     thread::sleep(Duration::from_millis(800));

@@ -113,18 +113,10 @@ pub fn render(s: &Settings) -> String {
     let _ = writeln!(out, "listen = {}", quote(&listen));
     let _ = writeln!(out);
     let _ = writeln!(out, "[control]");
-    let socket = s
-        .control_socket
-        .as_ref()
-        .map_or("off".to_string(), |p| p.display().to_string());
-    let _ = writeln!(out, "socket = {}", quote(&socket));
+    let _ = writeln!(out, "socket = {}", quote(&path_or_off(&s.control_socket)));
     let _ = writeln!(out);
     let _ = writeln!(out, "[state]");
-    let flow_file = s
-        .flow_file
-        .as_ref()
-        .map_or("off".to_string(), |p| p.display().to_string());
-    let _ = writeln!(out, "flow_file = {}", quote(&flow_file));
+    let _ = writeln!(out, "flow_file = {}", quote(&path_or_off(&s.flow_file)));
     let _ = writeln!(out);
     let _ = writeln!(out, "[io]");
     let _ = writeln!(out, "rcvbuf_bytes = {}", s.io.rcvbuf_bytes);
@@ -139,4 +131,10 @@ pub fn render(s: &Settings) -> String {
 /// A TOML string literal with whatever escaping the value needs.
 fn quote(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
+}
+
+/// A path setting as the file spells it: the path, or "off" for none.
+fn path_or_off(p: &Option<std::path::PathBuf>) -> String {
+    p.as_ref()
+        .map_or("off".to_string(), |p| p.display().to_string())
 }

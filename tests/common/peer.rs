@@ -448,6 +448,17 @@ pub fn download(addr: SocketAddr, n: u64) -> Result<Duration, String> {
 
 /// [`download`] with explicit bounds.
 pub fn download_with(addr: SocketAddr, n: u64, t: ClientTimeouts) -> Result<Duration, String> {
+    download_paced(addr, n, t, Duration::ZERO)
+}
+
+/// [`download_with`], sleeping `pause` after every read (of at most 64 KiB): a
+/// slow reader, so the transfer stays open for a while.
+pub fn download_paced(
+    addr: SocketAddr,
+    n: u64,
+    t: ClientTimeouts,
+    pause: Duration,
+) -> Result<Duration, String> {
     let start = Instant::now();
     let mut s = open(addr, t)?;
     let mut hdr = [0u8; 9];
@@ -480,6 +491,9 @@ pub fn download_with(addr: SocketAddr, n: u64, t: ClientTimeouts) -> Result<Dura
             }
         }
         total += k as u64;
+        if !pause.is_zero() {
+            thread::sleep(pause);
+        }
     }
     if total != n {
         return Err(format!("{addr}: download got {total} bytes, expected {n}"));
