@@ -61,8 +61,13 @@ const BACKEND_SYN_SLACK: u64 = 3;
 /// SYNs the gateway may count beyond the attack's: the legitimate ones and their
 /// retransmissions.
 const LEGIT_SYN_SLACK: f64 = 2.0 * LEGIT_TOTAL as f64;
-/// Drops a reason may count beyond the attack's (stray legitimate segments).
-const STRAY_SLACK: f64 = 20.0;
+/// hping3 can leave out of its summary the packet it was sending when timeout's
+/// SIGINT landed: one per process, and attack.sh runs up to 16 at once
+/// (deploy/lab/attack.sh run_hpings). Seen: 1 and 2 missing of about 196,000.
+const HPING_SUMMARY_SLACK: u64 = 16;
+/// Drops a reason may count beyond the attack's frames: stray legitimate
+/// segments, and the packets hping3 sent but left out of its summary.
+const STRAY_SLACK: f64 = 20.0 + HPING_SUMMARY_SLACK as f64;
 /// Default per-source half-open share (`syn_queue.per_source_backlog`).
 const PER_SOURCE_BACKLOG: u64 = 128;
 /// Default `invalid_ack.rst_per_second`.
@@ -412,10 +417,10 @@ fn run_scenario(test: &str, sc: Scenario) {
                 captured_lines.len()
             ),
         );
-        // hping3's summary can miss the one packet it sent as timeout's SIGINT
-        // landed (seen: 198,675 SYNs captured at the server, 198,674 in the
-        // summary), so the upper bound allows that one.
-        let upper = report.packets + 1;
+        // hping3's summary can miss the packet each process was sending as
+        // timeout's SIGINT landed (seen: 198,675 SYNs captured at the server,
+        // 198,674 in the summary; 196,119 and 196,117).
+        let upper = report.packets + HPING_SUMMARY_SLACK;
         c.check(
             unprot_syns as f64 >= lower && unprot_syns <= upper,
             format!(
