@@ -1,11 +1,15 @@
 //! Heap bytes per tracked flow and per half-open (SYN_RECV) entry, measured
 //! with a counting allocator: the net allocation growth while 100,000 of
-//! each are created, divided by 100,000. Run: `cargo bench --bench memory`.
+//! each are created, divided by 100,000. Also what a restart's flow
+//! handover costs per flow (`state.flow_file`): file bytes, and the time to
+//! export and write, and to read and import, the 100,000 flows. Run:
+//! `cargo bench --bench memory`.
 
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
 
 use synguard::engine::SyncookieMode;
 
@@ -57,6 +61,7 @@ fn main() {
     }
     let per_flow = (live() - before) as f64 / f64::from(N);
     assert_eq!(e.flow_count(), N as usize);
+    let handover = flow_file_cost(&e);
     drop(e);
 
     // Half-open entries (queue path; SYNs only).
@@ -72,4 +77,33 @@ fn main() {
     println!(
         "heap bytes per half-open entry (incl. queue, per-source count and timer): {per_entry:.0}"
     );
+    println!("{handover}");
+}
+
+/// Save `e`'s flows to a flow file and take them into a new engine, timed;
+/// the file is removed.
+fn flow_file_cost(e: &synguard::engine::Engine) -> String {
+    let path =
+        std::env::temp_dir().join(format!("synguard-bench-flows-{}.json", std::process::id()));
+    let t0 = Instant::now();
+    let n = synguard::flow_file::save(&path, "gwc", "gws", NOW, e.export_flows()).unwrap();
+    let save = t0.elapsed();
+    let bytes = std::fs::metadata(&path).unwrap().len();
+    let mut fresh = engine(SyncookieMode::Always, 2 * N as usize, 2 * N as usize);
+    let t1 = Instant::now();
+    let loaded = synguard::flow_file::take(&path, "gwc", "gws")
+        .unwrap()
+        .unwrap();
+    let report = fresh.import_flows(loaded.flows);
+    let load = t1.elapsed();
+    assert_eq!(report.restored, n);
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    format!(
+        "flow file for {n} flows: {:.0} bytes per flow; save {:.2} us per flow ({:.0} ms), take and import {:.2} us per flow ({:.0} ms)",
+        bytes as f64 / n as f64,
+        per(save),
+        save.as_secs_f64() * 1e3,
+        per(load),
+        load.as_secs_f64() * 1e3
+    )
 }

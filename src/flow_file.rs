@@ -7,7 +7,7 @@
 //! flows to keep (the engine's import does).
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -146,9 +146,17 @@ pub fn take(
     parsed.map(Some)
 }
 
+/// Just the header, to tell a flow file of another version from a broken one
+/// before the flows are parsed (serde skips the other fields).
+#[derive(Deserialize)]
+struct Header {
+    format: Option<String>,
+    version: Option<u64>,
+}
+
 fn read(
     path: &Path,
-    file: File,
+    mut file: File,
     client_iface: &str,
     server_iface: &str,
 ) -> Result<Loaded, FlowFileError> {
@@ -156,15 +164,21 @@ fn read(
         path: path.to_path_buf(),
         reason,
     };
-    // The header first: a file of another version may not parse as Body.
-    let value: serde_json::Value = serde_json::from_reader(BufReader::new(file))
-        .map_err(|e| invalid(format!("not JSON ({e})")))?;
-    let format = value.get("format").and_then(|v| v.as_str());
-    let version = value.get("version").and_then(|v| v.as_u64());
+    // Whole, then parsed from the slice: serde_json reads a slice many times
+    // faster than an io::Read.
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|source| FlowFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let header: Header =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not JSON ({e})")))?;
+    let (format, version) = (header.format.as_deref(), header.version);
     if format != Some(FORMAT) || version != Some(u64::from(VERSION)) {
         return Err(invalid(format!("format {format:?}, version {version:?}")));
     }
-    let body: Body = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+    let body: Body = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
     if body.client_iface != client_iface || body.server_iface != server_iface {
         return Err(FlowFileError::OtherInterfaces {
             path: path.to_path_buf(),
