@@ -315,7 +315,11 @@ impl XdpFastPath {
                 .and_then(|p| <&mut Xdp>::try_from(p).ok())
             {
                 match prog.detach(link) {
-                    Ok(()) => tracing::info!(iface, "XDP program detached"),
+                    // Nothing is left in the kernel: the data path stops
+                    // with this process (no pinned program or maps yet).
+                    Ok(()) => {
+                        tracing::info!(iface, "XDP program detached: no data path is left in place")
+                    }
                     Err(e) => tracing::warn!(iface, error = %e, "detaching the XDP program failed"),
                 }
             }
