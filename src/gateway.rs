@@ -75,11 +75,13 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let result = runner.run_until_shutdown(|engine| reloader.on_signal(engine));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    result.context("I/O loop")?;
+    // Also when the loop failed: the flows are as good as they were, and
+    // systemd's Restart=on-failure then starts a process that takes them.
     // The path in effect now (a reload may have changed it).
     if let Some(path) = &reloader.running().flow_file {
         save_flows(&runner.engine, path, io_cfg);
     }
+    result.context("I/O loop")?;
     let c = runner.engine.counters();
     tracing::info!(
         syn = c.syn_received.load(std::sync::atomic::Ordering::Relaxed),

@@ -321,12 +321,26 @@ mod tests {
             .replace(
                 "services = [\"198.18.0.2:8080\", \"[2001:db8::2]:8080\"]",
                 "services = [\"198.18.0.2:8080\"]",
+            )
+            .replace(
+                "flow_file = \"/var/lib/synguard/flows.json\"",
+                "flow_file = \"/var/lib/other/flows.json\"",
             );
         std::fs::write(&file.0, edited).unwrap();
         let s = r.reload(&mut engine).unwrap();
         assert_eq!(
             s.applied(),
-            vec!["limits.max_flows", "protect.services", "log.level"]
+            vec![
+                "limits.max_flows",
+                "protect.services",
+                "log.level",
+                "state.flow_file"
+            ]
+        );
+        assert_eq!(
+            r.running().flow_file,
+            Some("/var/lib/other/flows.json".into()),
+            "the next stop writes the new path"
         );
         assert_eq!(s.needs_restart(), vec!["metrics.listen"]);
         assert_eq!(
@@ -350,7 +364,7 @@ mod tests {
         assert_eq!(
             describe("f.toml", &s),
             "configuration reloaded from f.toml; applied: limits.max_flows, protect.services, \
-             log.level; services removed: [2001:db8::2]:8080 (0 tracked connections forgotten); \
+             log.level, state.flow_file; services removed: [2001:db8::2]:8080 (0 tracked connections forgotten); \
              needs a restart (running value kept): metrics.listen"
         );
 
