@@ -21,6 +21,7 @@ const FORMAT: &str = "synguard-flows";
 pub const VERSION: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Body {
     format: String,
     version: u32,
@@ -32,6 +33,7 @@ struct Body {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Record {
     key: FlowKey,
     flow: Flow,
@@ -65,6 +67,19 @@ pub struct Loaded {
     pub flows: Vec<(FlowKey, Flow)>,
     /// When the file was written (wall-clock ms).
     pub written_ms: u64,
+    /// Why the file could not be removed after reading, if it could not:
+    /// the flows are still good, but the next start would read them again.
+    pub not_removed: Option<io::Error>,
+}
+
+/// Can a flow file be written at `path`? Creates and removes `PATH.tmp`,
+/// the file [`save`] writes first, so a start or a reload learns of a path
+/// it cannot write before a stop does.
+pub fn check_writable(path: &Path) -> Result<(), FlowFileError> {
+    let tmp = tmp_path(path);
+    File::create(&tmp)
+        .and_then(|_| fs::remove_file(&tmp))
+        .map_err(|source| FlowFileError::Io { path: tmp, source })
 }
 
 /// Write `flows` for the next start on these interfaces; returns how many.
@@ -110,11 +125,11 @@ pub fn save(
 }
 
 /// Read the flow file left by the previous run and remove it. `Ok(None)`:
-/// there is none. A file that cannot be used (unreadable, not a flow file
-/// of this version) is renamed to `PATH.rejected`, kept for inspection,
-/// and reported as the error. A file written for other interfaces is left
-/// where it is (it is another instance's: two instances must not share the
-/// path) and reported.
+/// there is none. A file that is not a flow file of this version is renamed
+/// to `PATH.rejected`, kept for inspection, and reported as the error. A
+/// file written for other interfaces is left where it is (it is another
+/// instance's: two instances must not share the path), and so is a path
+/// that cannot be read (a directory, no permission): both are reported.
 pub fn take(
     path: &Path,
     client_iface: &str,
@@ -130,20 +145,20 @@ pub fn take(
             })
         }
     };
-    let parsed = read(path, file, client_iface, server_iface);
-    let kept_aside = match &parsed {
-        Ok(_) => fs::remove_file(path),
-        Err(FlowFileError::OtherInterfaces { .. }) => Ok(()),
-        Err(_) => fs::rename(path, rejected_path(path)),
-    };
-    if let Err(source) = kept_aside {
-        // Reading it again at the next start would be wrong either way.
-        return Err(FlowFileError::Io {
-            path: path.to_path_buf(),
-            source,
-        });
+    match read(path, file, client_iface, server_iface) {
+        Ok(mut loaded) => {
+            loaded.not_removed = fs::remove_file(path).err();
+            Ok(Some(loaded))
+        }
+        Err(e @ FlowFileError::Invalid { .. }) => match fs::rename(path, rejected_path(path)) {
+            Ok(()) => Err(e),
+            Err(source) => Err(FlowFileError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        },
+        Err(e) => Err(e),
     }
-    parsed.map(Some)
 }
 
 /// Just the header, to tell a flow file of another version from a broken one
@@ -191,6 +206,7 @@ fn read(
     Ok(Loaded {
         flows: body.flows.into_iter().map(|r| (r.key, r.flow)).collect(),
         written_ms: body.written_ms,
+        not_removed: None,
     })
 }
 
@@ -342,14 +358,53 @@ mod tests {
             "another instance's file stays for it"
         );
         assert_eq!(take(&path, "gwc", "gws").unwrap().unwrap().flows.len(), 1);
+
+        // A path that is not a readable file is never moved.
+        fs::create_dir(&path).unwrap();
+        let err = take(&path, "gwc", "gws").unwrap_err();
+        assert!(matches!(err, FlowFileError::Io { .. }), "{err}");
+        assert!(path.is_dir() && !rejected_path(&path).exists());
     }
 
     #[test]
     fn a_write_that_fails_leaves_no_file() {
         let dir = TempDir::new("no-dir");
         let path = dir.0.join("missing-dir").join("flows.json");
+        assert!(check_writable(&path).is_err());
         let err = save(&path, "a", "b", 1, vec![flow(1)]).unwrap_err();
         assert!(matches!(err, FlowFileError::Io { .. }), "{err}");
         assert!(!path.exists() && !tmp_path(&path).exists());
+        check_writable(&dir.file()).unwrap();
+        assert!(!tmp_path(&dir.file()).exists(), "the probe is removed");
+    }
+
+    /// A file written by version 1 of the format (tests/data/flows-v1.json,
+    /// `flow(40000)` below) must keep loading: a change to `Flow` that
+    /// breaks it needs a new VERSION and a way to read the old files, or an
+    /// upgrade loses every connection.
+    #[test]
+    fn version_1_files_keep_loading() {
+        let dir = TempDir::new("v1");
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/flows-v1.json");
+        fs::copy(&sample, dir.file()).unwrap();
+        let loaded = take(&dir.file(), "gwc", "gws").unwrap().unwrap();
+        assert_eq!(loaded.flows, vec![flow(40000)]);
+        assert_eq!(loaded.written_ms, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_not_dropped() {
+        // A file from a newer synguard whose flows carry a field this one
+        // does not know: set aside, never imported without it.
+        let dir = TempDir::new("unknown");
+        save(&dir.file(), "gwc", "gws", 1, vec![flow(1)]).unwrap();
+        let text = fs::read_to_string(dir.file()).unwrap();
+        fs::write(
+            dir.file(),
+            text.replacen("\"state\"", "\"new_field\":1,\"state\"", 1),
+        )
+        .unwrap();
+        let err = take(&dir.file(), "gwc", "gws").unwrap_err().to_string();
+        assert!(err.contains("new_field"), "{err}");
     }
 }

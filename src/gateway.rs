@@ -34,9 +34,6 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
     let client = open_port(&io_cfg.client_iface, io_cfg)?;
     let server = open_port(&io_cfg.server_iface, io_cfg)?;
     let mut engine = Engine::new(settings.engine.clone(), secret);
-    if let Some(path) = &settings.flow_file {
-        restore_flows(&mut engine, path, io_cfg);
-    }
     // Before the endpoints: loading the program (the verifier) takes a
     // moment, and an answering /metrics is what operators and the lab take
     // for "up".
@@ -59,6 +56,11 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
         None => None,
     };
     signals::install().context("installing SIGINT/SIGTERM/SIGHUP handlers")?;
+    // Only now, with start-up done and SIGTERM handled: a start that fails
+    // or is stopped before this point leaves the file for the next one.
+    if let Some(path) = &settings.flow_file {
+        restore_flows(&mut engine, path, io_cfg);
+    }
     let protected: Vec<String> = settings
         .engine
         .protected
@@ -95,16 +97,20 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Take the flows the previous run left in `path` into the engine; a file
-/// that cannot be used is logged and set aside, never fatal (the gateway
-/// then starts empty, as without the file).
+/// Take the flows the previous run left in `path` into the engine, and
+/// run the timers that passed meanwhile before any frame; a file that
+/// cannot be used is logged, never fatal (the gateway then starts empty, as
+/// without the file). Also says now, not at the stop, when `path` cannot
+/// be written.
 fn restore_flows(engine: &mut Engine, path: &std::path::Path, io_cfg: &crate::io::IoConfig) {
+    use flow_file::FlowFileError;
     match flow_file::take(path, &io_cfg.client_iface, &io_cfg.server_iface) {
         Ok(None) => tracing::info!(file = %path.display(), "no flows left by a previous run"),
         Ok(Some(loaded)) => {
             let given = loaded.flows.len();
             let r = engine.import_flows(loaded.flows);
-            let age_ms = crate::io::runner::wall_clock_ms().saturating_sub(loaded.written_ms);
+            let now = crate::io::runner::wall_clock_ms();
+            engine.handle_timeout(now);
             tracing::info!(
                 file = %path.display(),
                 restored = r.restored,
@@ -112,19 +118,30 @@ fn restore_flows(engine: &mut Engine, path: &std::path::Path, io_cfg: &crate::io
                 not_protected = r.not_protected,
                 no_room = r.no_room,
                 duplicate = r.duplicate,
-                written_ms_ago = age_ms,
+                invalid = r.invalid,
+                still_open = engine.flow_count(),
+                written_ms_ago = now.saturating_sub(loaded.written_ms),
                 "took over the flows of the previous run"
             );
+            if let Some(e) = loaded.not_removed {
+                tracing::warn!(file = %path.display(), error = %e, "could not remove the flow file after reading it: remove it, or the next start takes these flows again");
+            }
         }
-        Err(e @ flow_file::FlowFileError::OtherInterfaces { .. }) => tracing::error!(
+        Err(e @ FlowFileError::OtherInterfaces { .. }) => tracing::error!(
             error = %e,
             "the flow file belongs to another instance: left in place, starting without flows (give each instance its own state.flow_file)"
         ),
-        Err(e) => tracing::error!(
+        Err(e @ FlowFileError::Invalid { .. }) => tracing::error!(
             error = %e,
             set_aside = %flow_file::rejected_path(path).display(),
             "cannot use the flow file: starting without those flows"
         ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the flow file: left in place, starting without flows")
+        }
+    }
+    if let Err(e) = flow_file::check_writable(path) {
+        tracing::error!(error = %e, "the flow file cannot be written: flows will not survive the next restart");
     }
 }
 

@@ -25,6 +25,9 @@ pub enum ReloadError {
     /// The new filter validated but the subscriber refused it.
     #[error("log.level: cannot apply \"{level}\": {reason}")]
     LogFilter { level: String, reason: String },
+    /// A new flow file path the next stop could not write.
+    #[error("state.flow_file: {0}")]
+    FlowFile(#[from] crate::flow_file::FlowFileError),
 }
 
 /// The live log filter, installed by main as a `tracing_subscriber` reload
@@ -143,6 +146,14 @@ impl Reloader {
                 .filter(|(_, changed)| *changed)
                 .map(|(k, _)| *k),
         );
+        // Read at start, written at stop: the new path is the one the
+        // stop will write, so it must be writable now (checked before anything is applied).
+        let flow_file_changed = flow_file != old.flow_file;
+        if flow_file_changed {
+            if let Some(p) = &flow_file {
+                crate::flow_file::check_writable(p)?;
+            }
+        }
         let log_changed = log_level != old.log_level;
         if log_changed {
             match &self.log {
@@ -164,13 +175,11 @@ impl Reloader {
                 None => summary.needs_restart.push("log.level"),
             }
         }
-        // Read at start, written at stop: the new path is the one the
-        // stop will write.
-        if flow_file != old.flow_file {
+        summary.engine = engine.reconfigure(new_engine);
+        if flow_file_changed {
             summary.applied.push("state.flow_file");
             self.running.flow_file = flow_file;
         }
-        summary.engine = engine.reconfigure(new_engine);
         self.running.engine = engine.config().clone();
         if log_changed && !summary.needs_restart.contains(&"log.level") {
             self.running.log_level = log_level;
@@ -308,6 +317,8 @@ mod tests {
     #[test]
     fn valid_change_is_applied_and_counters_survive() {
         let file = scratch("valid", &shipped());
+        let flows =
+            std::env::temp_dir().join(format!("synguard-reload-{}-flows.json", std::process::id()));
         let (mut r, mut engine, _guard) = start(&file, Overrides::default(), false);
         let mut f = udp_frame();
         engine.handle(1_700_000_000_000, Port::Client, &mut f);
@@ -324,7 +335,7 @@ mod tests {
             )
             .replace(
                 "flow_file = \"/var/lib/synguard/flows.json\"",
-                "flow_file = \"/var/lib/other/flows.json\"",
+                &format!("flow_file = \"{}\"", flows.display()),
             );
         std::fs::write(&file.0, edited).unwrap();
         let s = r.reload(&mut engine).unwrap();
@@ -339,7 +350,7 @@ mod tests {
         );
         assert_eq!(
             r.running().flow_file,
-            Some("/var/lib/other/flows.json".into()),
+            Some(flows.clone()),
             "the next stop writes the new path"
         );
         assert_eq!(s.needs_restart(), vec!["metrics.listen"]);
@@ -372,6 +383,30 @@ mod tests {
         let again = r.reload(&mut engine).unwrap();
         assert!(again.applied().is_empty(), "{again:?}");
         assert_eq!(again.needs_restart(), vec!["metrics.listen"]);
+    }
+
+    #[test]
+    fn a_flow_file_the_stop_could_not_write_is_rejected() {
+        let file = scratch("flows", &shipped());
+        let (mut r, mut engine, _guard) = start(&file, Overrides::default(), false);
+        let before = r.running().clone();
+        std::fs::write(
+            &file.0,
+            shipped()
+                .replace(
+                    "flow_file = \"/var/lib/synguard/flows.json\"",
+                    "flow_file = \"/nonexistent-synguard-dir/flows.json\"",
+                )
+                .replace("max_flows = 1000000", "max_flows = 5000"),
+        )
+        .unwrap();
+        let err = r.reload(&mut engine).unwrap_err().to_string();
+        assert!(
+            err.starts_with("state.flow_file: /nonexistent-synguard-dir/flows.json.tmp: "),
+            "{err}"
+        );
+        assert_eq!(r.running(), &before, "nothing applied");
+        assert_eq!(engine.config().max_flows, 1_000_000);
     }
 
     #[test]

@@ -412,7 +412,7 @@ gw_setup() { # VARIANT PLACEMENT
     xdp)
         ip -n "$NS_GW" link set dev "$GWC" xdpdrv off
         if ! gw_synguard native "$cpus"; then
-            NOTE="native XDP refused ($(grep -m1 -iE 'error|xdp' "$RUN_LOG.synguard.log" | cut -c1-160)); generic used"
+            NOTE="native XDP refused ($(grep -m1 -iE 'error|xdp' "$RUN_LOG.synguard.log" | cut -c1-160 || true)); generic used"
             log "$NOTE"
             mv "$RUN_LOG.synguard.log" "$RUN_LOG.synguard-native.log"
             gw_synguard generic "$cpus" || die "synguard with xdp = generic did not start: $(tail -n 3 "$RUN_LOG.synguard.log")"

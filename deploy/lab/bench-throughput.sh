@@ -190,9 +190,8 @@ socket = "off"
 [io]
 xdp = "$1"
 EOF
-    nsx "$NS_GW" "$BIN" run --config "$cfg" >"$RUN_LOG.synguard.log" 2>&1 </dev/null &
-    PIDS+=("$!")
-    local pid=$! i
+    start_bg synguard "$NS_GW" 0-1 "$BIN" run --config "$cfg"
+    local pid=$BG_PID i
     for i in $(seq 1 50); do
         sleep 0.1
         kill -0 "$pid" 2>/dev/null || die "synguard exited: $(tail -n 3 "$RUN_LOG.synguard.log")"
@@ -239,11 +238,19 @@ run_one() { # VARIANT
     start_bg httpd "$NS_SRV" 0-1 "$HTTPD" "$SERVER_V4" "$HTTP_PORT"
     sleep 0.5
     nsx "$NS_CLI" ping -c 2 -i 0.2 -W 2 "$SERVER_V4" >/dev/null 2>&1 || log "warning: ping $SERVER_V4 failed"
-    local one four ab
+    local one four ab mode=
     one=$(iperf_gbps 1)
     four=$(iperf_gbps 4)
     ab=$(ab_run)
-    log "$variant: iperf3 1 stream $one Gbit/s, 4 streams $four Gbit/s; ab (req/s p99_ms failed) $ab"
+    if [[ $variant == xdp ]]; then
+        # auto may have fallen back to off: say which mode ran.
+        mode=" xdp_mode=$(nsx "$NS_GW" python3 -c '
+import sys, urllib.request
+b = urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", timeout=3).read().decode()
+print(",".join(l.split("\"")[1] for l in b.splitlines() if l.startswith("synguard_xdp_mode{") and l.endswith(" 1")))
+' "$METRICS" 2>/dev/null || echo "?")"
+    fi
+    log "$variant: iperf3 1 stream $one Gbit/s, 4 streams $four Gbit/s; ab (req/s p99_ms failed) $ab;$mode"
     RESULTS+=("$variant $one $four $ab")
     teardown
 }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::ethernet::MAX_HEADER_LEN;
+use crate::wire::ethernet::{self, MAX_HEADER_LEN};
 use crate::wire::TcpView;
 
 use super::state::TcpState;
@@ -60,6 +60,12 @@ impl L2Template {
         }
     }
 
+    /// Within the header's bounds (an Ethernet header, at most two VLAN
+    /// tags): false only for one read from a damaged flow file.
+    pub fn is_valid(&self) -> bool {
+        (ethernet::HEADER_LEN..=MAX_HEADER_LEN).contains(&usize::from(self.len))
+    }
+
     pub fn to_server(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
@@ -94,6 +100,7 @@ impl WindowRescale {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Flow {
     pub state: TcpState,
     pub l2: L2Template,

@@ -24,12 +24,16 @@ pub struct ImportReport {
     pub no_room: usize,
     /// Flows whose 4-tuple the table already had (a repeated key).
     pub duplicate: usize,
+    /// Flows that cannot be right (a damaged or hand-edited file): an
+    /// Ethernet header of impossible length, or held data whose byte count
+    /// does not match the frames held.
+    pub invalid: usize,
 }
 
 impl ImportReport {
     /// Flows given but not restored.
     pub fn skipped(&self) -> usize {
-        self.not_protected + self.no_room + self.duplicate
+        self.not_protected + self.no_room + self.duplicate + self.invalid
     }
 }
 
@@ -49,11 +53,19 @@ impl Engine {
 
     /// Take flows exported by an earlier run into the table. Timers keep
     /// their deadlines (wall-clock ms, so those that passed while no process
-    /// ran fire on the next tick: idle flows and TIME_WAIT end then). The
-    /// XDP fast path, when on, learns the tuples like any new flow's.
+    /// ran fire on the next tick: the caller runs one before any frame, and
+    /// idle flows and TIME_WAIT end then). TIME_WAIT flows queue for
+    /// eviction in deadline order, the order they entered it. The XDP fast
+    /// path, when on, learns the tuples like any new flow's.
     pub fn import_flows(&mut self, flows: Vec<(FlowKey, Flow)>) -> ImportReport {
         let mut report = ImportReport::default();
+        let mut time_wait = Vec::new();
         for (key, flow) in flows {
+            let held: usize = flow.held.iter().map(Vec::len).sum();
+            if !flow.l2.is_valid() || held != flow.held_bytes {
+                report.invalid += 1;
+                continue;
+            }
             if !self.protected.contains(key.server, key.server_port) {
                 report.not_protected += 1;
                 continue;
@@ -73,10 +85,14 @@ impl Engine {
             add_signed(&self.counters.held_bytes, held as i64);
             self.flows.insert(key, flow);
             if state == TcpState::TimeWait {
-                self.flows.note_time_wait(key);
+                time_wait.push((timer_at, key));
             }
             self.timers.schedule(timer_at, TimerTarget::Flow(key));
             report.restored += 1;
+        }
+        time_wait.sort_unstable();
+        for (_, key) in time_wait {
+            self.flows.note_time_wait(key);
         }
         report
     }

@@ -118,6 +118,7 @@ fn import_skips_unprotected_repeated_and_over_the_limit() {
             not_protected: 1,
             no_room: 1,
             duplicate: 1,
+            invalid: 0,
         }
     );
     assert_eq!(new.flow_count(), 2);
@@ -138,4 +139,47 @@ fn restored_flows_are_published_to_the_fast_path_when_it_starts() {
     let mut changes = Vec::new();
     new.drain_tracked_changes(T0 + 100, &mut changes);
     assert_eq!(changes, vec![fast_path::TrackedChange::Publish(key_v4())]);
+}
+
+#[test]
+fn damaged_flows_are_refused_not_trusted() {
+    let (c, s) = (client_v4(), server_v4());
+    let mut old = engine();
+    establish(&mut old, c, s, &[]);
+    let good = old.export_flows();
+    // Held bytes that do not add up, and an Ethernet header 200 bytes long.
+    let mut held = good[0].clone();
+    held.1.held_bytes = 10;
+    let mut text = serde_json::to_value(&good[0]).unwrap();
+    text[1]["l2"]["len"] = serde_json::json!(200);
+    let l2: (FlowKey, Flow) = serde_json::from_value(text).unwrap();
+    let mut new = engine();
+    let report = new.import_flows(vec![held, l2]);
+    assert_eq!((report.invalid, report.restored), (2, 0));
+    assert_eq!(new.flow_count(), 0);
+}
+
+#[test]
+fn restored_time_wait_flows_are_evicted_oldest_first() {
+    // Three flows in TIME_WAIT, exported in key order (port order) but
+    // closed in the opposite order: a full table evicts the one closed
+    // first, as it would have before the restart.
+    let (c, s) = (client_v4(), server_v4());
+    let mut old = engine();
+    for (i, port) in [40002u16, 40001, 40000].into_iter().enumerate() {
+        let cl = Host { port, ..c };
+        let (cookie, _, _) = establish(&mut old, cl, s, &[]);
+        close_client_first_at(&mut old, cl, s, cookie, T0 + 1000 * (i as u64 + 1));
+    }
+    let mut cfg = config();
+    cfg.max_flows = 3;
+    let mut new = engine_with(cfg);
+    assert_eq!(new.import_flows(old.export_flows()).restored, 3);
+    establish(&mut new, Host { port: 41000, ..c }, s, &[]);
+    let left: Vec<u16> = new
+        .export_flows()
+        .iter()
+        .map(|(k, _)| k.client_port)
+        .collect();
+    assert_eq!(left, vec![40000, 40001, 41000], "40002 closed first");
 }

@@ -415,6 +415,11 @@ fn full_handshake_and_translation_both_ways() {
 /// Client FIN at +100 ms, server FIN+ACK at +101, client's last ACK at
 /// +102: the flow ends in TIME_WAIT.
 fn close_client_first(e: &mut Engine, c: Host, s: Host, cookie: u32) {
+    close_client_first_at(e, c, s, cookie, T0);
+}
+
+/// [`close_client_first`] with the client's FIN at `base` + 100 ms.
+fn close_client_first_at(e: &mut Engine, c: Host, s: Host, cookie: u32, base: u64) {
     let mut fin = segment(
         c,
         s,
@@ -425,7 +430,10 @@ fn close_client_first(e: &mut Engine, c: Host, s: Host, cookie: u32) {
         &[],
         &[],
     );
-    assert_eq!(e.handle(T0 + 100, Port::Client, &mut fin), Verdict::Forward);
+    assert_eq!(
+        e.handle(base + 100, Port::Client, &mut fin),
+        Verdict::Forward
+    );
     let mut sfin = segment(
         s,
         c,
@@ -437,12 +445,12 @@ fn close_client_first(e: &mut Engine, c: Host, s: Host, cookie: u32) {
         &[],
     );
     assert_eq!(
-        e.handle(T0 + 101, Port::Server, &mut sfin),
+        e.handle(base + 101, Port::Server, &mut sfin),
         Verdict::Forward
     );
     let mut last = segment(c, s, CLIENT_ISN + 2, cookie + 2, tcp::ACK, 502, &[], &[]);
     assert_eq!(
-        e.handle(T0 + 102, Port::Client, &mut last),
+        e.handle(base + 102, Port::Client, &mut last),
         Verdict::Forward
     );
 }
