@@ -482,8 +482,9 @@ static __always_inline const struct sg_params *fresh_params(__u64 *now_ms)
  * verifier needs constant offsets from a packet pointer). The earlier
  * version made five helper calls per reply (adjust_tail, a load and three
  * bpf_xdp_store_bytes); this one makes at most one, adjust_tail, and none
- * when the reply is as long as the segment it answers (a SYN with only an
- * MSS option, as floods send, gets a 24-byte SYN-ACK). */
+ * when the reply is as long as the frame it answers (a SYN with only an MSS
+ * option, as floods send, gets a 24-byte SYN-ACK: the same length on veth;
+ * a NIC that pads the 58-byte SYN to 60 still needs the trim). */
 static __always_inline int write_reply(struct xdp_md *ctx, const struct parsed *p,
 				       __u32 *tcp, __u32 tcp_len)
 {
