@@ -183,3 +183,47 @@ fn restored_time_wait_flows_are_evicted_oldest_first() {
         .collect();
     assert_eq!(left, vec![40000, 40001, 41000], "40002 closed first");
 }
+
+#[test]
+fn held_data_comes_along_within_the_held_bytes_budget() {
+    // A flow waiting for its backend with the client's first data held: the
+    // data is restored and charged to the budget, or the flow is refused
+    // when the new budget has no room for it.
+    let (c, s) = (client_v4(), server_v4());
+    let mut old = engine();
+    let (synack, _) = syn(&mut old, c, s, T0, &linux_syn_options(100));
+    let cookie = synack.tcp.seq;
+    let gw_tsval = synack.options.timestamps.unwrap().0;
+    let mut ack = segment(
+        c,
+        s,
+        CLIENT_ISN + 1,
+        cookie + 1,
+        tcp::ACK | tcp::PSH,
+        502,
+        &ts_option(101, gw_tsval),
+        b"GET /",
+    );
+    assert_eq!(
+        old.handle(T0 + 1, Port::Client, &mut ack),
+        Verdict::Absorbed
+    );
+    let flows = old.export_flows();
+    let held = flows[0].1.held_bytes;
+    assert!(held > 0);
+    assert_eq!(flows[0].1.state, TcpState::BackendSynSent);
+
+    let mut new = engine();
+    assert_eq!(new.import_flows(flows.clone()).restored, 1);
+    let gauge = new
+        .counters()
+        .held_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(gauge, held as i64);
+
+    let mut cfg = config();
+    cfg.held_bytes_total = held - 1;
+    let mut small = engine_with(cfg);
+    let report = small.import_flows(flows);
+    assert_eq!((report.no_room, report.restored), (1, 0));
+}

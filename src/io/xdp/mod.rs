@@ -449,10 +449,7 @@ impl XdpFastPath {
         key: &SgFlowKey,
         since_ns: u64,
     ) -> Result<(), aya::maps::MapError> {
-        let was_engines = self
-            .tracked
-            .get(key, 0)
-            .is_ok_and(|v| v.origin == ORIGIN_ENGINE);
+        let was_engines = self.is_engines(key);
         self.tracked.insert(
             *key,
             SgTracked {
@@ -471,10 +468,7 @@ impl XdpFastPath {
     /// The engine no longer tracks `key` (or never confirmed the program's
     /// entry): the entry goes, and the filter forgets it if it counted it.
     fn unpublish_tracked(&mut self, key: &SgFlowKey) -> Result<(), aya::maps::MapError> {
-        let was_engines = self
-            .tracked
-            .get(key, 0)
-            .is_ok_and(|v| v.origin == ORIGIN_ENGINE);
+        let was_engines = self.is_engines(key);
         match self.tracked.remove(key) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(e) => return Err(e),
@@ -483,6 +477,13 @@ impl XdpFastPath {
             self.add_to_filter(key, -1)?;
         }
         Ok(())
+    }
+
+    /// The tuple's entry is the engine's (counted in the engine filter).
+    fn is_engines(&self, key: &SgFlowKey) -> bool {
+        self.tracked
+            .get(key, 0)
+            .is_ok_and(|v| v.origin == ORIGIN_ENGINE)
     }
 
     fn add_to_filter(&mut self, key: &SgFlowKey, delta: i32) -> Result<(), aya::maps::MapError> {
@@ -509,9 +510,8 @@ impl XdpFastPath {
     }
 
     /// Fold what the program did since the last call into the engine's
-    /// counters, so the existing metrics count XDP's work too.
-    /// Add what the program did since the last call to the engine's
-    /// counters; returns how many SYNs it answered in that time.
+    /// counters, so the existing metrics count XDP's work too; returns how
+    /// many SYNs it answered in that time.
     pub fn fold_counters(&mut self, c: &Counters) -> u64 {
         let now = self.counter_totals();
         let d = |i: u32| now[i as usize].wrapping_sub(self.folded[i as usize]);
