@@ -1,18 +1,27 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 /*
- * synguard XDP fast path, part 1 (client port only).
+ * synguard XDP fast path: two programs sharing these maps, sg_fast_path on
+ * the client port and sg_server_port on the server port.
  *
- * Twin of the Rust engine for two cases, byte for byte:
+ * Twin of the Rust engine for these cases, byte for byte:
  *  - a SYN to a protected service while the engine answers SYNs statelessly
  *    becomes its cookie SYN-ACK in place (XDP_TX), exactly what
  *    Engine::on_client_syn + SynAck::write (src/engine/handshake.rs) build;
  *  - an ACK to a protected service for no tracked 4-tuple whose cookie is
  *    invalid is dropped, or answered with <SEQ=SEG.ACK><CTL=RST> (RFC 9293
- *    3.10.7.2) within the engine's rst_per_second token bucket.
+ *    3.10.7.2) within the engine's rst_per_second token bucket;
+ *  - a segment of an established flow the engine published in sg_flows is
+ *    translated in place as src/engine/established.rs does (seq/ack, SACK
+ *    blocks, TSval/TSecr, window rescaling, RFC 1624 checksum updates in
+ *    the engine's order) and redirected to the other port (sg_tx_ports),
+ *    both directions; the progress the engine tracks is recorded in the
+ *    entry.
  * Everything else is XDP_PASS: the engine decides. In particular anything
  * not fully parsed (IPv4 options, IPv6 extension headers, fragments, more
  * than one VLAN tag, malformed TCP options, TCP-MD5 / TCP-AO, SYNs or ACKs
- * with payload, bad checksums) goes up unchanged.
+ * with payload, bad checksums) goes up unchanged, and so does every
+ * segment that could change a flow's state (SYN, FIN, RST, no ACK) or
+ * that the engine's plausibility check would refuse.
  *
  * The race with the engine: the client may send several segments right
  * after its cookie ACK. The engine publishes the new flow only after it
@@ -103,6 +112,22 @@ struct {
 	__type(key, __u32);
 	__type(value, struct sg_rst_budget);
 } sg_rst_budget SEC(".maps");
+
+/* Sized by the loader like sg_tracked (every flow may be published). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sg_flow_key);
+	__type(value, struct sg_flow);
+} sg_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val); /* as aya writes it */
+} sg_tx_ports SEC(".maps");
 
 /* src/cookie/mss_table.rs */
 static const __u16 mss_table_v4[8] = {536, 1220, 1260, 1300, 1360, 1400, 1440, 1460};
@@ -218,6 +243,8 @@ struct sg_opts {
 	__u32 tsval, tsecr;
 	__u16 mss;
 	__u8 has_mss, has_wscale, wscale, sack_permitted, has_ts, auth_option;
+	/* Offsets in the area (as TcpOptions): TSval, the first SACK block. */
+	__u8 ts_at, sack_at, sack_blocks;
 };
 
 /* Global (verified once, on its own): 0 when the area parses. */
@@ -270,6 +297,7 @@ __noinline int sg_parse_options(struct sg_opts *o)
 			if (blen != 8 || b > 32)
 				return -1;
 			o->has_ts = 1;
+			o->ts_at = b;
 			o->tsval = ((__u32)o->area[b] << 24) | ((__u32)o->area[b + 1] << 16) |
 				   ((__u32)o->area[b + 2] << 8) | o->area[b + 3];
 			o->tsecr = ((__u32)o->area[b + 4] << 24) | ((__u32)o->area[b + 5] << 16) |
@@ -277,6 +305,8 @@ __noinline int sg_parse_options(struct sg_opts *o)
 		} else if (kind == 5) {
 			if (blen == 0 || blen % 8 != 0 || blen > 32)
 				return -1;
+			o->sack_at = b;
+			o->sack_blocks = blen / 8;
 		} else if (kind == 19 || kind == 29) {
 			o->auth_option = 1; /* TCP-MD5 (RFC 2385), TCP-AO (RFC 5925) */
 		}
@@ -752,6 +782,194 @@ static __always_inline int on_ack(struct xdp_md *ctx, struct parsed *p,
 	return XDP_TX;
 }
 
+/* ---- Established flows: translate and redirect (src/engine/established.rs) ---- */
+
+/* A field's bytes summed as 16-bit words aligned to the checksummed data:
+ * a field at an odd offset (TCP options are byte-aligned) is shifted by
+ * one byte, as src/wire/checksum.rs update_bytes models with a pad byte. */
+static __always_inline __u32 aligned_sum4(const __u8 *b, int odd)
+{
+	if (odd)
+		return b[0] + (((__u32)b[1] << 8) | b[2]) + ((__u32)b[3] << 8);
+	return (((__u32)b[0] << 8) | b[1]) + (((__u32)b[2] << 8) | b[3]);
+}
+
+/* RFC 1624 eqn. 3 for one rewritten field, exactly as update_bytes does it
+ * (HC' = ~(~HC + ~fold(sum(old)) + sum(new))) and in the engine's order of
+ * fields, so the result has the same bits, 0x0000 and 0xffff included. */
+static __always_inline __u16 csum_update(__u16 hc, __u32 old_sum, __u32 new_sum)
+{
+	__u64 s = (__u64)(__u16)~hc + (__u16)~fold(old_sum) + new_sum;
+	return ~fold(s) & 0xffff;
+}
+
+/* Rewrite the 32-bit field at q (odd: its offset in the TCP header is odd)
+ * to v; the caller checked q + 4 against data_end. */
+static __always_inline void rewrite32(__u8 *q, __u32 v, __u16 *hc, int odd)
+{
+	__u8 nb[4];
+	put32(nb, v);
+	__u32 old_sum = aligned_sum4(q, odd);
+	__builtin_memcpy(q, nb, 4);
+	*hc = csum_update(*hc, old_sum, aligned_sum4(nb, odd));
+}
+
+/* The window field (offset 14, even). */
+static __always_inline void rewrite_window(__u8 *t, __u16 v, __u16 *hc)
+{
+	__u32 old_sum = ((__u32)t[14] << 8) | t[15];
+	put16(t + 14, v);
+	*hc = csum_update(*hc, old_sum, v);
+}
+
+/* src/engine/flow.rs seq_plausible: RFC 9293 3.10.7.4's test widened one
+ * window back, windows below 64 KiB widened to it. */
+static __always_inline int seq_plausible(__u32 seq, __u32 next, __u32 max_window)
+{
+	__s64 w = max_window > 65535 ? max_window : 65535;
+	__s64 d = (__s32)(seq - next);
+	return d >= -w && d <= w;
+}
+
+static __always_inline int seq_ge(__u32 a, __u32 b)
+{
+	return (__s32)(a - b) >= 0;
+}
+
+/* src/engine/flow.rs WindowRescale::apply. */
+static __always_inline __u16 rescale(__u16 field, __u8 from, __u8 to)
+{
+	__u64 bytes = (__u64)field << (from & 15);
+	__u64 scaled = bytes >> (to & 15);
+	if (scaled == 0 && bytes > 0)
+		scaled = 1; /* a non-zero window never rounds to zero */
+	return scaled > 65535 ? 65535 : (__u16)scaled;
+}
+
+/* The engine clock now, 0 when the engine never wrote its parameters.
+ * Stale parameters still give the time: flows keep being forwarded (and
+ * their last-seen time kept) while no engine runs. */
+static __always_inline __u64 engine_now_ms(void)
+{
+	__u32 zero = 0;
+	const struct sg_params *prm = bpf_map_lookup_elem(&sg_params, &zero);
+	if (!prm || !prm->enabled)
+		return 0;
+	__u64 mono = bpf_ktime_get_ns();
+	return prm->wall_ms + (mono > prm->mono_ns ? mono - prm->mono_ns : 0) / 1000000;
+}
+
+/* A segment of a published flow, as translate_client / translate_server
+ * would forward it: -1 when the flow is not published (the caller goes
+ * on), else the verdict. Everything that may change the flow's state (SYN,
+ * FIN, RST, no ACK) or that the engine would drop (implausible sequence
+ * numbers) goes up untouched. */
+static __always_inline int forward(struct xdp_md *ctx, struct parsed *p, int from_server)
+{
+	struct sg_flow *f = bpf_map_lookup_elem(&sg_flows, &p->key);
+	if (!f)
+		return -1;
+	if ((p->flags & (TCP_SYN | TCP_FIN | TCP_RST)) || !(p->flags & TCP_ACK))
+		return pass();
+	__u32 out = from_server ? SG_PORT_CLIENT : SG_PORT_SERVER;
+	if (!bpf_map_lookup_elem(&sg_tx_ports, &out))
+		return pass();
+	if (from_server ? !seq_plausible(p->seq, f->server_next, f->client_window_max)
+			: !seq_plausible(p->seq, f->client_next, f->server_window_max))
+		return pass();
+
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 *t = (__u8 *)data + (p->tcp_off & 0x7f);
+	if ((void *)(t + 20) > data_end)
+		return pass();
+	/* parse() checked the options area lies in the frame, so the checks
+	 * below (the verifier wants one per pointer) cannot fail after a
+	 * rewrite began; should one, the half-translated frame is dropped. */
+	__u16 hc = ((__u16)t[16] << 8) | t[17];
+	__u32 delta = f->seq_delta;
+	__u8 ts_at = p->opts.ts_at & 0x1f; /* < 40 - 8 */
+	int translate_ts = f->timestamps && p->opts.has_ts;
+	if (!from_server) {
+		rewrite32(t + 8, p->ack - delta, &hc, 0);
+		/* SACK blocks name server sequence numbers (RFC 2018 3). */
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			if (i >= p->opts.sack_blocks)
+				break;
+			__u32 at = (20 + p->opts.sack_at + 8 * i) & 0x3f;
+			__u8 *q = t + at;
+			if ((void *)(q + 8) > data_end)
+				return XDP_DROP;
+			__u32 left = ((__u32)q[0] << 24) | ((__u32)q[1] << 16) | ((__u32)q[2] << 8) | q[3];
+			__u32 right = ((__u32)q[4] << 24) | ((__u32)q[5] << 16) | ((__u32)q[6] << 8) | q[7];
+			rewrite32(q, left - delta, &hc, at & 1);
+			rewrite32(q + 4, right - delta, &hc, at & 1);
+		}
+		if (translate_ts) {
+			__u32 at = (20 + ts_at + 4) & 0x3f;
+			__u8 *q = t + at;
+			if ((void *)(q + 4) > data_end)
+				return XDP_DROP;
+			rewrite32(q, p->opts.tsecr - f->ts_offset, &hc, at & 1);
+		}
+		if (f->c2s_from != f->c2s_to)
+			rewrite_window(t, rescale(p->window, f->c2s_from, f->c2s_to), &hc);
+	} else {
+		rewrite32(t + 4, p->seq + delta, &hc, 0);
+		if (translate_ts) {
+			__u32 at = (20 + ts_at) & 0x3f;
+			__u8 *q = t + at;
+			if ((void *)(q + 4) > data_end)
+				return XDP_DROP;
+			rewrite32(q, p->opts.tsval + f->ts_offset, &hc, at & 1);
+		}
+		if (f->s2c_from != f->s2c_to)
+			rewrite_window(t, rescale(p->window, f->s2c_from, f->s2c_to), &hc);
+	}
+	put16(t + 16, hc);
+
+	/* Progress, as the engine records it for the same segment. */
+	__u64 now_ms = engine_now_ms();
+	if (now_ms)
+		f->last_seen_ms = now_ms;
+	__u32 end = p->seq + (p->l4_len - p->tcp_hlen);
+	if (!from_server) {
+		__u32 wb = (__u32)p->window << (f->c2s_from & 15);
+		if (wb > f->client_window_max)
+			f->client_window_max = wb;
+		if (p->opts.has_ts)
+			f->client_last_tsval = p->opts.tsval;
+		f->client_last_window = p->window;
+		if (seq_ge(end, f->client_next))
+			f->client_next = end;
+		count(SG_C_FWD_TO_SERVER);
+	} else {
+		__u32 wb = (__u32)p->window << (f->s2c_from & 15);
+		if (wb > f->server_window_max)
+			f->server_window_max = wb;
+		f->server_last_window = p->window;
+		if (p->opts.has_ts)
+			f->server_last_tsval = p->opts.tsval;
+		if (seq_ge(end, f->server_next))
+			f->server_next = end;
+		count(SG_C_FWD_TO_CLIENT);
+	}
+	return bpf_redirect_map(&sg_tx_ports, out, 0);
+}
+
+/* A server->client segment's key as the flow's (client, server) tuple. */
+static __always_inline void swap_key(struct sg_flow_key *k)
+{
+	__u8 a[16];
+	__builtin_memcpy(a, k->client, 16);
+	__builtin_memcpy(k->client, k->server, 16);
+	__builtin_memcpy(k->server, a, 16);
+	__be16 port = k->client_port;
+	k->client_port = k->server_port;
+	k->server_port = port;
+}
+
 SEC("xdp")
 int sg_fast_path(struct xdp_md *ctx)
 {
@@ -780,6 +998,12 @@ int sg_fast_path(struct xdp_md *ctx)
 	if ((f & TCP_SYN) && (f & (TCP_ACK | TCP_RST | TCP_FIN))) {
 		count(SG_C_DROP_INVALID_FLAGS);
 		return XDP_DROP;
+	}
+
+	if (!(f & TCP_SYN)) {
+		int r = forward(ctx, &p, 0);
+		if (r >= 0)
+			return r;
 	}
 
 	__u64 now_ms = 0;
@@ -820,6 +1044,29 @@ int sg_fast_path(struct xdp_md *ctx)
 	if (!tcp_checksum_ok(ctx, &p))
 		return pass();
 	return on_ack(ctx, &p, prm, now_ms);
+}
+
+/* The server port: segments of published flows toward their clients;
+ * everything else goes up (the engine bridges or handles it). */
+SEC("xdp")
+int sg_server_port(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct parsed p;
+
+	count(SG_C_RX);
+	if (parse(data, data_end, &p))
+		return pass();
+	swap_key(&p.key);
+	struct sg_service_key sk = {};
+	__builtin_memcpy(sk.addr, p.key.server, 16);
+	sk.port = p.key.server_port;
+	sk.family = p.key.family;
+	if (!bpf_map_lookup_elem(&sg_services, &sk) || p.opts.auth_option)
+		return pass();
+	int r = forward(ctx, &p, 1);
+	return r < 0 ? pass() : r;
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -99,8 +99,41 @@ enum sg_counter {
 	SG_C_COOKIE_PASSED,       /* valid cookie ACKs passed to the engine */
 	SG_C_TRACK_INSERT_FAILED, /* tracked map or queue full              */
 	SG_C_STALE,               /* params stale or unset: passed up       */
+	SG_C_FWD_TO_SERVER,       /* flow segments translated and redirected */
+	SG_C_FWD_TO_CLIENT,
 	SG_C_COUNT
 };
+
+/* sg_flows (HASH, sg_flow_key -> sg_flow): established flows the program
+ * translates and redirects to the other port itself. The engine writes the
+ * whole entry once when it publishes the flow (translation and the
+ * progress it knows) and deletes it on the flow's next state change; the
+ * program only writes the progress fields, which the engine reads back
+ * (src/io/xdp ForwardProgressReader) before it acts on the flow. Several
+ * CPUs may write progress at once: each field is one plain store, and a
+ * lost maximum is only a smaller plausibility window for a moment. */
+struct sg_flow {
+	/* Translation (src/engine/flow.rs Flow, same names). */
+	__u32 seq_delta;          /* + on server SEQ toward the client          */
+	__u32 ts_offset;          /* + on server TSval, - on client TSecr       */
+	__u8 timestamps;          /* translate TSval / TSecr                    */
+	__u8 c2s_from, c2s_to;    /* window shifts client->server (WindowRescale) */
+	__u8 s2c_from, s2c_to;    /* and server->client                         */
+	__u8 pad[3];
+	/* Progress (engine clock, sequence spaces as in Flow). */
+	__u64 last_seen_ms;
+	__u32 client_next, server_next;
+	__u32 client_window_max, server_window_max;
+	__u32 client_last_tsval, server_last_tsval;
+	__u16 client_last_window, server_last_window;
+	__u32 pad2;
+};
+
+/* sg_tx_ports (DEVMAP): the redirect targets, the client port's ifindex
+ * at SG_PORT_CLIENT and the server port's at SG_PORT_SERVER. The client
+ * port runs sg_fast_path, the server port sg_server_port. */
+#define SG_PORT_CLIENT 0
+#define SG_PORT_SERVER 1
 
 /* sg_rst_budget (ARRAY, 1 entry): the engine's SendBudget token bucket
  * (src/engine/rst_budget.rs), same arithmetic, shared by all CPUs. */

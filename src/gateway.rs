@@ -172,9 +172,12 @@ fn start_xdp(
         return Ok(None);
     }
     let iface = &io_cfg.client_iface;
+    let server = &io_cfg.server_iface;
     let mtu = offload::mtu(iface).with_context(|| format!("reading the MTU of `{iface}`"))?;
+    let server_mtu =
+        offload::mtu(server).with_context(|| format!("reading the MTU of `{server}`"))?;
     let attached = XdpFastPath::load(engine.max_flows + engine.backlog).and_then(|mut x| {
-        x.attach(iface, mtu, setting)?;
+        x.attach((iface, mtu), (server, server_mtu), setting)?;
         Ok(x)
     });
     match attached {

@@ -231,6 +231,7 @@ impl Engine {
         v: &TcpView,
         key: &FlowKey,
     ) -> Option<Verdict> {
+        self.fold_forward_progress(key);
         let step = self.flows.with(key, |f| {
             if f.state == TcpState::BackendSynSent {
                 Step::Pending
@@ -276,6 +277,7 @@ impl Engine {
         v: &TcpView,
         key: &FlowKey,
     ) -> Verdict {
+        self.fold_forward_progress(key);
         let Some(step) = self
             .flows
             .with(key, |f| translate_server(f, frame, v, now_ms))
@@ -382,6 +384,7 @@ impl Engine {
     /// A flow's timer fired at `at` (it may be stale: a newer deadline
     /// replaced it).
     pub(super) fn on_flow_timer(&mut self, now_ms: u64, at: u64, key: &FlowKey) {
+        self.fold_forward_progress(key);
         let Some((state, timer_at, last_seen)) =
             self.flows.with(key, |f| (f.state, f.timer_at, f.last_seen))
         else {

@@ -17,14 +17,25 @@
 //! tuple is re-published as the engine's; at the deadline a tuple the
 //! engine does not track (its ACK was lost, or the engine refused it) is
 //! unpublished. A heap of deadlines, so no sweep of the map.
+//!
+//! Established flows: when a flow is ESTABLISHED and needs no correction
+//! the program lacks (declined options, inserted timestamps), its tuple is
+//! published with a [`ForwardEntry`] and the program translates and
+//! redirects its segments itself; any state change unpublishes it. The
+//! program records what forwarding changes ([`FlowProgress`]); the engine
+//! reads it back through an injected [`ForwardProgressSource`] before it
+//! acts on such a flow (a segment that came up, its idle timer, an export).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{IpAddr, SocketAddr};
 
+use std::collections::HashSet;
+
+use super::flow::{seq_ge, Flow, WindowRescale};
 use super::protected::canonical;
 use super::service_profile::Offer;
-use super::{Engine, FlowKey, InvalidAckAction};
+use super::{Engine, FlowKey, InvalidAckAction, TcpState};
 
 /// Bits of [`FastPathService::offer_mask`]: which SYN options the SYN-ACK
 /// may offer (the backend supports them). Same values as `SG_OFFER_*` in
@@ -83,18 +94,123 @@ pub struct FastPathParams {
 /// A change to the program's set of tracked tuples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrackedChange {
-    /// The engine tracks this tuple (flow or half-open entry).
-    Publish(FlowKey),
+    /// The engine tracks this tuple (flow or half-open entry); with an
+    /// entry when the program forwards the flow's segments itself (and
+    /// without one, it must stop doing so).
+    Publish(FlowKey, Option<ForwardEntry>),
     /// It no longer does.
     Unpublish(FlowKey),
 }
 
-#[derive(Debug, Default)]
+/// What forwarding a flow's segments changes in it (the fields of [`Flow`]
+/// of the same names; `last_seen_ms` is `Flow::last_seen`, engine clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowProgress {
+    pub last_seen_ms: u64,
+    pub client_next: u32,
+    pub server_next: u32,
+    pub client_window_max: u32,
+    pub server_window_max: u32,
+    pub client_last_tsval: u32,
+    pub server_last_tsval: u32,
+    pub client_last_window: u16,
+    pub server_last_window: u16,
+}
+
+/// Everything the program needs to translate an established flow as
+/// `established.rs` does, and the progress it starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardEntry {
+    pub seq_delta: u32,
+    pub ts_offset: u32,
+    pub timestamps: bool,
+    pub client_to_server_window: WindowRescale,
+    pub server_to_client_window: WindowRescale,
+    pub progress: FlowProgress,
+}
+
+/// Reads the progress the program recorded for a published flow (the I/O
+/// layer's map; tests inject their own). `None`: no entry (any more).
+pub trait ForwardProgressSource: Send {
+    fn read(&self, key: &FlowKey) -> Option<FlowProgress>;
+}
+
+impl FlowProgress {
+    pub fn of(f: &Flow) -> FlowProgress {
+        FlowProgress {
+            last_seen_ms: f.last_seen,
+            client_next: f.client_next,
+            server_next: f.server_next,
+            client_window_max: f.client_window_max,
+            server_window_max: f.server_window_max,
+            client_last_tsval: f.client_last_tsval,
+            server_last_tsval: f.server_last_tsval,
+            client_last_window: f.client_last_window,
+            server_last_window: f.server_last_window,
+        }
+    }
+
+    /// Take what the program saw after the engine: the furthest sequence
+    /// numbers and largest windows, and its last values when it saw the
+    /// flow last (the engine's own segment otherwise).
+    fn fold_into(&self, f: &mut Flow) {
+        if seq_ge(self.client_next, f.client_next) {
+            f.client_next = self.client_next;
+        }
+        if seq_ge(self.server_next, f.server_next) {
+            f.server_next = self.server_next;
+        }
+        f.client_window_max = f.client_window_max.max(self.client_window_max);
+        f.server_window_max = f.server_window_max.max(self.server_window_max);
+        if self.last_seen_ms >= f.last_seen {
+            f.last_seen = self.last_seen_ms;
+            f.client_last_tsval = self.client_last_tsval;
+            f.server_last_tsval = self.server_last_tsval;
+            f.client_last_window = self.client_last_window;
+            f.server_last_window = self.server_last_window;
+        }
+    }
+}
+
+/// The entry for a flow the program can forward exactly as the engine
+/// would: ESTABLISHED, nothing held, and no correction the program does
+/// not make (an option the server declined: NOP-ing SACK blocks or
+/// timestamps, clearing ECN, inserting timestamps).
+pub fn forward_entry(f: &Flow) -> Option<ForwardEntry> {
+    let plain = f.state == TcpState::Established
+        && f.held.is_empty()
+        && !f.sack_declined
+        && !f.ecn_declined
+        && f.timestamps == f.client_timestamps;
+    plain.then(|| ForwardEntry {
+        seq_delta: f.seq_delta,
+        ts_offset: f.ts_offset,
+        timestamps: f.timestamps,
+        client_to_server_window: f.client_to_server_window,
+        server_to_client_window: f.server_to_client_window,
+        progress: FlowProgress::of(f),
+    })
+}
+
+#[derive(Default)]
 pub(super) struct FastPathState {
     enabled: bool,
     /// Tuples the program tracked on its own, by deadline.
     pending: BinaryHeap<Reverse<(u64, FlowKey)>>,
     scratch: Vec<FlowKey>,
+    /// Flows published with a [`ForwardEntry`].
+    forwarded: HashSet<FlowKey>,
+    progress: Option<Box<dyn ForwardProgressSource>>,
+}
+
+impl std::fmt::Debug for FastPathState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FastPathState")
+            .field("enabled", &self.enabled)
+            .field("pending", &self.pending.len())
+            .field("forwarded", &self.forwarded.len())
+            .finish()
+    }
 }
 
 impl Engine {
@@ -103,6 +219,32 @@ impl Engine {
         self.fast_path.enabled = true;
         self.flows.log_changes();
         self.half_open.log_changes();
+    }
+
+    /// Where the progress of forwarded flows is read (the I/O layer's map).
+    pub fn set_forward_progress_source(&mut self, source: Box<dyn ForwardProgressSource>) {
+        self.fast_path.progress = Some(source);
+    }
+
+    /// Is the flow published for the program to forward?
+    pub fn is_forwarded(&self, key: &FlowKey) -> bool {
+        self.fast_path.forwarded.contains(key)
+    }
+
+    /// The flows published for the program to forward.
+    pub fn forwarded_keys(&self) -> Vec<FlowKey> {
+        self.fast_path.forwarded.iter().copied().collect()
+    }
+
+    /// Bring a forwarded flow up to date with what the program did, before
+    /// the engine acts on it.
+    pub(super) fn fold_forward_progress(&self, key: &FlowKey) {
+        if !self.fast_path.forwarded.contains(key) {
+            return;
+        }
+        if let Some(p) = self.fast_path.progress.as_ref().and_then(|s| s.read(key)) {
+            self.flows.with(key, |f| p.fold_into(f));
+        }
     }
 
     /// True when the engine tracks the tuple (flow or half-open entry).
@@ -188,11 +330,25 @@ impl Engine {
         touched.sort_unstable();
         touched.dedup();
         for key in touched.drain(..) {
-            out.push(if self.is_tracked(&key) {
-                TrackedChange::Publish(key)
-            } else {
-                TrackedChange::Unpublish(key)
-            });
+            if !self.is_tracked(&key) {
+                self.fast_path.forwarded.remove(&key);
+                out.push(TrackedChange::Unpublish(key));
+                continue;
+            }
+            // Forwarding needs the program's progress read back.
+            let entry = self
+                .fast_path
+                .progress
+                .as_ref()
+                .and_then(|_| self.flows.with(&key, |f| forward_entry(f)).flatten());
+            if entry.is_some() {
+                self.fast_path.forwarded.insert(key);
+            } else if self.fast_path.forwarded.contains(&key) {
+                // Its last progress, before the program stops recording it.
+                self.fold_forward_progress(&key);
+                self.fast_path.forwarded.remove(&key);
+            }
+            out.push(TrackedChange::Publish(key, entry));
         }
         self.fast_path.scratch = touched;
     }

@@ -23,7 +23,7 @@ pub struct FlowTable {
     /// long, so this is also expiry order); stale keys are skipped lazily.
     time_wait: VecDeque<FlowKey>,
     counters: Arc<Counters>,
-    /// Keys inserted or removed since the last drain, kept only while the
+    /// Keys inserted, removed or changed state since the last drain, kept only while the
     /// XDP fast path is on (`engine::fast_path`); `None` otherwise.
     touched: KeyLog,
 }
@@ -46,7 +46,7 @@ impl FlowTable {
         self.touched.enable(self.map.iter().map(|e| *e.key()));
     }
 
-    /// Keys inserted or removed since the last call (appended to `out`).
+    /// Keys inserted, removed or changed state since the last call (appended to `out`).
     pub fn drain_touched(&mut self, out: &mut Vec<FlowKey>) {
         self.touched.drain_into(out);
     }
@@ -126,6 +126,7 @@ impl FlowTable {
     pub fn set_state(&mut self, key: &FlowKey, state: TcpState) {
         if let Some(mut f) = self.map.get_mut(key) {
             if f.state != state {
+                self.touched.note(*key);
                 add_signed(&self.counters.flows_by_state[f.state.index()], -1);
                 add_signed(&self.counters.flows_by_state[state.index()], 1);
                 f.state = state;

@@ -41,6 +41,9 @@ impl Engine {
     /// A copy of every tracked flow, in key order (stable output for a file
     /// and for tests). Half-open entries are not flows and are not included.
     pub fn export_flows(&self) -> Vec<(FlowKey, Flow)> {
+        for key in self.forwarded_keys() {
+            self.fold_forward_progress(&key);
+        }
         let mut out: Vec<(FlowKey, Flow)> = self
             .flows
             .shared()

@@ -47,7 +47,7 @@ pub struct Runner<P: FramePort> {
     /// Per port (index `Port::index`), in the order the engine produced them.
     outgoing: [Vec<Outgoing>; 2],
     send_errors: u64,
-    /// The XDP fast path on the client port, when on (`io.xdp`).
+    /// The XDP fast path on both ports, when on (`io.xdp`).
     xdp: Option<super::xdp::XdpFastPath>,
 }
 
@@ -68,6 +68,14 @@ impl<P: FramePort> Runner<P> {
     /// Run with the XDP fast path: the engine starts publishing tracked
     /// tuples, and every batch syncs the program's maps before sending.
     pub fn set_fast_path(&mut self, mut xdp: super::xdp::XdpFastPath, now_ms: u64) {
+        match xdp.progress_reader() {
+            Ok(r) => self.engine.set_forward_progress_source(Box::new(r)),
+            // Without it the engine would act on stale sequence numbers:
+            // it publishes no flow for forwarding then.
+            Err(e) => {
+                tracing::warn!(error = %e, "XDP flow progress unreadable: established flows stay in the engine")
+            }
+        }
         self.engine.enable_fast_path();
         xdp.sync(&mut self.engine, now_ms);
         self.xdp = Some(xdp);

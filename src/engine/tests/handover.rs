@@ -134,11 +134,39 @@ fn restored_flows_are_published_to_the_fast_path_when_it_starts() {
     let mut old = engine();
     establish(&mut old, c, s, &[]);
     let mut new = engine();
-    assert_eq!(new.import_flows(old.export_flows()).restored, 1);
+    let exported = old.export_flows();
+    let entry = fast_path::forward_entry(&exported[0].1);
+    assert!(entry.is_some(), "a plain established flow");
+    assert_eq!(new.import_flows(exported.clone()).restored, 1);
     new.enable_fast_path();
     let mut changes = Vec::new();
     new.drain_tracked_changes(T0 + 100, &mut changes);
-    assert_eq!(changes, vec![fast_path::TrackedChange::Publish(key_v4())]);
+    assert_eq!(
+        changes,
+        vec![fast_path::TrackedChange::Publish(key_v4(), None)],
+        "no progress source: the engine keeps forwarding itself"
+    );
+    // With one, the restored flow is handed to the program too.
+    let mut newer = engine();
+    assert_eq!(newer.import_flows(exported).restored, 1);
+    newer.set_forward_progress_source(Box::new(NoProgress));
+    newer.enable_fast_path();
+    changes.clear();
+    newer.drain_tracked_changes(T0 + 100, &mut changes);
+    assert_eq!(
+        changes,
+        vec![fast_path::TrackedChange::Publish(key_v4(), entry)]
+    );
+    assert!(newer.is_forwarded(&key_v4()));
+}
+
+/// A progress source with nothing recorded.
+struct NoProgress;
+
+impl fast_path::ForwardProgressSource for NoProgress {
+    fn read(&self, _: &FlowKey) -> Option<fast_path::FlowProgress> {
+        None
+    }
 }
 
 #[test]

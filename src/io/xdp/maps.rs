@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use crate::engine::fast_path::{FastPathParams, FastPathService};
+use crate::engine::fast_path::{FastPathParams, FastPathService, FlowProgress, ForwardEntry};
 use crate::engine::FlowKey;
 
 /// `struct sg_params`.
@@ -72,6 +72,34 @@ pub struct SgTracked {
     pub pad: [u8; 7],
 }
 
+/// `struct sg_flow`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SgFlow {
+    pub seq_delta: u32,
+    pub ts_offset: u32,
+    pub timestamps: u8,
+    pub c2s_from: u8,
+    pub c2s_to: u8,
+    pub s2c_from: u8,
+    pub s2c_to: u8,
+    pub pad: [u8; 3],
+    pub last_seen_ms: u64,
+    pub client_next: u32,
+    pub server_next: u32,
+    pub client_window_max: u32,
+    pub server_window_max: u32,
+    pub client_last_tsval: u32,
+    pub server_last_tsval: u32,
+    pub client_last_window: u16,
+    pub server_last_window: u16,
+    pub pad2: u32,
+}
+
+/// `SG_PORT_CLIENT` / `SG_PORT_SERVER`: indices in `sg_tx_ports`.
+pub const PORT_CLIENT: u32 = 0;
+pub const PORT_SERVER: u32 = 1;
+
 // SAFETY: plain #[repr(C)] integer structs with explicit padding fields and
 // no invalid bit patterns, as aya::Pod requires.
 unsafe impl aya::Pod for SgParams {}
@@ -83,6 +111,8 @@ unsafe impl aya::Pod for SgService {}
 unsafe impl aya::Pod for SgFlowKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for SgTracked {}
+// SAFETY: as above.
+unsafe impl aya::Pod for SgFlow {}
 
 /// `enum sg_counter` indices.
 pub mod counter {
@@ -99,7 +129,9 @@ pub mod counter {
     pub const COOKIE_PASSED: u32 = 10;
     pub const TRACK_INSERT_FAILED: u32 = 11;
     pub const STALE: u32 = 12;
-    pub const COUNT: u32 = 13;
+    pub const FWD_TO_SERVER: u32 = 13;
+    pub const FWD_TO_CLIENT: u32 = 14;
+    pub const COUNT: u32 = 15;
 }
 
 /// 16 address bytes, IPv4 as v4-mapped (as the cookie MAC input).
@@ -175,6 +207,46 @@ impl SgServiceKey {
     }
 }
 
+impl SgFlow {
+    pub fn from_entry(e: &ForwardEntry) -> SgFlow {
+        let p = &e.progress;
+        SgFlow {
+            seq_delta: e.seq_delta,
+            ts_offset: e.ts_offset,
+            timestamps: u8::from(e.timestamps),
+            c2s_from: e.client_to_server_window.from_shift,
+            c2s_to: e.client_to_server_window.to_shift,
+            s2c_from: e.server_to_client_window.from_shift,
+            s2c_to: e.server_to_client_window.to_shift,
+            pad: [0; 3],
+            last_seen_ms: p.last_seen_ms,
+            client_next: p.client_next,
+            server_next: p.server_next,
+            client_window_max: p.client_window_max,
+            server_window_max: p.server_window_max,
+            client_last_tsval: p.client_last_tsval,
+            server_last_tsval: p.server_last_tsval,
+            client_last_window: p.client_last_window,
+            server_last_window: p.server_last_window,
+            pad2: 0,
+        }
+    }
+
+    pub fn progress(&self) -> FlowProgress {
+        FlowProgress {
+            last_seen_ms: self.last_seen_ms,
+            client_next: self.client_next,
+            server_next: self.server_next,
+            client_window_max: self.client_window_max,
+            server_window_max: self.server_window_max,
+            client_last_tsval: self.client_last_tsval,
+            server_last_tsval: self.server_last_tsval,
+            client_last_window: self.client_last_window,
+            server_last_window: self.server_last_window,
+        }
+    }
+}
+
 impl SgParams {
     /// The map entry for `p`, stamped with the monotonic clock reading
     /// `mono_ns` taken together with `p.now_ms`.
@@ -214,6 +286,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<SgService>(), 4);
         assert_eq!(std::mem::size_of::<SgFlowKey>(), 40);
         assert_eq!(std::mem::size_of::<SgTracked>(), 16);
+        assert_eq!(std::mem::size_of::<SgFlow>(), 56);
     }
 
     #[test]

@@ -13,18 +13,29 @@ pub mod maps;
 
 use std::sync::atomic::Ordering;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, Queue};
+use std::collections::HashSet;
+
+use aya::maps::{Array, DevMap, HashMap, Map, MapData, PerCpuArray, Queue};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 
-use crate::engine::fast_path::{FastPathParams, FastPathService, TrackedChange};
-use crate::engine::{Counters, DropReason, Engine, Port};
-use maps::{counter, SgFlowKey, SgParams, SgService, SgServiceKey, SgTracked, ORIGIN_ENGINE};
+use crate::engine::fast_path::{
+    FastPathParams, FastPathService, FlowProgress, ForwardEntry, ForwardProgressSource,
+    TrackedChange,
+};
+use crate::engine::{Counters, DropReason, Engine, FlowKey, Port};
+use maps::{
+    counter, SgFlow, SgFlowKey, SgParams, SgService, SgServiceKey, SgTracked, ORIGIN_ENGINE,
+    PORT_CLIENT, PORT_SERVER,
+};
 
 /// The compiled program (bpf/build.sh; CI checks it is not stale).
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../../../bpf/synguard_xdp.o");
 
+/// The client port's program (SYNs, cookie ACKs, client->server flow
+/// segments) and the server port's (server->client flow segments).
 const PROGRAM: &str = "sg_fast_path";
+const SERVER_PROGRAM: &str = "sg_server_port";
 
 /// The parameter entry is stale (the program passes everything up) when
 /// the engine has not rewritten it for this long: the loop publishes every
@@ -132,7 +143,14 @@ pub struct XdpFastPath {
     counters: PerCpuArray<MapData, u64>,
     /// Counter totals already folded into the engine's counters.
     folded: [u64; counter::COUNT as usize],
-    attached: Option<(String, aya::programs::xdp::XdpLinkId)>,
+    /// Established flows the program forwards, the id of that map (for
+    /// [`ForwardProgressReader`]), and the keys written there.
+    flows: HashMap<MapData, SgFlowKey, SgFlow>,
+    flows_map_id: u32,
+    forwarded: HashSet<SgFlowKey>,
+    tx_ports: DevMap<MapData>,
+    /// (interface, program, link) per port a program is attached to.
+    attached: Vec<(String, &'static str, aya::programs::xdp::XdpLinkId)>,
     active: XdpActive,
     changes: Vec<TrackedChange>,
     /// What was last written to the parameter map (time fields zeroed) and
@@ -182,6 +200,7 @@ impl XdpFastPath {
             .saturating_add(PENDING_SLACK);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("sg_tracked", entries)
+            .map_max_entries("sg_flows", entries)
             .load(OBJECT)
             .map_err(|e| {
                 if is_permission(&e) {
@@ -190,18 +209,20 @@ impl XdpFastPath {
                     XdpError::Load(e.to_string())
                 }
             })?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .ok_or(XdpError::Load("no program `sg_fast_path`".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| XdpError::Load(e.to_string()))?;
-        prog.load().map_err(|e| {
-            if is_permission(&e) {
-                XdpError::Permission(e.to_string())
-            } else {
-                XdpError::Load(format!("{e} (verifier: {e:?})"))
-            }
-        })?;
+        for name in [PROGRAM, SERVER_PROGRAM] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(XdpError::Load(format!("no program `{name}`")))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| XdpError::Load(e.to_string()))?;
+            prog.load().map_err(|e| {
+                if is_permission(&e) {
+                    XdpError::Permission(e.to_string())
+                } else {
+                    XdpError::Load(format!("{name}: {e} (verifier: {e:?})"))
+                }
+            })?;
+        }
         macro_rules! take {
             ($name:literal) => {
                 ebpf.take_map($name)
@@ -216,6 +237,19 @@ impl XdpFastPath {
         let new_tracked = take!("sg_new_tracked");
         let engine_filter = take!("sg_engine_filter");
         let counters = take!("sg_counters");
+        let tx_ports = take!("sg_tx_ports");
+        let (flows, flows_map_id) = match ebpf.take_map("sg_flows") {
+            Some(Map::HashMap(data)) => {
+                let id = data
+                    .info()
+                    .map_err(|e| XdpError::Load(format!("sg_flows: {e}")))?
+                    .id();
+                let map =
+                    HashMap::try_from(Map::HashMap(data)).map_err(|_| XdpError::Map("sg_flows"))?;
+                (map, id)
+            }
+            _ => return Err(XdpError::Map("sg_flows")),
+        };
         Ok(XdpFastPath {
             ebpf,
             params,
@@ -226,7 +260,11 @@ impl XdpFastPath {
             engine_filter_counts: vec![0; ENGINE_FILTER_SLOTS],
             counters,
             folded: [0; counter::COUNT as usize],
-            attached: None,
+            flows,
+            flows_map_id,
+            forwarded: HashSet::new(),
+            tx_ports,
+            attached: Vec::new(),
             active: XdpActive::Off,
             changes: Vec::new(),
             published: None,
@@ -236,9 +274,19 @@ impl XdpFastPath {
         })
     }
 
+    /// The client port's program.
     pub fn program(&self) -> &Xdp {
+        self.program_named(PROGRAM)
+    }
+
+    /// The server port's program.
+    pub fn server_program(&self) -> &Xdp {
+        self.program_named(SERVER_PROGRAM)
+    }
+
+    fn program_named(&self, name: &str) -> &Xdp {
         self.ebpf
-            .program(PROGRAM)
+            .program(name)
             .and_then(|p| <&Xdp>::try_from(p).ok())
             .expect("loaded in XdpFastPath::load")
     }
@@ -247,9 +295,49 @@ impl XdpFastPath {
         self.active
     }
 
-    /// Attach to `iface` as `setting` says (not `Off`). `auto`: native,
-    /// else generic with a log line saying why.
-    pub fn attach(&mut self, iface: &str, mtu: usize, setting: XdpSetting) -> Result<(), XdpError> {
+    /// Attach to both ports as `setting` says (not `Off`): the client port
+    /// first (`auto`: native, else generic with a log line saying why),
+    /// then the server port in the same mode, then name the ports to the
+    /// program so it forwards established flows between them. Both or
+    /// neither: on an error nothing stays attached.
+    pub fn attach(
+        &mut self,
+        client: (&str, usize),
+        server: (&str, usize),
+        setting: XdpSetting,
+    ) -> Result<(), XdpError> {
+        if setting == XdpSetting::Off {
+            return Ok(());
+        }
+        let r = self
+            .attach_client(client.0, client.1, setting)
+            .and_then(|()| {
+                let (iface, mtu) = server;
+                if self.active == XdpActive::Native {
+                    if mtu > MAX_NATIVE_MTU {
+                        return Err(XdpError::MtuTooLarge {
+                            iface: iface.to_string(),
+                            mtu,
+                        });
+                    }
+                    self.attach_mode(SERVER_PROGRAM, iface, XdpMode::Driver, "native")
+                } else {
+                    self.attach_mode(SERVER_PROGRAM, iface, XdpMode::Skb, "generic")
+                }?;
+                self.set_ports(ifindex(client.0)?, ifindex(server.0)?)
+            });
+        if r.is_err() {
+            self.detach();
+        }
+        r
+    }
+
+    fn attach_client(
+        &mut self,
+        iface: &str,
+        mtu: usize,
+        setting: XdpSetting,
+    ) -> Result<(), XdpError> {
         let native_err = match setting {
             XdpSetting::Off => return Ok(()),
             XdpSetting::Generic => None,
@@ -260,7 +348,7 @@ impl XdpFastPath {
                         mtu,
                     })
                 } else {
-                    self.attach_mode(iface, XdpMode::Driver, "native")
+                    self.attach_mode(PROGRAM, iface, XdpMode::Driver, "native")
                 };
                 match r {
                     Ok(()) => {
@@ -275,22 +363,48 @@ impl XdpFastPath {
         if let Some(e) = &native_err {
             tracing::info!(iface, reason = %e, "native XDP unavailable; trying generic XDP");
         }
-        self.attach_mode(iface, XdpMode::Skb, "generic")?;
+        self.attach_mode(PROGRAM, iface, XdpMode::Skb, "generic")?;
         self.active = XdpActive::Generic;
         Ok(())
     }
 
+    /// Make the two ports the redirect targets (`sg_tx_ports`). Tests
+    /// call this without attaching.
+    pub fn set_ports(&mut self, client_ifindex: u32, server_ifindex: u32) -> Result<(), XdpError> {
+        for (index, ifindex) in [(PORT_CLIENT, client_ifindex), (PORT_SERVER, server_ifindex)] {
+            self.tx_ports
+                .set(index, ifindex, None, 0)
+                .map_err(|e| XdpError::MapUpdate(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// A reader of the progress the program records, for the engine
+    /// ([`Engine::set_forward_progress_source`]); its own handle on the map.
+    pub fn progress_reader(&self) -> Result<ForwardProgressReader, XdpError> {
+        let data = MapData::from_id(self.flows_map_id)
+            .map_err(|e| XdpError::Load(format!("sg_flows: {e}")))?;
+        let flows = HashMap::try_from(Map::HashMap(data)).map_err(|_| XdpError::Map("sg_flows"))?;
+        Ok(ForwardProgressReader { flows })
+    }
+
+    /// The program's entry for an established flow, if it forwards it.
+    pub fn flow_entry(&self, key: &FlowKey) -> Option<SgFlow> {
+        self.flows.get(&SgFlowKey::from_key(key), 0).ok()
+    }
+
     fn attach_mode(
         &mut self,
+        program: &'static str,
         iface: &str,
         mode: XdpMode,
         name: &'static str,
     ) -> Result<(), XdpError> {
         let prog: &mut Xdp = self
             .ebpf
-            .program_mut(PROGRAM)
+            .program_mut(program)
             .and_then(|p| <&mut Xdp>::try_from(p).ok())
-            .ok_or(XdpError::Load("no program `sg_fast_path`".into()))?;
+            .ok_or(XdpError::Load(format!("no program `{program}`")))?;
         let link = prog.attach(iface, mode).map_err(|e| {
             if is_permission(&e) {
                 XdpError::Permission(e.to_string())
@@ -302,16 +416,16 @@ impl XdpFastPath {
                 }
             }
         })?;
-        self.attached = Some((iface.to_string(), link));
+        self.attached.push((iface.to_string(), program, link));
         Ok(())
     }
 
-    /// Detach from the interface (also done on drop).
+    /// Detach from the interfaces (also done on drop).
     pub fn detach(&mut self) {
-        if let Some((iface, link)) = self.attached.take() {
+        for (iface, program, link) in std::mem::take(&mut self.attached) {
             if let Some(prog) = self
                 .ebpf
-                .program_mut(PROGRAM)
+                .program_mut(program)
                 .and_then(|p| <&mut Xdp>::try_from(p).ok())
             {
                 match prog.detach(link) {
@@ -323,8 +437,8 @@ impl XdpFastPath {
                     Err(e) => tracing::warn!(iface, error = %e, "detaching the XDP program failed"),
                 }
             }
-            self.active = XdpActive::Off;
         }
+        self.active = XdpActive::Off;
     }
 
     /// Write the engine's parameter snapshot (stamped with the monotonic
@@ -421,10 +535,16 @@ impl XdpFastPath {
         let since_ns = monotonic_ns();
         for change in changes.drain(..) {
             let r = match change {
-                TrackedChange::Publish(k) => {
-                    self.publish_tracked(&SgFlowKey::from_key(&k), since_ns)
+                TrackedChange::Publish(k, entry) => {
+                    let key = SgFlowKey::from_key(&k);
+                    self.publish_tracked(&key, since_ns)
+                        .and_then(|()| self.publish_flow(key, entry.as_ref()))
                 }
-                TrackedChange::Unpublish(k) => self.unpublish_tracked(&SgFlowKey::from_key(&k)),
+                TrackedChange::Unpublish(k) => {
+                    let key = SgFlowKey::from_key(&k);
+                    self.publish_flow(key, None)
+                        .and_then(|()| self.unpublish_tracked(&key))
+                }
             };
             if let Err(e) = r {
                 self.map_errors += 1;
@@ -479,6 +599,26 @@ impl XdpFastPath {
         Ok(())
     }
 
+    /// Write the flow's forwarding entry, or remove the one written before.
+    fn publish_flow(
+        &mut self,
+        key: SgFlowKey,
+        entry: Option<&ForwardEntry>,
+    ) -> Result<(), aya::maps::MapError> {
+        match entry {
+            Some(e) => {
+                self.flows.insert(key, SgFlow::from_entry(e), 0)?;
+                self.forwarded.insert(key);
+            }
+            None if self.forwarded.remove(&key) => match self.flows.remove(&key) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(e),
+            },
+            None => {}
+        }
+        Ok(())
+    }
+
     /// The tuple's entry is the engine's (counted in the engine filter).
     fn is_engines(&self, key: &SgFlowKey) -> bool {
         self.tracked
@@ -524,8 +664,12 @@ impl XdpFastPath {
             + d(counter::DROP_INVALID_FLAGS)
             + d(counter::DROP_NO_FLOW);
         // Frames that never reached AF_PACKET: answered or dropped in XDP.
-        add(&c.frames_rx[Port::Client.index()], tx + dropped);
-        add(&c.frames_tx[Port::Client.index()], tx);
+        let (to_server, to_client) = (d(counter::FWD_TO_SERVER), d(counter::FWD_TO_CLIENT));
+        add(&c.frames_rx[Port::Client.index()], tx + dropped + to_server);
+        add(&c.frames_tx[Port::Client.index()], tx + to_client);
+        add(&c.frames_rx[Port::Server.index()], to_client);
+        add(&c.frames_tx[Port::Server.index()], to_server);
+        add(&c.translated, to_server + to_client);
         add(&c.syn_received, d(counter::SYN_RECEIVED));
         add(&c.synack_cookie, d(counter::SYNACK_COOKIE));
         add(&c.cookies_failed, d(counter::COOKIES_FAILED));
@@ -548,6 +692,35 @@ impl XdpFastPath {
 impl Drop for XdpFastPath {
     fn drop(&mut self) {
         self.detach();
+    }
+}
+
+/// The engine's [`ForwardProgressSource`]: reads `sg_flows` through its
+/// own handle (one lookup syscall per read; the engine reads only before it
+/// acts on a forwarded flow).
+pub struct ForwardProgressReader {
+    flows: HashMap<MapData, SgFlowKey, SgFlow>,
+}
+
+impl ForwardProgressSource for ForwardProgressReader {
+    fn read(&self, key: &FlowKey) -> Option<FlowProgress> {
+        self.flows
+            .get(&SgFlowKey::from_key(key), 0)
+            .ok()
+            .map(|f| f.progress())
+    }
+}
+
+fn ifindex(iface: &str) -> Result<u32, XdpError> {
+    let name = std::ffi::CString::new(iface).map_err(|e| XdpError::Load(e.to_string()))?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(XdpError::Unsupported {
+            iface: iface.to_string(),
+            mode: "any",
+            detail: std::io::Error::last_os_error().to_string(),
+        }),
+        i => Ok(i),
     }
 }
 

@@ -1,0 +1,734 @@
+//! The XDP program's established-flow forwarding against the engine's
+//! translation (src/engine/established.rs), without a network: a flow is
+//! set up through the engine's handshake, published into the program's
+//! maps, and then every segment runs through the program
+//! (BPF_PROG_TEST_RUN, each port's program) and
+//! through a second engine that went through the same handshake. Where the
+//! program redirects, its bytes must be the engine's and the progress it
+//! recorded the engine's flow fields; where it passes, the frame must be
+//! untouched. Needs root (CAP_BPF, CAP_NET_ADMIN); fails, never skips.
+
+use std::net::IpAddr;
+
+use aya::programs::{TestRun, TestRunOptions};
+use proptest::prelude::*;
+
+use synguard::cookie::CookieSecret;
+use synguard::engine::fast_path::FlowProgress;
+use synguard::engine::{Engine, EngineConfig, FlowKey, Port, SyncookieMode, Verdict};
+use synguard::io::xdp::{monotonic_ns, XdpFastPath};
+use synguard::wire::tcp::{self, TcpSegmentSpec};
+use synguard::wire::tcp_options::{SynOptionSet, KIND_NOP};
+use synguard::wire::{parse_frame, write_tcp_frame, ParsedFrame, TcpView};
+
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+const NOW: u64 = 1_700_000_000_000;
+const SECRET: [u8; 16] = *b"synguard-xdp-fwd";
+/// Both redirect targets are `lo`: nothing is attached and nothing is sent
+/// (test runs only).
+const LO: u32 = 1;
+const CLIENT_ISN: u32 = 0x1000_0000;
+const SERVER_ISN: u32 = 0xfff0_0000; // wraps soon: sequence arithmetic
+const CLIENT_TSVAL: u32 = 0x0102_0304;
+const SERVER_TSVAL: u32 = 0x7000_0000;
+
+/// One flow set-up: family, VLAN, options both sides negotiate.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    v6: bool,
+    vlan: bool,
+    timestamps: bool,
+    sack: bool,
+    client_wscale: Option<u8>,
+    server_wscale: Option<u8>,
+}
+
+impl Setup {
+    fn addrs(&self) -> (IpAddr, IpAddr) {
+        if self.v6 {
+            (
+                "2001:db8::1".parse().unwrap(),
+                "2001:db8::2".parse().unwrap(),
+            )
+        } else {
+            ("198.18.0.1".parse().unwrap(), "198.18.0.2".parse().unwrap())
+        }
+    }
+
+    fn key(&self) -> FlowKey {
+        let (client, server) = self.addrs();
+        FlowKey {
+            client,
+            server,
+            client_port: 40000,
+            server_port: 8080,
+        }
+    }
+}
+
+/// A segment of the flow, in the sender's own sequence space.
+#[derive(Debug, Clone)]
+struct Seg {
+    from_server: bool,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    ts: Option<(u32, u32)>,
+    sack: Vec<(u32, u32)>,
+    /// NOPs before the options, to put them at odd offsets too.
+    lead_nops: usize,
+    payload: usize,
+}
+
+fn options(s: &Seg) -> Vec<u8> {
+    let mut o = vec![KIND_NOP; s.lead_nops];
+    if let Some((val, ecr)) = s.ts {
+        o.extend_from_slice(&[8, 10]);
+        o.extend_from_slice(&val.to_be_bytes());
+        o.extend_from_slice(&ecr.to_be_bytes());
+    }
+    if !s.sack.is_empty() {
+        o.extend_from_slice(&[5, 2 + 8 * s.sack.len() as u8]);
+        for (l, r) in &s.sack {
+            o.extend_from_slice(&l.to_be_bytes());
+            o.extend_from_slice(&r.to_be_bytes());
+        }
+    }
+    while !o.len().is_multiple_of(4) {
+        o.push(0); // EOL
+    }
+    assert!(o.len() <= 40, "options too long: {s:?}");
+    o
+}
+
+fn l2(vlan: bool) -> Vec<u8> {
+    let mut l2 = vec![2, 0, 0, 0, 0, 0xaa, 2, 0, 0, 0, 0, 0xbb, 0, 0];
+    if vlan {
+        l2.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
+    }
+    l2
+}
+
+fn frame_of(setup: &Setup, s: &Seg) -> Vec<u8> {
+    let (client, server) = setup.addrs();
+    let (src, dst, sport, dport) = if s.from_server {
+        (server, client, 8080, 40000)
+    } else {
+        (client, server, 40000, 8080)
+    };
+    let opts = options(s);
+    let payload: Vec<u8> = (0..s.payload).map(|i| (i * 7) as u8).collect();
+    let spec = TcpSegmentSpec {
+        src_port: sport,
+        dst_port: dport,
+        seq: s.seq,
+        ack: s.ack,
+        flags: s.flags,
+        window: s.window,
+        options: &opts,
+        payload: &payload,
+    };
+    let mut out = Vec::new();
+    write_tcp_frame(&mut out, &l2(setup.vlan), src, dst, 64, &spec);
+    out
+}
+
+fn view(f: &[u8]) -> TcpView {
+    match parse_frame(f).unwrap() {
+        ParsedFrame::Tcp(v) => v,
+        other => panic!("not TCP: {other:?}"),
+    }
+}
+
+fn new_engine() -> Engine {
+    let cfg = EngineConfig {
+        protected: vec![
+            "198.18.0.2:8080".parse().unwrap(),
+            "[2001:db8::2]:8080".parse().unwrap(),
+        ],
+        syncookies: SyncookieMode::Always,
+        ..EngineConfig::default()
+    };
+    Engine::new(cfg, CookieSecret::from_bytes(SECRET))
+}
+
+/// What the handshake left: the numbers later segments need.
+#[derive(Debug, Clone, Copy)]
+struct Flow {
+    /// Our SYN-ACK's ISN (the cookie) and TSval, as the client knows them.
+    cookie: u32,
+    gateway_tsval: u32,
+}
+
+/// Drive `e` through the whole handshake of `setup` at `NOW`.
+fn handshake(e: &mut Engine, setup: &Setup) -> Flow {
+    let (client, server) = setup.addrs();
+    let syn_opts = SynOptionSet {
+        mss: Some(1460),
+        sack_permitted: setup.sack,
+        timestamps: setup.timestamps.then_some((CLIENT_TSVAL, 0)),
+        wscale: setup.client_wscale,
+    }
+    .encode();
+    let mut f = Vec::new();
+    write_tcp_frame(
+        &mut f,
+        &l2(setup.vlan),
+        client,
+        server,
+        64,
+        &TcpSegmentSpec {
+            src_port: 40000,
+            dst_port: 8080,
+            seq: CLIENT_ISN,
+            ack: 0,
+            flags: tcp::SYN,
+            window: 64240,
+            options: syn_opts.as_slice(),
+            payload: &[],
+        },
+    );
+    assert_eq!(e.handle(NOW, Port::Client, &mut f), Verdict::Reply);
+    let synack = view(&f);
+    let flow = Flow {
+        cookie: synack.tcp.seq,
+        gateway_tsval: synack.options.timestamps.map_or(0, |(v, _)| v),
+    };
+    let ack = Seg {
+        from_server: false,
+        seq: CLIENT_ISN + 1,
+        ack: flow.cookie.wrapping_add(1),
+        flags: tcp::ACK,
+        window: 502,
+        ts: setup
+            .timestamps
+            .then_some((CLIENT_TSVAL + 1, flow.gateway_tsval)),
+        sack: vec![],
+        lead_nops: if setup.timestamps { 2 } else { 0 },
+        payload: 0,
+    };
+    let mut f = frame_of(setup, &ack);
+    e.handle(NOW, Port::Client, &mut f);
+    let emitted: Vec<_> = e.drain_emitted().collect();
+    let backend_syn = emitted
+        .iter()
+        .find(|m| m.port == Port::Server)
+        .expect("backend SYN");
+    let bsyn = view(&backend_syn.frame);
+    let synack_opts = SynOptionSet {
+        mss: Some(1460),
+        sack_permitted: setup.sack,
+        timestamps: setup
+            .timestamps
+            .then_some((SERVER_TSVAL, bsyn.options.timestamps.map_or(0, |(v, _)| v))),
+        wscale: setup.server_wscale,
+    }
+    .encode();
+    let mut f = Vec::new();
+    write_tcp_frame(
+        &mut f,
+        &l2(setup.vlan),
+        server,
+        client,
+        64,
+        &TcpSegmentSpec {
+            src_port: 8080,
+            dst_port: 40000,
+            seq: SERVER_ISN,
+            ack: bsyn.tcp.seq.wrapping_add(1),
+            flags: tcp::SYN | tcp::ACK,
+            window: 65160,
+            options: synack_opts.as_slice(),
+            payload: &[],
+        },
+    );
+    e.handle(NOW, Port::Server, &mut f);
+    e.drain_emitted().for_each(drop);
+    flow
+}
+
+/// The program with `setup`'s flow published, and the reference engine.
+struct Twin {
+    setup: Setup,
+    flow: Flow,
+    x: XdpFastPath,
+    /// Published the flow; kept so its progress reader stays meaningful.
+    publisher: Engine,
+    reference: Engine,
+}
+
+impl Twin {
+    fn new(setup: Setup) -> Twin {
+        let mut publisher = new_engine();
+        let mut reference = new_engine();
+        let flow = handshake(&mut publisher, &setup);
+        let flow2 = handshake(&mut reference, &setup);
+        assert_eq!(
+            (flow.cookie, flow.gateway_tsval),
+            (flow2.cookie, flow2.gateway_tsval)
+        );
+        let mut x = XdpFastPath::load(4096).expect("loading bpf/synguard_xdp.o (run as root)");
+        x.set_ports(LO, LO).unwrap();
+        publisher.set_forward_progress_source(Box::new(x.progress_reader().unwrap()));
+        publisher.enable_fast_path();
+        x.sync(&mut publisher, NOW);
+        // The program's clock pinned at NOW: a stamp ahead of the monotonic
+        // clock reads as age 0 (the program clamps), so last-seen times are
+        // the engine's literal NOW.
+        x.publish_params_at(&publisher, NOW, monotonic_ns() + 3_600_000_000_000)
+            .unwrap();
+        Twin {
+            setup,
+            flow,
+            x,
+            publisher,
+            reference,
+        }
+    }
+
+    fn key(&self) -> FlowKey {
+        self.setup.key()
+    }
+
+    /// Server-space sequence number `n` bytes after the server's ISN + 1.
+    fn server_seq(&self, n: u32) -> u32 {
+        SERVER_ISN.wrapping_add(1).wrapping_add(n)
+    }
+
+    /// Client-space sequence number `n` bytes after the client's ISN + 1.
+    fn client_seq(&self, n: u32) -> u32 {
+        CLIENT_ISN.wrapping_add(1).wrapping_add(n)
+    }
+
+    /// The client's ACK number for `n` server bytes (client space: cookie).
+    fn client_ack(&self, n: u32) -> u32 {
+        self.flow.cookie.wrapping_add(1).wrapping_add(n)
+    }
+
+    fn run(&self, f: &[u8], from_server: bool) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; f.len() + 64];
+        let prog = if from_server {
+            self.x.server_program()
+        } else {
+            self.x.program()
+        };
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(f),
+                data_out: Some(&mut out[..]),
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    fn reference_progress(&self) -> FlowProgress {
+        let flows = self.reference.export_flows();
+        let (_, f) = flows
+            .iter()
+            .find(|(k, _)| *k == self.key())
+            .expect("reference flow");
+        FlowProgress::of(f)
+    }
+
+    /// Run `s` through both; returns the program's verdict. Redirect: same
+    /// bytes as the engine's Forward and the same progress afterwards.
+    /// Pass: the frame untouched (the engine then decides).
+    fn check(&mut self, s: &Seg) -> u32 {
+        let f = frame_of(&self.setup, s);
+        let (ret, out) = self.run(&f, s.from_server);
+        let port = if s.from_server {
+            Port::Server
+        } else {
+            Port::Client
+        };
+        match ret {
+            XDP_REDIRECT => {
+                let mut ef = f.clone();
+                let v = self.reference.handle(NOW, port, &mut ef);
+                assert_eq!(
+                    v,
+                    Verdict::Forward,
+                    "program forwarded, engine said {v:?}: {s:?}"
+                );
+                assert_eq!(
+                    out, ef,
+                    "bytes differ from the engine's: {s:?} {:?}",
+                    self.setup
+                );
+                let entry = self.x.flow_entry(&self.key()).expect("entry");
+                assert_eq!(
+                    entry.progress(),
+                    self.reference_progress(),
+                    "progress differs: {s:?} {:?}",
+                    self.setup
+                );
+            }
+            XDP_PASS => assert_eq!(out, f, "a passed frame must be untouched: {s:?}"),
+            other => panic!("program returned {other} for {s:?}"),
+        }
+        ret
+    }
+
+    fn client_data(&self, sent: u32, acked: u32, payload: usize) -> Seg {
+        Seg {
+            from_server: false,
+            seq: self.client_seq(sent),
+            ack: self.client_ack(acked),
+            flags: tcp::ACK | tcp::PSH,
+            window: 1024,
+            ts: self
+                .setup
+                .timestamps
+                .then_some((CLIENT_TSVAL + 10 + sent, self.flow.gateway_tsval + 5)),
+            sack: vec![],
+            lead_nops: if self.setup.timestamps { 2 } else { 0 },
+            payload,
+        }
+    }
+
+    fn server_data(&self, sent: u32, acked: u32, payload: usize) -> Seg {
+        Seg {
+            from_server: true,
+            seq: self.server_seq(sent),
+            ack: self.client_seq(acked),
+            flags: tcp::ACK | tcp::PSH,
+            window: 3000,
+            ts: self
+                .setup
+                .timestamps
+                .then_some((SERVER_TSVAL + 10 + sent, CLIENT_TSVAL + 10)),
+            sack: vec![],
+            lead_nops: if self.setup.timestamps { 2 } else { 0 },
+            payload,
+        }
+    }
+}
+
+fn setups() -> Vec<Setup> {
+    let mut out = Vec::new();
+    for v6 in [false, true] {
+        for vlan in [false, true] {
+            for timestamps in [false, true] {
+                for (client_wscale, server_wscale) in [
+                    (Some(7), Some(7)),
+                    (Some(7), Some(9)),
+                    (Some(9), Some(2)),
+                    (None, None),
+                ] {
+                    out.push(Setup {
+                        v6,
+                        vlan,
+                        timestamps,
+                        sack: true,
+                        client_wscale,
+                        server_wscale,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn forwarded_segments_are_the_engines_byte_for_byte() {
+    for setup in setups() {
+        let mut t = Twin::new(setup);
+        assert!(
+            t.x.flow_entry(&t.key()).is_some(),
+            "an established flow with nothing to correct is published: {setup:?}"
+        );
+        // Request, response, ACKs both ways, SACK blocks.
+        let data = t.client_data(0, 0, 300);
+        assert_eq!(t.check(&data), XDP_REDIRECT, "{setup:?}");
+        let resp = t.server_data(0, 300, 1200);
+        assert_eq!(t.check(&resp), XDP_REDIRECT, "{setup:?}");
+        let resp2 = t.server_data(1200, 300, 1200);
+        assert_eq!(t.check(&resp2), XDP_REDIRECT, "{setup:?}");
+        let mut sack_ack = t.client_data(300, 1200, 0);
+        sack_ack.flags = tcp::ACK;
+        sack_ack.sack = vec![(t.client_ack(2400), t.client_ack(3600))];
+        if !setup.timestamps {
+            sack_ack.sack.push((t.client_ack(4800), t.client_ack(6000)));
+        }
+        assert_eq!(t.check(&sack_ack), XDP_REDIRECT, "{setup:?}");
+        let mut server_ack = t.server_data(2400, 300, 0);
+        server_ack.flags = tcp::ACK;
+        server_ack.window = 0; // a zero window stays zero
+        assert_eq!(t.check(&server_ack), XDP_REDIRECT, "{setup:?}");
+        // Odd option offsets: one NOP shifts TSval and SACK blocks.
+        let mut odd = t.client_data(300, 2400, 10);
+        odd.lead_nops = 1;
+        odd.sack = vec![(t.client_ack(3000), t.client_ack(3100))];
+        assert_eq!(t.check(&odd), XDP_REDIRECT, "{setup:?}");
+        let mut odd_server = t.server_data(2400, 310, 20);
+        odd_server.lead_nops = 3;
+        assert_eq!(t.check(&odd_server), XDP_REDIRECT, "{setup:?}");
+    }
+}
+
+#[test]
+fn state_changes_and_implausible_segments_go_up_untouched() {
+    let setup = setups()[5];
+    let mut t = Twin::new(setup);
+    let base = t.client_data(0, 0, 10);
+    for flags in [
+        tcp::ACK | tcp::FIN,
+        tcp::RST,
+        tcp::ACK | tcp::RST,
+        tcp::SYN,
+        tcp::PSH, // no ACK
+    ] {
+        let s = Seg {
+            flags,
+            ..base.clone()
+        };
+        assert_eq!(t.check(&s), XDP_PASS, "flags {flags:#x}");
+        let s = Seg {
+            flags,
+            ..t.server_data(0, 0, 10)
+        };
+        assert_eq!(t.check(&s), XDP_PASS, "server flags {flags:#x}");
+    }
+    // Outside the widened window (RFC 9293 3.10.7.4 as the engine tests).
+    let far = Seg {
+        seq: t.client_seq(3_000_000),
+        ..base.clone()
+    };
+    assert_eq!(t.check(&far), XDP_PASS);
+    let far_server = t.server_data(3_000_000, 0, 10);
+    assert_eq!(t.check(&far_server), XDP_PASS);
+    // An unpublished tuple (another client port) is not forwarded either.
+    let mut other = frame_of(&t.setup, &base);
+    let tcp_at = view(&other).tcp_offset();
+    other[tcp_at + 1] ^= 1; // source port 40000 -> 40001 (checksum aside)
+    assert_ne!(t.run(&other, false).0, XDP_REDIRECT);
+}
+
+#[test]
+fn flows_the_program_cannot_translate_stay_in_the_engine() {
+    // The server declines SACK the client was promised: SACK blocks must
+    // become NOPs, which only the engine does.
+    let setup = setups()[0];
+    let mut publisher = new_engine();
+    handshake_with_server_declining_sack(&mut publisher, &setup);
+    let mut x = XdpFastPath::load(4096).unwrap();
+    x.set_ports(LO, LO).unwrap();
+    publisher.set_forward_progress_source(Box::new(x.progress_reader().unwrap()));
+    publisher.enable_fast_path();
+    x.sync(&mut publisher, NOW);
+    assert!(publisher.is_tracked(&setup.key()));
+    assert!(x.flow_entry(&setup.key()).is_none());
+    assert!(!publisher.is_forwarded(&setup.key()));
+}
+
+/// As [`handshake`], but the server's SYN-ACK leaves out SACK-permitted.
+fn handshake_with_server_declining_sack(e: &mut Engine, setup: &Setup) {
+    let declined = Setup {
+        sack: false,
+        ..*setup
+    };
+    let (client, server) = setup.addrs();
+    let syn_opts = SynOptionSet {
+        mss: Some(1460),
+        sack_permitted: true,
+        timestamps: None,
+        wscale: setup.client_wscale,
+    }
+    .encode();
+    let mut f = Vec::new();
+    write_tcp_frame(
+        &mut f,
+        &l2(setup.vlan),
+        client,
+        server,
+        64,
+        &TcpSegmentSpec {
+            src_port: 40000,
+            dst_port: 8080,
+            seq: CLIENT_ISN,
+            ack: 0,
+            flags: tcp::SYN,
+            window: 64240,
+            options: syn_opts.as_slice(),
+            payload: &[],
+        },
+    );
+    assert_eq!(e.handle(NOW, Port::Client, &mut f), Verdict::Reply);
+    let cookie = view(&f).tcp.seq;
+    let ack = Seg {
+        from_server: false,
+        seq: CLIENT_ISN + 1,
+        ack: cookie.wrapping_add(1),
+        flags: tcp::ACK,
+        window: 502,
+        ts: None,
+        sack: vec![],
+        lead_nops: 0,
+        payload: 0,
+    };
+    let mut f = frame_of(&declined, &ack);
+    e.handle(NOW, Port::Client, &mut f);
+    let emitted: Vec<_> = e.drain_emitted().collect();
+    let bsyn = view(
+        &emitted
+            .iter()
+            .find(|m| m.port == Port::Server)
+            .unwrap()
+            .frame,
+    );
+    let opts = SynOptionSet {
+        mss: Some(1460),
+        sack_permitted: false,
+        timestamps: None,
+        wscale: setup.server_wscale,
+    }
+    .encode();
+    let mut f = Vec::new();
+    write_tcp_frame(
+        &mut f,
+        &l2(setup.vlan),
+        server,
+        client,
+        64,
+        &TcpSegmentSpec {
+            src_port: 8080,
+            dst_port: 40000,
+            seq: SERVER_ISN,
+            ack: bsyn.tcp.seq.wrapping_add(1),
+            flags: tcp::SYN | tcp::ACK,
+            window: 65160,
+            options: opts.as_slice(),
+            payload: &[],
+        },
+    );
+    e.handle(NOW, Port::Server, &mut f);
+    e.drain_emitted().for_each(drop);
+}
+
+#[test]
+fn the_engine_reads_progress_back_before_a_close_and_unpublishes() {
+    let setup = setups()[4];
+    let mut t = Twin::new(setup);
+    // 100 KB from the client through the program only: the publishing
+    // engine never sees them, so its own client_next is 100 KB behind,
+    // beyond one window.
+    let mut sent = 0;
+    for _ in 0..100 {
+        let s = t.client_data(sent, 0, 1000);
+        assert_eq!(t.check(&s), XDP_REDIRECT);
+        sent += 1000;
+    }
+    // The client's FIN goes up; the engine must take it as in window.
+    let mut fin = t.client_data(sent, 0, 0);
+    fin.flags = tcp::ACK | tcp::FIN;
+    let f = frame_of(&t.setup, &fin);
+    assert_eq!(t.run(&f, false).0, XDP_PASS);
+    let mut ef = f.clone();
+    assert_eq!(
+        t.publisher.handle(NOW + 5, Port::Client, &mut ef),
+        Verdict::Forward,
+        "the FIN is in window once the program's progress is read"
+    );
+    // The state changed: the entry goes at the batch end.
+    t.x.sync(&mut t.publisher, NOW + 5);
+    assert!(t.x.flow_entry(&t.key()).is_none());
+    assert!(!t.publisher.is_forwarded(&t.key()));
+    assert!(t.publisher.is_tracked(&t.key()), "the flow itself stays");
+    // Later data goes up to the engine now.
+    let late = t.server_data(0, sent + 1, 10);
+    assert_eq!(t.run(&frame_of(&t.setup, &late), true).0, XDP_PASS);
+}
+
+#[test]
+fn an_idle_timer_reads_the_last_seen_time_first() {
+    let setup = setups()[0];
+    let mut t = Twin::new(setup);
+    let idle_ms = EngineConfig::default().established_idle_timeout_ms;
+    // The program saw traffic at NOW + idle - 1 s; the engine last at NOW.
+    let later = NOW + idle_ms - 1_000;
+    t.x.publish_params_at(&t.publisher, later, monotonic_ns() + 3_600_000_000_000)
+        .unwrap();
+    let s = t.client_data(0, 0, 10);
+    assert_eq!(t.run(&frame_of(&t.setup, &s), false).0, XDP_REDIRECT);
+    t.publisher.handle_timeout(NOW + idle_ms + 1);
+    assert!(
+        t.publisher.is_tracked(&t.key()),
+        "the flow was not idle: the program forwarded a segment"
+    );
+    t.publisher.handle_timeout(later + idle_ms + 1);
+    assert!(
+        !t.publisher.is_tracked(&t.key()),
+        "idle since then: expired"
+    );
+}
+
+fn arb_seg() -> impl Strategy<Value = (usize, bool, i32, i32, u8, u16, bool, usize, usize, usize)> {
+    (
+        0..setups().len(),
+        any::<bool>(),
+        -140_000i32..140_000,
+        -140_000i32..140_000,
+        prop::sample::select(vec![
+            tcp::ACK,
+            tcp::ACK | tcp::PSH,
+            tcp::ACK | tcp::URG,
+            tcp::ACK | tcp::FIN,
+            tcp::RST,
+            tcp::PSH,
+        ]),
+        any::<u16>(),
+        any::<bool>(),
+        0usize..4,
+        0usize..4,
+        0usize..200,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Random segments of a published flow: redirected only as the engine
+    /// forwards them, byte for byte, with the same progress.
+    #[test]
+    fn random_segments_agree_with_the_engine(
+        (setup_i, from_server, dseq, dack, flags, window, ts, sack_n, nops, payload) in arb_seg()
+    ) {
+        let setup = setups()[setup_i];
+        let mut t = Twin::new(setup);
+        let sack_n = if setup.timestamps { sack_n.min(3) } else { sack_n };
+        let (seq, ack) = if from_server {
+            (t.server_seq(dseq as u32), t.client_seq(dack as u32))
+        } else {
+            (t.client_seq(dseq as u32), t.client_ack(dack as u32))
+        };
+        let sack_base = if from_server { t.client_seq(0) } else { t.client_ack(0) };
+        let s = Seg {
+            from_server,
+            seq,
+            ack,
+            flags,
+            window,
+            ts: (ts && setup.timestamps).then_some((SERVER_TSVAL ^ window as u32, dack as u32)),
+            sack: (0..sack_n)
+                .map(|i| {
+                    let l = sack_base.wrapping_add((dack as u32).wrapping_mul(i as u32 + 1));
+                    (l, l.wrapping_add(1000))
+                })
+                .collect(),
+            lead_nops: nops,
+            payload,
+        };
+        let ret = t.check(&s);
+        // Not vacuous: a plain segment within the narrowest window the
+        // engine allows (64 KiB either way) is forwarded in the kernel.
+        let plain = flags & tcp::ACK != 0 && flags & (tcp::FIN | tcp::RST) == 0;
+        if plain && dseq.abs() <= 65_535 {
+            prop_assert_eq!(ret, XDP_REDIRECT, "{:?}", s);
+        }
+    }
+}
