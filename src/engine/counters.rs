@@ -106,6 +106,10 @@ pub struct Counters {
     pub flows_limit: AtomicU64,
     /// XDP fast path mode, written by the I/O layer: 0 off, 1 generic,
     /// 2 native (`io::xdp::XdpActive`).
+    /// Established-flow segments the XDP programs translated and
+    /// redirected, by the port they left on (`Port::index`); also counted
+    /// in `translated`.
+    pub xdp_forwarded: [AtomicU64; 2],
     pub xdp_mode: AtomicU64,
 }
 

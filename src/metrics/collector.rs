@@ -217,11 +217,17 @@ pub fn families(c: &Counters) -> Vec<MetricFamily> {
         .sample(&[], c.held_bytes.load(Ordering::Relaxed) as f64),
         {
             let mode = c.xdp_mode.load(Ordering::Relaxed);
-            gauge("synguard_xdp_mode", "XDP fast path on the client port: 1 for the active mode (off, generic or native).")
+            gauge("synguard_xdp_mode", "XDP fast path on both ports: 1 for the active mode (off, generic or native).")
                 .sample(&[("mode", "off")], f64::from(u8::from(mode == 0)))
                 .sample(&[("mode", "generic")], f64::from(u8::from(mode == 1)))
                 .sample(&[("mode", "native")], f64::from(u8::from(mode == 2)))
         },
+        counter(
+            "synguard_xdp_forwarded_frames_total",
+            "Established-flow segments translated and redirected by the XDP programs, by the port they left on (also in synguard_translated_frames_total).",
+        )
+        .sample(&[("port", "client")], load(&c.xdp_forwarded[Port::Client.index()]))
+        .sample(&[("port", "server")], load(&c.xdp_forwarded[Port::Server.index()])),
         gauge("synguard_build_info", "Build information; always 1.")
             .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0),
         gauge("synguard_syn_recv_limit", "Capacity of the half-open queue (syn_queue.backlog).")

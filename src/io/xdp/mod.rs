@@ -670,6 +670,8 @@ impl XdpFastPath {
         add(&c.frames_rx[Port::Server.index()], to_client);
         add(&c.frames_tx[Port::Server.index()], to_server);
         add(&c.translated, to_server + to_client);
+        add(&c.xdp_forwarded[Port::Server.index()], to_server);
+        add(&c.xdp_forwarded[Port::Client.index()], to_client);
         add(&c.syn_received, d(counter::SYN_RECEIVED));
         add(&c.synack_cookie, d(counter::SYNACK_COOKIE));
         add(&c.cookies_failed, d(counter::COOKIES_FAILED));
