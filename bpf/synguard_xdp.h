@@ -127,6 +127,17 @@ struct sg_flow {
 	__u32 client_last_tsval, server_last_tsval;
 	__u16 client_last_window, server_last_window;
 	__u32 pad2;
+	/* The rest of the flow, for the engine only (the program never reads
+	 * it): what rebuilds the engine's flow from this map when a new
+	 * process adopts it after a crash (src/io/xdp/maps.rs SgFlow). */
+	__u8 l2[22];              /* Ethernet header client->server, VLAN tags */
+	__u8 l2_len;
+	__u8 client_opts;         /* bit 0 timestamps, 1 SACK, 2 ECN, 3 wscale */
+	__u32 client_isn, gateway_isn, gateway_tsval, server_isn, gateway_last_tsval;
+	__u16 client_mss;
+	__u8 client_wscale;
+	__u8 backend_syn_sent;
+	__u64 opened_ms;
 };
 
 /* sg_tx_ports (DEVMAP): the redirect targets, the client port's ifindex

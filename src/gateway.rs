@@ -13,6 +13,7 @@ use crate::engine::Engine;
 use crate::flow_file;
 use crate::io::af_packet::PacketPort;
 use crate::io::runner::Runner;
+use crate::io::xdp::pins::PinDir;
 use crate::io::xdp::{XdpFastPath, XdpSetting};
 use crate::io::{offload, signals};
 use crate::reload::Reloader;
@@ -61,6 +62,10 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
     if let Some(path) = &settings.flow_file {
         restore_flows(&mut engine, path, io_cfg);
     }
+    let mut xdp = xdp;
+    if let Some(x) = &mut xdp {
+        adopt_forwarded_flows(&mut engine, x);
+    }
     let protected: Vec<String> = settings
         .engine
         .protected
@@ -95,6 +100,29 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
         "shutting down"
     );
     Ok(())
+}
+
+/// Take the established flows an earlier process left being forwarded in
+/// the pinned XDP flow map (after a crash the only record of them; after a
+/// SIGTERM also in the flow file, which then wins as the fuller one), and
+/// run the timers that passed meanwhile.
+fn adopt_forwarded_flows(engine: &mut Engine, x: &mut XdpFastPath) {
+    let adopted = x.take_adopted_flows();
+    if adopted.is_empty() {
+        return;
+    }
+    let given = adopted.len();
+    let r = engine.adopt_forwarded_flows(adopted);
+    engine.handle_timeout(crate::io::runner::wall_clock_ms());
+    tracing::info!(
+        restored = r.restored,
+        given,
+        not_protected = r.not_protected,
+        no_room = r.no_room,
+        already_restored = r.duplicate,
+        invalid = r.invalid,
+        "took over the flows the XDP programs kept forwarding"
+    );
 }
 
 /// Take the flows the previous run left in `path` into the engine, and
@@ -176,7 +204,23 @@ fn start_xdp(
     let mtu = offload::mtu(iface).with_context(|| format!("reading the MTU of `{iface}`"))?;
     let server_mtu =
         offload::mtu(server).with_context(|| format!("reading the MTU of `{server}`"))?;
-    let attached = XdpFastPath::load(engine.max_flows + engine.backlog).and_then(|mut x| {
+    let max_tracked = engine.max_flows + engine.backlog;
+    let pins = io_cfg.xdp_pin_dir.as_ref().and_then(|base| {
+        let made = PinDir::for_instance(base, iface, server).and_then(|p| p.create().map(|()| p));
+        match made {
+            Ok(p) => Some(p),
+            // The fast path still runs; only a restart costs its flows.
+            Err(e) => {
+                tracing::warn!(error = %e, "XDP pins unavailable: the XDP data path and its flows end with this process");
+                None
+            }
+        }
+    });
+    let loaded = match pins {
+        Some(pins) => XdpFastPath::load_pinned(max_tracked, pins),
+        None => XdpFastPath::load(max_tracked),
+    };
+    let attached = loaded.and_then(|mut x| {
         x.attach((iface, mtu), (server, server_mtu), setting)?;
         Ok(x)
     });

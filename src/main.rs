@@ -62,6 +62,15 @@ enum Command {
     /// Prints counts by state and the connections (SYN_RECV entries first)
     /// with their addresses, age, idle time and retransmissions.
     Status(StatusArgs),
+    /// Remove the XDP data path a stopped gateway left in place.
+    ///
+    /// `synguard run` with io.xdp on pins its XDP attachments and the
+    /// forwarded flows' map in bpffs (io.xdp_pin_dir), so established flows
+    /// keep being forwarded by the kernel across a restart or a crash and
+    /// the next run adopts them. This removes those pins for a clean stop:
+    /// the programs detach (once no process holds them) and the flows end.
+    /// Run it in the gateway's network namespace, after stopping it.
+    Detach(DetachArgs),
     /// Write a new random cookie secret file (mode 0600).
     ///
     /// Point cookies.secret_file (or --secret-file) at it so cookies survive
@@ -97,6 +106,22 @@ struct CheckArgs {
     config: PathBuf,
     #[command(flatten)]
     overrides: OverrideArgs,
+}
+
+#[derive(Args)]
+struct DetachArgs {
+    /// Read the interfaces and io.xdp_pin_dir from this configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Client-facing interface (wins over --config).
+    #[arg(long, value_name = "IF")]
+    client_iface: Option<String>,
+    /// Server-facing interface (wins over --config).
+    #[arg(long, value_name = "IF")]
+    server_iface: Option<String>,
+    /// bpffs base directory (wins over --config) [default: /sys/fs/bpf/synguard].
+    #[arg(long, value_name = "DIR")]
+    xdp_pin_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -140,9 +165,20 @@ struct OverrideArgs {
     /// tracing filter, e.g. info or synguard=debug [file: log.level]. RUST_LOG wins.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
-    /// XDP fast path on the client port: auto, native, generic or off [file: io.xdp].
+    /// XDP fast path on both ports: auto, native, generic or off [file: io.xdp].
     #[arg(long, value_name = "MODE", value_parser = config::parse_xdp)]
     xdp: Option<XdpSetting>,
+    /// bpffs directory for the XDP pins, or "off" [file: io.xdp_pin_dir].
+    #[arg(long, value_name = "DIR|off", value_parser = parse_pin_dir)]
+    xdp_pin_dir: Option<PinDirArg>,
+}
+
+/// `--xdp-pin-dir` value (newtype for the same reason as MetricsListen).
+#[derive(Clone)]
+struct PinDirArg(Option<PathBuf>);
+
+fn parse_pin_dir(s: &str) -> Result<PinDirArg, String> {
+    Ok(PinDirArg(config::parse_control_socket(s)))
 }
 
 /// `--metrics-listen` value; a newtype because clap reads a bare
@@ -209,6 +245,7 @@ impl From<OverrideArgs> for Overrides {
             flow_file: a.flow_file.map(|f| f.0),
             log_level: a.log_level,
             xdp: a.xdp,
+            xdp_pin_dir: a.xdp_pin_dir.map(|d| d.0),
         }
     }
 }
@@ -219,6 +256,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(args),
         Command::Status(args) => report(status(args)),
         Command::Keygen(args) => report(keygen(args)),
+        Command::Detach(args) => report(detach(args)),
         Command::GenerateDocs(args) => report(generate_docs(args)),
     }
 }
@@ -239,6 +277,47 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let log = init_tracing(&settings.log_level)?;
     let reloader = synguard::reload::Reloader::new(args.config, overrides, settings, log);
     synguard::gateway::run(reloader)
+}
+
+fn detach(args: DetachArgs) -> anyhow::Result<()> {
+    let file_io = match &args.config {
+        Some(path) => Some(config::load(Some(path), &Overrides::default())?.io),
+        None => None,
+    };
+    let pick = |flag: Option<String>, from_file: Option<&String>, name: &str| {
+        flag.or_else(|| from_file.cloned())
+            .ok_or_else(|| anyhow::anyhow!("--{name} (or --config) is required"))
+    };
+    let client = pick(
+        args.client_iface,
+        file_io.as_ref().map(|io| &io.client_iface),
+        "client-iface",
+    )?;
+    let server = pick(
+        args.server_iface,
+        file_io.as_ref().map(|io| &io.server_iface),
+        "server-iface",
+    )?;
+    let base = match (args.xdp_pin_dir, file_io) {
+        (Some(dir), _) => dir,
+        (None, Some(io)) => io
+            .xdp_pin_dir
+            .ok_or_else(|| anyhow::anyhow!("io.xdp_pin_dir is \"off\": nothing is pinned"))?,
+        (None, None) => PathBuf::from(synguard::io::config::DEFAULT_XDP_PIN_DIR),
+    };
+    let pins = synguard::io::xdp::pins::PinDir::for_instance(&base, &client, &server)?;
+    if pins.remove_all()? {
+        println!(
+            "removed {}: the XDP programs on {client} and {server} detach and their forwarded flows end",
+            pins.path().display()
+        );
+    } else {
+        println!(
+            "nothing pinned at {} (in this network namespace)",
+            pins.path().display()
+        );
+    }
+    Ok(())
 }
 
 fn check_config(args: CheckArgs) -> ExitCode {

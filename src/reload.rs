@@ -123,6 +123,7 @@ impl Reloader {
             rcvbuf_bytes,
             disable_offloads,
             xdp,
+            xdp_pin_dir,
         } = &io;
         // Set up once at start: the AF_PACKET sockets, the interfaces'
         // offloads, the listeners and the cookie minter's secret.
@@ -136,6 +137,7 @@ impl Reloader {
             ),
             // The program is attached (or not) at start.
             ("io.xdp", *xdp != old.io.xdp),
+            ("io.xdp_pin_dir", *xdp_pin_dir != old.io.xdp_pin_dir),
             ("metrics.listen", metrics_listen != old.metrics_listen),
             ("control.socket", control_socket != old.control_socket),
             ("cookies.secret_file", secret_file != old.secret_file),

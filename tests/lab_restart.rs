@@ -1,11 +1,19 @@
 //! A gateway restart in the namespace lab, with real Linux TCP at both ends:
 //! 4 slow downloads (hash-checked, 2 over IPv4, 2 over IPv6) and 10 idle
-//! connections opened before a SIGTERM, the gateway started again with the
+//! connections opened before the stop, the gateway started again with the
 //! same `--flow-file`, and every one of the 14 must finish intact: the
 //! downloads complete with the right bytes, the idle connections answer
-//! after the restart. The XDP fast path is at the suite's setting
-//! (tests/run-all.sh runs the lab suite with it on and off). Needs root;
-//! holds the lab lock; removes its namespaces, also on failure.
+//! after the restart.
+//!
+//! - SIGTERM: the flow file carries them (XDP on or off).
+//! - SIGKILL: nothing is written; with XDP on, the pinned programs keep
+//!   forwarding the established flows and the new process adopts their
+//!   map, so all 14 survive; with XDP off the test documents the cost:
+//!   every one of them breaks.
+//!
+//! The XDP fast path is at the suite's setting (tests/run-all.sh runs the
+//! lab suite with it on and off). Needs root; holds the lab lock; removes
+//! its namespaces and pins, also on failure.
 
 mod common;
 
@@ -50,9 +58,27 @@ fn talk(mut s: TcpStream, addr: SocketAddr) -> Result<(), String> {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stop {
+    Term,
+    Kill,
+}
+
 #[test]
 fn lab_restart_with_sigterm_keeps_downloads_and_idle_connections() {
-    let lab = Lab::new("restart_sigterm");
+    restart(Stop::Term);
+}
+
+#[test]
+fn lab_restart_after_sigkill_keeps_them_with_xdp_and_costs_them_without() {
+    restart(Stop::Kill);
+}
+
+fn restart(stop: Stop) {
+    let lab = Lab::new(match stop {
+        Stop::Term => "restart_sigterm",
+        Stop::Kill => "restart_sigkill",
+    });
     assert!(
         !lab.standin(),
         "this test restarts synguard: it needs the real gateway"
@@ -61,6 +87,8 @@ fn lab_restart_with_sigterm_keeps_downloads_and_idle_connections() {
     let flow_file = lab.dir.join("flows.json").display().to_string();
     let args = ["--flow-file", flow_file.as_str()];
     lab.start_gateway(&args);
+    // The suite's setting, as the gateway took it (the mode gauge lags).
+    let xdp_on = lab.gateway_log_tail(60).contains("XDP fast path attached");
 
     let addrs = [srv_v4(PROTECTED_PORT), srv_v6(PROTECTED_PORT)];
     let idle: Vec<(TcpStream, SocketAddr)> = lab.client(|| {
@@ -86,21 +114,45 @@ fn lab_restart_with_sigterm_keeps_downloads_and_idle_connections() {
     thread::sleep(Duration::from_millis(800));
 
     let stopped_at = Instant::now();
-    let status = lab.stop_gateway().expect("gateway was running");
-    assert!(status.success(), "SIGTERM stop: {status:?}");
-    let stop_log = lab.gateway_log_tail(10);
-    assert!(
-        stop_log.contains("flows left for the next start") && stop_log.contains("flows=14"),
-        "the stop saves the 14 flows:\n{stop_log}"
-    );
+    match stop {
+        Stop::Term => {
+            let status = lab.stop_gateway().expect("gateway was running");
+            assert!(status.success(), "SIGTERM stop: {status:?}");
+            let stop_log = lab.gateway_log_tail(10);
+            assert!(
+                stop_log.contains("flows left for the next start") && stop_log.contains("flows=14"),
+                "the stop saves the 14 flows:\n{stop_log}"
+            );
+            assert_eq!(
+                stop_log.contains("XDP data path left in place"),
+                xdp_on,
+                "the stop says whether it left the data path:\n{stop_log}"
+            );
+        }
+        Stop::Kill => {
+            lab.kill_gateway();
+            assert!(
+                !std::path::Path::new(&flow_file).exists(),
+                "a killed process writes no flow file"
+            );
+        }
+    }
     lab.start_gateway(&args);
     let gap = stopped_at.elapsed();
     let start_log = lab.gateway_log_tail(40);
-    assert!(
-        start_log.contains("took over the flows of the previous run")
-            && start_log.contains("restored=14"),
-        "the start restores the 14 flows:\n{start_log}"
-    );
+    match (stop, xdp_on) {
+        (Stop::Term, _) => assert!(
+            start_log.contains("took over the flows of the previous run")
+                && start_log.contains("restored=14"),
+            "the start restores the 14 flows:\n{start_log}"
+        ),
+        (Stop::Kill, true) => assert!(
+            start_log.contains("took over the flows the XDP programs kept forwarding")
+                && start_log.contains("restored=14"),
+            "the start adopts the 14 flows from the pinned map:\n{start_log}"
+        ),
+        (Stop::Kill, false) => {}
+    }
     assert!(
         !std::path::Path::new(&flow_file).exists(),
         "the flow file is read once"
@@ -120,7 +172,21 @@ fn lab_restart_with_sigterm_keeps_downloads_and_idle_connections() {
             failures.push(format!("idle connection {i}: {e}"));
         }
     }
-    eprintln!("restart gap (SIGTERM to the new gateway's /metrics): {gap:?}");
+    eprintln!(
+        "restart gap ({stop:?} to the new gateway's /metrics, XDP {}): {gap:?}; {} of 14 connections broken",
+        if xdp_on { "on" } else { "off" },
+        failures.len()
+    );
+    if stop == Stop::Kill && !xdp_on {
+        // The cost of a crash without XDP: no flow file, no kernel state.
+        assert_eq!(
+            failures.len(),
+            14,
+            "without XDP a crash ends every connection; survivors:\n{}",
+            failures.join("\n")
+        );
+        return;
+    }
     assert!(
         failures.is_empty(),
         "connections broken by the restart:\n{}\ngateway log:\n{}",

@@ -1,7 +1,8 @@
 //! `io.xdp` at start-up against real interfaces: `native` fails with one line
 //! when the driver refuses or the MTU is too large for native XDP, `generic`
 //! attaches, `auto` falls back from native to generic and says so, and the
-//! program is detached on exit. Each case runs synguard for at most 3 s in a
+//! program is detached on exit, or, pinned (`io.xdp_pin_dir`), left in place
+//! until `synguard detach`. Each case runs synguard for at most 3 s in a
 //! private, unnamed network namespace (`unshare --net`) on two bridge or veth
 //! devices it creates there: nothing is linked to any other namespace, and
 //! the namespace vanishes with the process. Needs root and unshare
@@ -12,6 +13,12 @@ use std::process::Command;
 /// Runs `synguard run --xdp MODE` on client device d0 (of `kind`: bridge has
 /// no native XDP, veth has) with MTU `mtu`; returns (exit code, stderr).
 fn start(kind: &str, mtu: u32, mode: &str) -> (Option<i32>, String) {
+    run_script(kind, mtu, mode, "off", "")
+}
+
+/// As [`start`], with `--xdp-pin-dir PINS` and `after` run in the same
+/// namespace once synguard exited (stdout appended to the returned text).
+fn run_script(kind: &str, mtu: u32, mode: &str, pins: &str, after: &str) -> (Option<i32>, String) {
     let devices = match kind {
         "bridge" => "ip link add d0 type bridge && ip link add d1 type bridge",
         "veth" => {
@@ -22,20 +29,42 @@ fn start(kind: &str, mtu: u32, mode: &str) -> (Option<i32>, String) {
     };
     let script = format!(
         "set -e; {devices}; ip link set d0 mtu \"$MTU\"; ip link set d0 up; ip link set d1 up; \
-         exec timeout --preserve-status -s TERM 3 \"$BIN\" run --client-iface d0 --server-iface d1 \
-         --protect 198.18.0.2:80 --metrics-listen off --control-socket off --xdp \"$MODE\""
+         timeout --preserve-status -s TERM 3 \"$BIN\" run --client-iface d0 --server-iface d1 \
+         --protect 198.18.0.2:80 --metrics-listen off --control-socket off --xdp \"$MODE\" \
+         --xdp-pin-dir \"$PINS\"{after}"
     );
     let out = Command::new("unshare")
         .args(["--net", "sh", "-c", &script])
         .env("BIN", env!("CARGO_BIN_EXE_synguard"))
         .env("MTU", mtu.to_string())
         .env("MODE", mode)
+        .env("PINS", pins)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .output()
         .expect("unshare (util-linux)");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let err =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     (out.status.code(), err)
+}
+
+/// A bpffs base directory for one test, removed (with anything left in
+/// it) when dropped, also when the test fails.
+struct PinBase(std::path::PathBuf);
+
+impl PinBase {
+    fn new(name: &str) -> PinBase {
+        PinBase(std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/synguard-test-{name}-{}",
+            std::process::id()
+        )))
+    }
+}
+
+impl Drop for PinBase {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn one_error_line(err: &str) -> &str {
@@ -89,4 +118,31 @@ fn auto_falls_back_to_generic_and_says_why() {
         "{err}"
     );
     assert!(err.contains("mode=\"generic\""), "{err}");
+}
+
+#[test]
+fn pinned_attachments_stay_after_exit_until_detach() {
+    let base = PinBase::new("stay");
+    let pins = base.0.display().to_string();
+    // After the stop: what is pinned, then `synguard detach`, then what is
+    // left (nothing).
+    let after = "; echo \"pinned: $(ls \"$PINS\"/*/ | sort | tr '\\n' ' ')\"; \
+                 \"$BIN\" detach --client-iface d0 --server-iface d1 --xdp-pin-dir \"$PINS\"; \
+                 echo \"left: $(ls -A \"$PINS\" | wc -l)\"";
+    let (code, out) = run_script("bridge", 1500, "generic", &pins, after);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("XDP data path left in place"),
+        "the stop says it left the data path: {out}"
+    );
+    assert!(!out.contains("XDP program detached"), "{out}");
+    assert!(
+        out.contains("pinned: link-client-generic link-server-generic sg_flows "),
+        "both attachments and the flow map are pinned: {out}"
+    );
+    assert!(
+        out.contains("the XDP programs on d0 and d1 detach"),
+        "detach says what it did: {out}"
+    );
+    assert!(out.contains("left: 0"), "detach removes everything: {out}");
 }

@@ -139,6 +139,7 @@ pub(crate) struct Io {
     pub rcvbuf_bytes: Option<i64>,
     pub disable_offloads: Option<bool>,
     pub xdp: Option<String>,
+    pub xdp_pin_dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -50,6 +50,8 @@ pub struct Overrides {
     pub flow_file: Option<Option<PathBuf>>,
     pub log_level: Option<String>,
     pub xdp: Option<XdpSetting>,
+    /// `Some(None)`: pinning switched off on the command line.
+    pub xdp_pin_dir: Option<Option<PathBuf>>,
 }
 
 /// Parse an `io.xdp` / `--xdp` value.

@@ -122,6 +122,11 @@ pub fn render(s: &Settings) -> String {
     let _ = writeln!(out, "rcvbuf_bytes = {}", s.io.rcvbuf_bytes);
     let _ = writeln!(out, "disable_offloads = {}", s.io.disable_offloads);
     let _ = writeln!(out, "xdp = \"{}\"", s.io.xdp.as_str());
+    let _ = writeln!(
+        out,
+        "xdp_pin_dir = {}",
+        quote(&path_or_off(&s.io.xdp_pin_dir))
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "[log]");
     let _ = writeln!(out, "level = {}", quote(&s.log_level));

@@ -668,6 +668,8 @@ fn bad_values_name_the_key() {
         ("io", "disable_offloads = 1", "io.disable_offloads: "),
         ("io", "xdp = \"fast\"", "io.xdp: "),
         ("io", "xdp = true", "io.xdp: "),
+        ("io", "xdp_pin_dir = \"bpf/x\"", "io.xdp_pin_dir: "),
+        ("io", "xdp_pin_dir = 3", "io.xdp_pin_dir: "),
         ("metrics", "listen = \"localhost\"", "metrics.listen: "),
         ("metrics", "listen = \"127.0.0.1:0\"", "metrics.listen: "),
         ("cookies", "secret_file = \"\"", "cookies.secret_file: "),
@@ -759,6 +761,7 @@ fn flags_override_file() {
         flow_file: Some(None),
         log_level: Some("synguard=debug".into()),
         xdp: None,
+        xdp_pin_dir: Some(None),
     };
     let s = load_str(SHIPPED, &ov).unwrap();
     assert_eq!(s.control_socket, Some(PathBuf::from("/tmp/sg.sock")));
@@ -771,6 +774,7 @@ fn flags_override_file() {
     assert_eq!(s.metrics_listen, None);
     assert_eq!(s.secret_file, Some(PathBuf::from("/run/secret")));
     assert_eq!(s.log_level, "synguard=debug");
+    assert_eq!(s.io.xdp_pin_dir, None, "--xdp-pin-dir off");
     // Empty --protect keeps the file's list.
     assert_eq!(s.engine.protected.len(), 2);
 
@@ -1071,6 +1075,25 @@ fn xdp_flag_wins_over_the_file() {
     assert_eq!(load_str(&file, &flag).unwrap().io.xdp, XdpSetting::Off);
     assert_eq!(super::parse_xdp("generic"), Ok(XdpSetting::Generic));
     assert!(super::parse_xdp("fast").unwrap_err().contains("\"off\""));
+}
+
+#[test]
+fn xdp_pin_dir_defaults_and_can_be_switched_off() {
+    let default = load_str(MINIMAL, &none()).unwrap().io.xdp_pin_dir;
+    assert_eq!(default, Some(PathBuf::from("/sys/fs/bpf/synguard")));
+    let file = format!("{MINIMAL}[io]\nxdp_pin_dir = \"off\"\n");
+    assert_eq!(load_str(&file, &none()).unwrap().io.xdp_pin_dir, None);
+    let file = format!("{MINIMAL}[io]\nxdp_pin_dir = \"/sys/fs/bpf/gw1\"\n");
+    assert_eq!(
+        load_str(&file, &none()).unwrap().io.xdp_pin_dir,
+        Some(PathBuf::from("/sys/fs/bpf/gw1"))
+    );
+    let flag = Overrides {
+        xdp_pin_dir: Some(Some(PathBuf::from("relative"))),
+        ..Overrides::default()
+    };
+    let err = load_str(MINIMAL, &flag).unwrap_err().to_string();
+    assert!(err.contains("--xdp-pin-dir"), "{err}");
 }
 
 #[test]

@@ -282,6 +282,23 @@ pub(crate) fn resolve(file: FileConfig, ov: &Overrides) -> Result<Settings, Conf
                 super::parse_xdp(text).map_err(|m| ConfigError::invalid("io.xdp", m))?
             }
         },
+        xdp_pin_dir: {
+            let (dir, key) = match (&ov.xdp_pin_dir, file.io.xdp_pin_dir.as_deref()) {
+                (Some(flag), _) => (flag.clone(), "--xdp-pin-dir"),
+                (None, Some(text)) => (super::parse_control_socket(text), "io.xdp_pin_dir"),
+                (None, None) => (iod.xdp_pin_dir, "io.xdp_pin_dir"),
+            };
+            if let Some(p) = dir.as_ref().filter(|p| p.is_relative()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "{:?} is not an absolute path (or \"off\")",
+                        p.display().to_string()
+                    ),
+                ));
+            }
+            dir
+        },
     };
 
     let metrics_listen = match (ov.metrics_listen, file.metrics.listen) {

@@ -32,7 +32,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use std::collections::HashSet;
 
-use super::flow::{seq_ge, Flow, WindowRescale};
+use super::flow::{seq_ge, Flow, L2Template, WindowRescale};
 use super::protected::canonical;
 use super::service_profile::Offer;
 use super::{Engine, FlowKey, InvalidAckAction, TcpState};
@@ -118,7 +118,9 @@ pub struct FlowProgress {
 }
 
 /// Everything the program needs to translate an established flow as
-/// `established.rs` does, and the progress it starts from.
+/// `established.rs` does, the progress it starts from, and the rest of the
+/// flow, so a new process can rebuild the flow from the program's map
+/// alone (after a crash, when no flow file was written).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ForwardEntry {
     pub seq_delta: u32,
@@ -127,6 +129,74 @@ pub struct ForwardEntry {
     pub client_to_server_window: WindowRescale,
     pub server_to_client_window: WindowRescale,
     pub progress: FlowProgress,
+    pub rest: FlowRest,
+}
+
+/// The fields of an established [`Flow`] the program never reads (same
+/// names), except the per-state ones an established flow has no use for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowRest {
+    pub l2: L2Template,
+    pub client_isn: u32,
+    pub gateway_isn: u32,
+    pub gateway_tsval: u32,
+    pub server_isn: u32,
+    pub gateway_last_tsval: u32,
+    pub client_mss: u16,
+    pub client_wscale: Option<u8>,
+    pub client_timestamps: bool,
+    pub client_sack: bool,
+    pub client_ecn: bool,
+    pub backend_syn_sent: u8,
+    pub opened_ms: u64,
+}
+
+impl ForwardEntry {
+    /// The engine's flow again, ESTABLISHED, its idle timer due
+    /// `idle_timeout_ms` after it was last seen.
+    pub fn to_flow(&self, idle_timeout_ms: u64) -> Flow {
+        let (p, r) = (&self.progress, &self.rest);
+        Flow {
+            state: TcpState::Established,
+            l2: r.l2,
+            client_isn: r.client_isn,
+            gateway_isn: r.gateway_isn,
+            seq_delta: self.seq_delta,
+            gateway_tsval: r.gateway_tsval,
+            ts_offset: self.ts_offset,
+            timestamps: self.timestamps,
+            client_timestamps: r.client_timestamps,
+            client_sack: r.client_sack,
+            client_ecn: r.client_ecn,
+            // Published flows declined nothing (forward_entry).
+            sack_declined: false,
+            ecn_declined: false,
+            gateway_last_tsval: r.gateway_last_tsval,
+            server_last_tsval: p.server_last_tsval,
+            server_last_window: p.server_last_window,
+            client_mss: r.client_mss,
+            server_syn: None,
+            client_to_server_window: self.client_to_server_window,
+            server_to_client_window: self.server_to_client_window,
+            client_wscale: r.client_wscale,
+            client_last_tsval: p.client_last_tsval,
+            client_last_window: p.client_last_window,
+            server_isn: r.server_isn,
+            client_next: p.client_next,
+            server_next: p.server_next,
+            client_window_max: p.client_window_max,
+            server_window_max: p.server_window_max,
+            client_fin_end: None,
+            server_fin_end: None,
+            backend_syn: Vec::new(),
+            backend_syn_sent: r.backend_syn_sent,
+            held: Vec::new(),
+            held_bytes: 0,
+            timer_at: p.last_seen_ms.saturating_add(idle_timeout_ms),
+            last_seen: p.last_seen_ms,
+            opened_ms: r.opened_ms,
+        }
+    }
 }
 
 /// Reads the progress the program recorded for a published flow (the I/O
@@ -189,6 +259,21 @@ pub fn forward_entry(f: &Flow) -> Option<ForwardEntry> {
         client_to_server_window: f.client_to_server_window,
         server_to_client_window: f.server_to_client_window,
         progress: FlowProgress::of(f),
+        rest: FlowRest {
+            l2: f.l2,
+            client_isn: f.client_isn,
+            gateway_isn: f.gateway_isn,
+            gateway_tsval: f.gateway_tsval,
+            server_isn: f.server_isn,
+            gateway_last_tsval: f.gateway_last_tsval,
+            client_mss: f.client_mss,
+            client_wscale: f.client_wscale,
+            client_timestamps: f.client_timestamps,
+            client_sack: f.client_sack,
+            client_ecn: f.client_ecn,
+            backend_syn_sent: f.backend_syn_sent,
+            opened_ms: f.opened_ms,
+        },
     })
 }
 
@@ -229,6 +314,21 @@ impl Engine {
     /// Is the flow published for the program to forward?
     pub fn is_forwarded(&self, key: &FlowKey) -> bool {
         self.fast_path.forwarded.contains(key)
+    }
+
+    /// Flows the program forwarded for an earlier process (read from its
+    /// adopted map after a crash): rebuilt as ESTABLISHED flows and
+    /// imported as a flow file's are (same checks and report).
+    pub fn adopt_forwarded_flows(
+        &mut self,
+        entries: Vec<(FlowKey, ForwardEntry)>,
+    ) -> super::ImportReport {
+        let idle = self.cfg.established_idle_timeout_ms;
+        let flows = entries
+            .into_iter()
+            .map(|(k, e)| (k, e.to_flow(idle)))
+            .collect();
+        self.import_flows(flows)
     }
 
     /// The flows published for the program to forward.
@@ -336,11 +436,15 @@ impl Engine {
                 continue;
             }
             // Forwarding needs the program's progress read back.
-            let entry = self
-                .fast_path
-                .progress
-                .as_ref()
-                .and_then(|_| self.flows.with(&key, |f| forward_entry(f)).flatten());
+            let source = self.fast_path.progress.as_ref();
+            if !self.fast_path.forwarded.contains(&key) {
+                // An entry left by an earlier process (adopted maps) has
+                // newer progress than a flow restored from the flow file.
+                if let Some(p) = source.and_then(|s| s.read(&key)) {
+                    self.flows.with(&key, |f| p.fold_into(f));
+                }
+            }
+            let entry = source.and_then(|_| self.flows.with(&key, |f| forward_entry(f)).flatten());
             if entry.is_some() {
                 self.fast_path.forwarded.insert(key);
             } else if self.fast_path.forwarded.contains(&key) {

@@ -10,9 +10,16 @@ pub struct IoConfig {
     pub rcvbuf_bytes: usize,
     /// Turn GRO/GSO/TSO and checksum offloads off on both ports at start-up.
     pub disable_offloads: bool,
-    /// XDP fast path on the client port (default auto).
+    /// XDP fast path on both ports (default auto).
     pub xdp: super::xdp::XdpSetting,
+    /// bpffs directory under which the XDP attachments and the forwarded
+    /// flows' map are pinned, so they outlive the process (README
+    /// "Restarts"); `None`: nothing is pinned, the data path ends with it.
+    pub xdp_pin_dir: Option<std::path::PathBuf>,
 }
+
+/// Default `io.xdp_pin_dir` (where systemd mounts bpffs).
+pub const DEFAULT_XDP_PIN_DIR: &str = "/sys/fs/bpf/synguard";
 
 impl Default for IoConfig {
     fn default() -> Self {
@@ -22,6 +29,7 @@ impl Default for IoConfig {
             rcvbuf_bytes: 8 << 20,
             disable_offloads: true,
             xdp: super::xdp::XdpSetting::Auto,
+            xdp_pin_dir: Some(DEFAULT_XDP_PIN_DIR.into()),
         }
     }
 }

@@ -78,14 +78,22 @@ impl<P: FramePort> Runner<P> {
         }
         self.engine.enable_fast_path();
         xdp.sync(&mut self.engine, now_ms);
+        let pruned = xdp.prune_unpublished_flows();
+        if pruned > 0 {
+            tracing::info!(
+                flows = pruned,
+                "adopted XDP flows the engine did not take are no longer forwarded"
+            );
+        }
         self.xdp = Some(xdp);
     }
 
-    /// Detach the XDP program (before the sockets close on shutdown).
+    /// Stop using the XDP fast path (before the sockets close on
+    /// shutdown): pinned, it stays in place; else it is detached.
     pub fn stop_fast_path(&mut self) {
         if let Some(mut x) = self.xdp.take() {
             x.fold_counters(&self.engine.counters());
-            x.detach();
+            x.stop();
         }
     }
 

@@ -135,8 +135,13 @@ impl Lab {
         );
         let log = File::create(&self.gateway_log)
             .unwrap_or_else(|e| panic!("create {}: {e}", self.gateway_log.display()));
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.gw, bin])
+        // nsenter, not `ip netns exec`: that one mounts a fresh /sys for
+        // the namespace, without the bpffs at /sys/fs/bpf where synguard
+        // pins its XDP data path (a bpffs mounted anew would be another
+        // instance, gone with the process). Both exec the program.
+        let netns = format!("--net=/run/netns/{}", self.gw);
+        let child = Command::new("nsenter")
+            .args([netns.as_str(), "--", bin])
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -199,6 +204,16 @@ impl Lab {
         let status = child.and_then(|mut c| terminate_child(&mut c, Duration::from_secs(5)));
         self.gateway_started.store(false, Ordering::SeqCst);
         status
+    }
+
+    /// SIGKILL the gateway (a crash: it writes nothing) and reap it.
+    pub fn kill_gateway(&self) {
+        let child = self.gateway.lock().unwrap().take();
+        if let Some(mut c) = child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.gateway_started.store(false, Ordering::SeqCst);
     }
 
     /// Last `n` lines of the gateway log.
@@ -286,7 +301,7 @@ impl Lab {
         self.start_gateway(&args);
     }
 
-    /// PID of the running gateway (synguard itself: `ip netns exec` execs it).
+    /// PID of the running gateway (synguard itself: nsenter execs it).
     pub fn gateway_pid(&self) -> Option<u32> {
         self.gateway.lock().unwrap().as_ref().map(|c| c.id())
     }

@@ -505,7 +505,9 @@ impl Drop for Lab {
         for t in threads {
             let _ = t.join();
         }
-        // 3. namespaces
+        // 3. the gateway's XDP pins (bpffs is one per machine; they are
+        // named by the namespace's inode), then the namespaces
+        let pins_left = remove_gateway_pins(&self.gw);
         for ns in [&self.cli, &self.gw, &self.srv] {
             if ns_exists(ns) {
                 let st = Command::new("ip")
@@ -541,6 +543,39 @@ impl Drop for Lab {
         if !leaked.is_empty() {
             let _ = writeln!(errs, "namespaces left behind: {leaked:?}");
         }
+        if !pins_left.is_empty() {
+            let _ = writeln!(errs, "XDP pins left behind: {pins_left:?}");
+        }
         assert!(errs.is_empty(), "lab cleanup: {errs}");
     }
+}
+
+/// Where synguard pins by default (`io.xdp_pin_dir`).
+pub const PIN_BASE: &str = "/sys/fs/bpf/synguard";
+
+/// The pin directories of gateways in namespace `ns` (named
+/// `<netns inode>-<client>-<server>`).
+pub fn gateway_pin_dirs(ns: &str) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(format!("/run/netns/{ns}")) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}-", meta.ino());
+    fs::read_dir(PIN_BASE)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Remove the gateway's pins (its XDP attachments then end with the
+/// namespace); returns what could not be removed.
+fn remove_gateway_pins(ns: &str) -> Vec<std::path::PathBuf> {
+    gateway_pin_dirs(ns)
+        .into_iter()
+        .filter(|d| fs::remove_dir_all(d).is_err())
+        .collect()
 }

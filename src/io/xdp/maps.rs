@@ -5,7 +5,10 @@
 
 use std::net::IpAddr;
 
-use crate::engine::fast_path::{FastPathParams, FastPathService, FlowProgress, ForwardEntry};
+use crate::engine::fast_path::{
+    FastPathParams, FastPathService, FlowProgress, FlowRest, ForwardEntry,
+};
+use crate::engine::flow::{L2Template, WindowRescale};
 use crate::engine::FlowKey;
 
 /// `struct sg_params`.
@@ -94,7 +97,26 @@ pub struct SgFlow {
     pub client_last_window: u16,
     pub server_last_window: u16,
     pub pad2: u32,
+    pub l2: [u8; 22],
+    pub l2_len: u8,
+    /// Bits `CLIENT_*` below.
+    pub client_opts: u8,
+    pub client_isn: u32,
+    pub gateway_isn: u32,
+    pub gateway_tsval: u32,
+    pub server_isn: u32,
+    pub gateway_last_tsval: u32,
+    pub client_mss: u16,
+    /// `WSCALE_NONE` when the client offered no window scale.
+    pub client_wscale: u8,
+    pub backend_syn_sent: u8,
+    pub opened_ms: u64,
 }
+
+const CLIENT_TIMESTAMPS: u8 = 1 << 0;
+const CLIENT_SACK: u8 = 1 << 1;
+const CLIENT_ECN: u8 = 1 << 2;
+const WSCALE_NONE: u8 = 0xff;
 
 /// `SG_PORT_CLIENT` / `SG_PORT_SERVER`: indices in `sg_tx_ports`.
 pub const PORT_CLIENT: u32 = 0;
@@ -209,7 +231,11 @@ impl SgServiceKey {
 
 impl SgFlow {
     pub fn from_entry(e: &ForwardEntry) -> SgFlow {
-        let p = &e.progress;
+        let (p, r) = (&e.progress, &e.rest);
+        let l2_bytes = r.l2.to_server();
+        let mut l2 = [0u8; 22];
+        l2[..l2_bytes.len()].copy_from_slice(l2_bytes);
+        let bit = |on: bool, b: u8| if on { b } else { 0 };
         SgFlow {
             seq_delta: e.seq_delta,
             ts_offset: e.ts_offset,
@@ -229,7 +255,59 @@ impl SgFlow {
             client_last_window: p.client_last_window,
             server_last_window: p.server_last_window,
             pad2: 0,
+            l2,
+            l2_len: l2_bytes.len() as u8,
+            client_opts: bit(r.client_timestamps, CLIENT_TIMESTAMPS)
+                | bit(r.client_sack, CLIENT_SACK)
+                | bit(r.client_ecn, CLIENT_ECN),
+            client_isn: r.client_isn,
+            gateway_isn: r.gateway_isn,
+            gateway_tsval: r.gateway_tsval,
+            server_isn: r.server_isn,
+            gateway_last_tsval: r.gateway_last_tsval,
+            client_mss: r.client_mss,
+            client_wscale: r.client_wscale.unwrap_or(WSCALE_NONE),
+            backend_syn_sent: r.backend_syn_sent,
+            opened_ms: r.opened_ms,
         }
+    }
+
+    /// The entry the engine wrote (progress as the program left it);
+    /// `None` for one no engine could have written (an impossible L2
+    /// length).
+    pub fn to_entry(&self) -> Option<ForwardEntry> {
+        let len = usize::from(self.l2_len);
+        let l2 = L2Template::from_frame(self.l2.get(..len)?, len);
+        if !l2.is_valid() {
+            return None;
+        }
+        let rescale = |from_shift, to_shift| WindowRescale {
+            from_shift,
+            to_shift,
+        };
+        Some(ForwardEntry {
+            seq_delta: self.seq_delta,
+            ts_offset: self.ts_offset,
+            timestamps: self.timestamps != 0,
+            client_to_server_window: rescale(self.c2s_from, self.c2s_to),
+            server_to_client_window: rescale(self.s2c_from, self.s2c_to),
+            progress: self.progress(),
+            rest: FlowRest {
+                l2,
+                client_isn: self.client_isn,
+                gateway_isn: self.gateway_isn,
+                gateway_tsval: self.gateway_tsval,
+                server_isn: self.server_isn,
+                gateway_last_tsval: self.gateway_last_tsval,
+                client_mss: self.client_mss,
+                client_wscale: (self.client_wscale != WSCALE_NONE).then_some(self.client_wscale),
+                client_timestamps: self.client_opts & CLIENT_TIMESTAMPS != 0,
+                client_sack: self.client_opts & CLIENT_SACK != 0,
+                client_ecn: self.client_opts & CLIENT_ECN != 0,
+                backend_syn_sent: self.backend_syn_sent,
+                opened_ms: self.opened_ms,
+            },
+        })
     }
 
     pub fn progress(&self) -> FlowProgress {
@@ -286,7 +364,60 @@ mod tests {
         assert_eq!(std::mem::size_of::<SgService>(), 4);
         assert_eq!(std::mem::size_of::<SgFlowKey>(), 40);
         assert_eq!(std::mem::size_of::<SgTracked>(), 16);
-        assert_eq!(std::mem::size_of::<SgFlow>(), 56);
+        assert_eq!(std::mem::size_of::<SgFlow>(), 112);
+    }
+
+    #[test]
+    fn forward_entries_round_trip_through_the_map_layout() {
+        let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x81, 0, 0, 7, 0x08, 0];
+        frame.push(0x45);
+        for (wscale, ts, sack, ecn) in [(Some(7), true, true, false), (None, false, false, true)] {
+            let e = ForwardEntry {
+                seq_delta: 0xdead_beef,
+                ts_offset: 17,
+                timestamps: ts,
+                client_to_server_window: WindowRescale {
+                    from_shift: 7,
+                    to_shift: 9,
+                },
+                server_to_client_window: WindowRescale {
+                    from_shift: 9,
+                    to_shift: 7,
+                },
+                progress: FlowProgress {
+                    last_seen_ms: 1_700_000_000_123,
+                    client_next: 1,
+                    server_next: 2,
+                    client_window_max: 3,
+                    server_window_max: 4,
+                    client_last_tsval: 5,
+                    server_last_tsval: 6,
+                    client_last_window: 7,
+                    server_last_window: 8,
+                },
+                rest: FlowRest {
+                    l2: L2Template::from_frame(&frame, 18),
+                    client_isn: 9,
+                    gateway_isn: 10,
+                    gateway_tsval: 11,
+                    server_isn: 12,
+                    gateway_last_tsval: 13,
+                    client_mss: 1460,
+                    client_wscale: wscale,
+                    client_timestamps: ts,
+                    client_sack: sack,
+                    client_ecn: ecn,
+                    backend_syn_sent: 2,
+                    opened_ms: 1_700_000_000_000,
+                },
+            };
+            assert_eq!(SgFlow::from_entry(&e).to_entry(), Some(e));
+        }
+        let damaged = SgFlow {
+            l2_len: 40,
+            ..SgFlow::default()
+        };
+        assert_eq!(damaged.to_entry(), None);
     }
 
     #[test]

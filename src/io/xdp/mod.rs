@@ -10,12 +10,15 @@
 //! `io.xdp = "off"`: the AF_PACKET path then works exactly as before.
 
 pub mod maps;
+pub mod pins;
 
 use std::sync::atomic::Ordering;
 
 use std::collections::HashSet;
 
-use aya::maps::{Array, DevMap, HashMap, Map, MapData, PerCpuArray, Queue};
+use aya::maps::{Array, DevMap, HashMap, Map, MapData, MapInfo, PerCpuArray, Queue};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::xdp::{XdpLink, XdpLinkId};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 
@@ -28,6 +31,7 @@ use maps::{
     counter, SgFlow, SgFlowKey, SgParams, SgService, SgServiceKey, SgTracked, ORIGIN_ENGINE,
     PORT_CLIENT, PORT_SERVER,
 };
+use pins::{PinDir, PinnedPort};
 
 /// The compiled program (bpf/build.sh; CI checks it is not stale).
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../../../bpf/synguard_xdp.o");
@@ -113,6 +117,8 @@ pub enum XdpError {
     Map(&'static str),
     #[error("XDP map update failed: {0}")]
     MapUpdate(String),
+    #[error("XDP pins in bpffs: {0}")]
+    Pin(String),
 }
 
 fn is_permission(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -149,8 +155,12 @@ pub struct XdpFastPath {
     flows_map_id: u32,
     forwarded: HashSet<SgFlowKey>,
     tx_ports: DevMap<MapData>,
-    /// (interface, program, link) per port a program is attached to.
-    attached: Vec<(String, &'static str, aya::programs::xdp::XdpLinkId)>,
+    /// Per port a program is attached to.
+    attached: Vec<Attachment>,
+    /// Where the links and `sg_flows` are pinned (`io.xdp_pin_dir`), and
+    /// whether `sg_flows` was adopted from an earlier process's pin.
+    pins: Option<PinDir>,
+    adopted: bool,
     active: XdpActive,
     changes: Vec<TrackedChange>,
     /// What was last written to the parameter map (time fields zeroed) and
@@ -191,24 +201,68 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// One port's attachment: in the program's own link set, or taken out of
+/// it to be pinned (the pin keeps it attached; this handle only keeps the
+/// fd until the process lets go).
+struct Attachment {
+    iface: String,
+    program: &'static str,
+    link: AttachedLink,
+}
+
+enum AttachedLink {
+    Owned(XdpLinkId),
+    /// Held for its fd only: the pin keeps the attachment.
+    Pinned {
+        _fd: FdLink,
+    },
+}
+
 impl XdpFastPath {
-    /// Load (verify) the program and take its maps; `max_tracked` sizes the
-    /// tracked-tuple map (flows + half-open entries + slack).
+    /// Load (verify) the programs and take their maps; `max_tracked` sizes
+    /// the tracked-tuple and flow maps (flows + half-open entries + slack).
+    /// Nothing is pinned.
     pub fn load(max_tracked: usize) -> Result<XdpFastPath, XdpError> {
+        Self::load_with(max_tracked, None)
+    }
+
+    /// As [`Self::load`], with `sg_flows` pinned in `pins` (adopted when an
+    /// earlier process left one of the same layout there, its entries then
+    /// in [`Self::take_adopted_flows`]), and the attachments pinned there
+    /// by [`Self::attach`].
+    pub fn load_pinned(max_tracked: usize, pins: PinDir) -> Result<XdpFastPath, XdpError> {
+        Self::load_with(max_tracked, Some(pins))
+    }
+
+    fn load_with(max_tracked: usize, pins: Option<PinDir>) -> Result<XdpFastPath, XdpError> {
         let entries = u32::try_from(max_tracked)
             .unwrap_or(u32::MAX - PENDING_SLACK)
             .saturating_add(PENDING_SLACK);
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries("sg_tracked", entries)
-            .map_max_entries("sg_flows", entries)
-            .load(OBJECT)
-            .map_err(|e| {
-                if is_permission(&e) {
-                    XdpError::Permission(e.to_string())
-                } else {
-                    XdpError::Load(e.to_string())
+            .map_max_entries("sg_flows", entries);
+        let mut adopted = false;
+        if let Some(p) = &pins {
+            p.create().map_err(|e| XdpError::Pin(e.to_string()))?;
+            let path = p.flows_map();
+            if path.exists() {
+                adopted = pinned_flows_map_fits(&path);
+                if !adopted {
+                    tracing::warn!(pin = %path.display(), "the pinned flow map has another layout (an older synguard?): its flows are not adopted");
+                    std::fs::remove_file(&path)
+                        .map_err(|e| XdpError::Pin(format!("{}: {e}", path.display())))?;
                 }
-            })?;
+            }
+            loader.map_pin_path("sg_flows", path);
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|e| {
+            if is_permission(&e) {
+                XdpError::Permission(e.to_string())
+            } else {
+                XdpError::Load(e.to_string())
+            }
+        })?;
         for name in [PROGRAM, SERVER_PROGRAM] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
@@ -265,6 +319,8 @@ impl XdpFastPath {
             forwarded: HashSet::new(),
             tx_ports,
             attached: Vec::new(),
+            pins,
+            adopted,
             active: XdpActive::Off,
             changes: Vec::new(),
             published: None,
@@ -297,9 +353,12 @@ impl XdpFastPath {
 
     /// Attach to both ports as `setting` says (not `Off`): the client port
     /// first (`auto`: native, else generic with a log line saying why),
-    /// then the server port in the same mode, then name the ports to the
-    /// program so it forwards established flows between them. Both or
-    /// neither: on an error nothing stays attached.
+    /// then the server port in the same mode. The redirect targets are set
+    /// first. With pins: the attachments an earlier process pinned for
+    /// these ports are adopted instead, their programs replaced by these
+    /// atomically (BPF_LINK_UPDATE: no frame meets no program), and fresh
+    /// attachments are pinned. Both or neither: on an error nothing stays
+    /// attached.
     pub fn attach(
         &mut self,
         client: (&str, usize),
@@ -308,6 +367,18 @@ impl XdpFastPath {
     ) -> Result<(), XdpError> {
         if setting == XdpSetting::Off {
             return Ok(());
+        }
+        self.set_ports(ifindex(client.0)?, ifindex(server.0)?)?;
+        if let Some(p) = self.pins.clone() {
+            match self.adopt_links(&p, client.0, server.0) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "the pinned XDP attachments cannot be adopted: attaching afresh");
+                    self.drop_attachments();
+                    p.remove_links().map_err(|e| XdpError::Pin(e.to_string()))?;
+                }
+            }
         }
         let r = self
             .attach_client(client.0, client.1, setting)
@@ -323,13 +394,93 @@ impl XdpFastPath {
                     self.attach_mode(SERVER_PROGRAM, iface, XdpMode::Driver, "native")
                 } else {
                     self.attach_mode(SERVER_PROGRAM, iface, XdpMode::Skb, "generic")
-                }?;
-                self.set_ports(ifindex(client.0)?, ifindex(server.0)?)
-            });
+                }
+            })
+            .and_then(|()| self.pin_links());
         if r.is_err() {
             self.detach();
         }
         r
+    }
+
+    /// Take over the pinned attachments of both ports: Ok(false) when none
+    /// are pinned.
+    fn adopt_links(&mut self, p: &PinDir, client: &str, server: &str) -> Result<bool, XdpError> {
+        let (c, s) = (
+            p.find_link(PinnedPort::Client),
+            p.find_link(PinnedPort::Server),
+        );
+        let ((c_path, c_mode), (s_path, _)) = match (c, s) {
+            (None, None) => return Ok(false),
+            (Some(c), Some(s)) if c.1 == s.1 => (c, s),
+            // A crash between the two pins, or a hand-made directory.
+            _ => {
+                return Err(XdpError::Pin(format!(
+                    "{}: the two ports' attachments do not match",
+                    p.path().display()
+                )))
+            }
+        };
+        for (program, path, iface) in [(PROGRAM, c_path, client), (SERVER_PROGRAM, s_path, server)]
+        {
+            let pin_err =
+                |e: &dyn std::fmt::Display| XdpError::Pin(format!("{}: {e}", path.display()));
+            let pinned = PinnedLink::from_pin(&path).map_err(|e| pin_err(&e))?;
+            let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| pin_err(&e))?;
+            let prog = self.program_mut(program)?;
+            // ENOLINK when the interface it was attached to is gone.
+            let id = prog
+                .attach_to_link(link)
+                .map_err(|e| pin_err(&error_chain(&e)))?;
+            self.attached.push(Attachment {
+                iface: iface.to_string(),
+                program,
+                link: AttachedLink::Owned(id),
+            });
+        }
+        self.active = c_mode;
+        tracing::info!(pins = %p.path().display(), mode = c_mode.as_str(), "adopted the pinned XDP attachments; programs replaced");
+        Ok(true)
+    }
+
+    /// Pin fresh attachments (when pinning is on), so they outlive us.
+    fn pin_links(&mut self) -> Result<(), XdpError> {
+        let Some(p) = self.pins.clone() else {
+            return Ok(());
+        };
+        let mode = self.active;
+        for a in std::mem::take(&mut self.attached) {
+            let id = match a.link {
+                AttachedLink::Owned(id) => id,
+                pinned @ AttachedLink::Pinned { .. } => {
+                    self.attached.push(Attachment { link: pinned, ..a });
+                    continue;
+                }
+            };
+            let port = if a.program == PROGRAM {
+                PinnedPort::Client
+            } else {
+                PinnedPort::Server
+            };
+            let path = p.link(port, mode);
+            let pin_err =
+                |e: &dyn std::fmt::Display| XdpError::Pin(format!("{}: {e}", path.display()));
+            // Taken out of the program's set: from now on the pin (and
+            // this fd) keep it attached, not the program object.
+            let link = self
+                .program_mut(a.program)?
+                .take_link(id)
+                .map_err(|e| pin_err(&e))?;
+            let fd = FdLink::try_from(link).map_err(|e| pin_err(&e))?;
+            let pinned = fd.pin(&path).map_err(|e| pin_err(&e))?;
+            self.attached.push(Attachment {
+                link: AttachedLink::Pinned {
+                    _fd: FdLink::from(pinned),
+                },
+                ..a
+            });
+        }
+        Ok(())
     }
 
     fn attach_client(
@@ -416,29 +567,103 @@ impl XdpFastPath {
                 }
             }
         })?;
-        self.attached.push((iface.to_string(), program, link));
+        self.attached.push(Attachment {
+            iface: iface.to_string(),
+            program,
+            link: AttachedLink::Owned(link),
+        });
         Ok(())
     }
 
-    /// Detach from the interfaces (also done on drop).
-    pub fn detach(&mut self) {
-        for (iface, program, link) in std::mem::take(&mut self.attached) {
-            if let Some(prog) = self
-                .ebpf
-                .program_mut(program)
-                .and_then(|p| <&mut Xdp>::try_from(p).ok())
-            {
-                match prog.detach(link) {
-                    // Nothing is left in the kernel: the data path stops
-                    // with this process (no pinned program or maps yet).
-                    Ok(()) => {
-                        tracing::info!(iface, "XDP program detached: no data path is left in place")
-                    }
-                    Err(e) => tracing::warn!(iface, error = %e, "detaching the XDP program failed"),
+    fn program_mut(&mut self, name: &str) -> Result<&mut Xdp, XdpError> {
+        self.ebpf
+            .program_mut(name)
+            .and_then(|p| <&mut Xdp>::try_from(p).ok())
+            .ok_or(XdpError::Load(format!("no program `{name}`")))
+    }
+
+    /// Let go of our handles on the attachments (pinned ones stay).
+    fn drop_attachments(&mut self) {
+        for a in std::mem::take(&mut self.attached) {
+            if let AttachedLink::Owned(id) = a.link {
+                if let Ok(prog) = self.program_mut(a.program) {
+                    let _ = prog.detach(id);
                 }
             }
         }
         self.active = XdpActive::Off;
+    }
+
+    /// Detach from the interfaces and remove the pins, if any: nothing is
+    /// left in the kernel (also done on drop when nothing is pinned).
+    pub fn detach(&mut self) {
+        if let Some(p) = &self.pins {
+            if let Err(e) = p.remove_all() {
+                tracing::warn!(pins = %p.path().display(), error = %e, "removing the XDP pins failed");
+            }
+        }
+        let ifaces: Vec<String> = self.attached.iter().map(|a| a.iface.clone()).collect();
+        self.drop_attachments();
+        for iface in ifaces {
+            tracing::info!(iface, "XDP program detached: no data path is left in place");
+        }
+    }
+
+    /// The process stops: with pins, leave the data path in place (the
+    /// programs keep forwarding the published flows until the next
+    /// `synguard run` adopts them, or `synguard detach`); without, detach.
+    pub fn stop(&mut self) {
+        match &self.pins {
+            Some(p) if !self.attached.is_empty() => {
+                tracing::info!(
+                    pins = %p.path().display(),
+                    forwarded_flows = self.forwarded.len(),
+                    "XDP data path left in place: established flows keep being forwarded by the kernel until the next `synguard run` on these interfaces adopts them, or `synguard detach` removes them"
+                );
+                // Closing our fds: the pins keep the attachments.
+                self.attached.clear();
+                self.active = XdpActive::Off;
+            }
+            _ => self.detach(),
+        }
+    }
+
+    /// The established flows an earlier process published into the
+    /// adopted `sg_flows` (empty when nothing was adopted). Entries no
+    /// engine could have written are removed.
+    pub fn take_adopted_flows(&mut self) -> Vec<(FlowKey, ForwardEntry)> {
+        if !std::mem::take(&mut self.adopted) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut damaged = Vec::new();
+        for item in self.flows.iter() {
+            let Ok((k, v)) = item else { continue };
+            match v.to_entry() {
+                Some(e) => out.push((k.to_key(), e)),
+                None => damaged.push(k),
+            }
+        }
+        for k in damaged {
+            let _ = self.flows.remove(&k);
+        }
+        out
+    }
+
+    /// Remove `sg_flows` entries the engine did not publish (adopted ones
+    /// it refused: no longer protected, no room): the program must not
+    /// forward a flow the engine does not know.
+    pub fn prune_unpublished_flows(&mut self) -> usize {
+        let stale: Vec<SgFlowKey> = self
+            .flows
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !self.forwarded.contains(k))
+            .collect();
+        for k in &stale {
+            let _ = self.flows.remove(k);
+        }
+        stale.len()
     }
 
     /// Write the engine's parameter snapshot (stamped with the monotonic
@@ -693,8 +918,20 @@ impl XdpFastPath {
 
 impl Drop for XdpFastPath {
     fn drop(&mut self) {
-        self.detach();
+        // Pinned attachments are left (or removed) only by stop/detach.
+        if self.pins.is_none() {
+            self.detach();
+        }
     }
+}
+
+/// Does the pinned `sg_flows` at `path` have this build's key and value
+/// layout (only then may its entries be read as `SgFlow`)?
+fn pinned_flows_map_fits(path: &std::path::Path) -> bool {
+    MapInfo::from_pin(path).is_ok_and(|i| {
+        i.key_size() as usize == std::mem::size_of::<SgFlowKey>()
+            && i.value_size() as usize == std::mem::size_of::<SgFlow>()
+    })
 }
 
 /// The engine's [`ForwardProgressSource`]: reads `sg_flows` through its
