@@ -43,6 +43,8 @@
 #include "synguard_xdp.h"
 
 #define ETH_P_8021Q_ 0x8100
+#define ETH_P_8021AD_ 0x88a8
+#define ETH_P_QINQ1_ 0x9100
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
@@ -958,6 +960,70 @@ static __always_inline int forward(struct xdp_md *ctx, struct parsed *p, int fro
 	return bpf_redirect_map(&sg_tx_ports, out, 0);
 }
 
+/* What a frame is before the TCP parse, as src/engine/mod.rs
+ * classify_and_handle sees it: frames it bridges whatever they carry
+ * (not IP; IP that is neither TCP nor ICMP and no fragment), TCP for the
+ * full parse, and everything it might treat otherwise (ICMP errors it
+ * translates, fragments, IPv6 extension headers, a second VLAN tag,
+ * anything malformed), which goes up. */
+#define CLASS_TCP 0
+#define CLASS_BRIDGE 1
+#define CLASS_UP 2
+
+static __always_inline int classify(void *data, void *data_end)
+{
+	__u8 *d = data;
+	if ((void *)(d + 14) > data_end)
+		return CLASS_UP;
+	__u16 proto = ((__u16)d[12] << 8) | d[13];
+	__u32 off = 14;
+	if (proto == ETH_P_8021Q_) {
+		if ((void *)(d + 18) > data_end)
+			return CLASS_UP;
+		proto = ((__u16)d[16] << 8) | d[17];
+		off = 18;
+	}
+	if (proto == ETH_P_8021Q_ || proto == ETH_P_8021AD_ || proto == ETH_P_QINQ1_)
+		return CLASS_UP; /* more tags than parse() reads */
+	__u8 *ip = d + off;
+	if (proto == ETH_P_IP) {
+		if ((void *)(ip + 20) > data_end)
+			return CLASS_UP;
+		__u32 ihl = (ip[0] & 0x0f) * 4;
+		__u32 total = ((__u32)ip[2] << 8) | ip[3];
+		if ((ip[0] >> 4) != 4 || ihl < 20 || total < ihl ||
+		    (void *)(ip + (total & 0xffff)) > data_end)
+			return CLASS_UP;
+		if ((((__u16)ip[6] << 8 | ip[7]) & 0x3fff) != 0)
+			return CLASS_UP; /* a fragment */
+		if (ip[9] == IPPROTO_TCP)
+			return CLASS_TCP;
+		return ip[9] == IPPROTO_ICMP ? CLASS_UP : CLASS_BRIDGE;
+	}
+	if (proto == ETH_P_IPV6) {
+		if ((void *)(ip + 40) > data_end)
+			return CLASS_UP;
+		__u32 plen = ((__u32)ip[4] << 8) | ip[5];
+		if ((ip[0] >> 4) != 6 || (void *)(ip + 40 + plen) > data_end)
+			return CLASS_UP;
+		if (ip[6] == IPPROTO_TCP)
+			return CLASS_TCP;
+		/* Only UDP is surely no extension header the engine looks past. */
+		return ip[6] == IPPROTO_UDP ? CLASS_BRIDGE : CLASS_UP;
+	}
+	return CLASS_BRIDGE; /* ARP, LLDP, ...: the engine bridges non-IP */
+}
+
+/* Redirect a frame unchanged to port `out`, as the engine bridges it; up
+ * when that port is no redirect target. */
+static __always_inline int bridge(__u32 out)
+{
+	if (!bpf_map_lookup_elem(&sg_tx_ports, &out))
+		return pass();
+	count(out == SG_PORT_SERVER ? SG_C_BRIDGED_TO_SERVER : SG_C_BRIDGED_TO_CLIENT);
+	return bpf_redirect_map(&sg_tx_ports, out, 0);
+}
+
 /* A server->client segment's key as the flow's (client, server) tuple. */
 static __always_inline void swap_key(struct sg_flow_key *k)
 {
@@ -978,7 +1044,10 @@ int sg_fast_path(struct xdp_md *ctx)
 	struct parsed p;
 
 	count(SG_C_RX);
-	if (parse(data, data_end, &p))
+	int class = classify(data, data_end);
+	if (class == CLASS_BRIDGE)
+		return bridge(SG_PORT_SERVER);
+	if (class == CLASS_UP || parse(data, data_end, &p))
 		return pass();
 
 	struct sg_service_key sk = {};
@@ -987,7 +1056,7 @@ int sg_fast_path(struct xdp_md *ctx)
 	sk.family = p.key.family;
 	struct sg_service *svc = bpf_map_lookup_elem(&sg_services, &sk);
 	if (!svc)
-		return pass();
+		return bridge(SG_PORT_SERVER); /* TCP to no protected service */
 
 	/* TCP-MD5 / TCP-AO: the engine bridges or drops them whatever their
 	 * flags (src/engine/mod.rs client_segment checks this first). */
@@ -1046,8 +1115,8 @@ int sg_fast_path(struct xdp_md *ctx)
 	return on_ack(ctx, &p, prm, now_ms);
 }
 
-/* The server port: segments of published flows toward their clients;
- * everything else goes up (the engine bridges or handles it). */
+/* The server port: segments of published flows toward their clients, and
+ * what the engine would bridge; everything else goes up. */
 SEC("xdp")
 int sg_server_port(struct xdp_md *ctx)
 {
@@ -1056,14 +1125,19 @@ int sg_server_port(struct xdp_md *ctx)
 	struct parsed p;
 
 	count(SG_C_RX);
-	if (parse(data, data_end, &p))
+	int class = classify(data, data_end);
+	if (class == CLASS_BRIDGE)
+		return bridge(SG_PORT_CLIENT);
+	if (class == CLASS_UP || parse(data, data_end, &p))
 		return pass();
 	swap_key(&p.key);
 	struct sg_service_key sk = {};
 	__builtin_memcpy(sk.addr, p.key.server, 16);
 	sk.port = p.key.server_port;
 	sk.family = p.key.family;
-	if (!bpf_map_lookup_elem(&sg_services, &sk) || p.opts.auth_option)
+	if (!bpf_map_lookup_elem(&sg_services, &sk))
+		return bridge(SG_PORT_CLIENT); /* TCP from no protected service */
+	if (p.opts.auth_option)
 		return pass();
 	int r = forward(ctx, &p, 1);
 	return r < 0 ? pass() : r;

@@ -101,6 +101,8 @@ enum sg_counter {
 	SG_C_STALE,               /* params stale or unset: passed up       */
 	SG_C_FWD_TO_SERVER,       /* flow segments translated and redirected */
 	SG_C_FWD_TO_CLIENT,
+	SG_C_BRIDGED_TO_SERVER,   /* not for a protected service: redirected */
+	SG_C_BRIDGED_TO_CLIENT,   /* unchanged, as the engine bridges them   */
 	SG_C_COUNT
 };
 

@@ -226,7 +226,15 @@ fn start_xdp(
     });
     match attached {
         Ok(x) => {
-            tracing::info!(iface = %iface, mode = x.active().as_str(), "XDP fast path attached");
+            let [to_client, to_server] = x.redirect_targets();
+            tracing::info!(
+                iface = %iface,
+                server_iface = %server,
+                mode = x.active().as_str(),
+                forwards_to_client = to_client,
+                forwards_to_server = to_server,
+                "XDP fast path attached"
+            );
             Ok(Some(x))
         }
         Err(e) if setting == XdpSetting::Auto => {

@@ -732,3 +732,169 @@ proptest! {
         }
     }
 }
+
+/// An IP frame carrying `payload` as `protocol` (v4 or v6 by `src`), with a
+/// fixed L2 header (and a VLAN tag when asked).
+fn ip_frame(src: &str, dst: &str, protocol: u8, payload: &[u8], vlan: bool) -> Vec<u8> {
+    use synguard::wire::{ipv4, ipv6};
+    let mut f = l2(vlan);
+    let at = f.len() - 2;
+    match (
+        src.parse::<IpAddr>().unwrap(),
+        dst.parse::<IpAddr>().unwrap(),
+    ) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f[at..].copy_from_slice(&[0x08, 0x00]);
+            ipv4::write_header(&mut f, s, d, protocol, payload.len(), 64);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            f[at..].copy_from_slice(&[0x86, 0xdd]);
+            ipv6::write_header(&mut f, s, d, protocol, payload.len(), 64);
+        }
+        _ => panic!("mixed families"),
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn traffic_for_no_protected_service_is_redirected_unchanged_as_the_engine_bridges_it() {
+    let mut t = Twin::new(setups()[0]);
+    let udp = [0x13, 0x88, 0x13, 0x89, 0, 12, 0, 0, b'p', b'i', b'n', b'g'];
+    let mut arp = l2(false);
+    let at = arp.len() - 2;
+    arp[at..].copy_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&[0u8; 20]);
+    let tcp_to = |port: u16, from_server: bool| {
+        let (c, s): (IpAddr, IpAddr) =
+            ("198.18.0.1".parse().unwrap(), "198.18.0.2".parse().unwrap());
+        let (src, dst, sport, dport) = if from_server {
+            (s, c, port, 40000)
+        } else {
+            (c, s, 40000, port)
+        };
+        let mut f = Vec::new();
+        let spec = TcpSegmentSpec {
+            src_port: sport,
+            dst_port: dport,
+            seq: 1,
+            ack: 0,
+            flags: tcp::SYN,
+            window: 1000,
+            options: &[],
+            payload: &[],
+        };
+        write_tcp_frame(&mut f, &l2(false), src, dst, 64, &spec);
+        f
+    };
+    let bridged = vec![
+        ("ARP", arp.clone()),
+        (
+            "UDP v4",
+            ip_frame("198.18.0.1", "198.18.0.2", 17, &udp, false),
+        ),
+        (
+            "UDP v4 VLAN",
+            ip_frame("198.18.0.1", "198.18.0.2", 17, &udp, true),
+        ),
+        (
+            "UDP v6",
+            ip_frame("2001:db8::1", "2001:db8::2", 17, &udp, false),
+        ),
+        (
+            "GRE v4",
+            ip_frame("198.18.0.1", "198.18.0.2", 47, &udp, false),
+        ),
+        ("TCP to an unprotected port", tcp_to(9999, false)),
+    ];
+    let mut fragment = ip_frame("198.18.0.1", "198.18.0.2", 17, &udp, false);
+    fragment[14 + 6] = 0x20; // MF
+    let mut hop_by_hop = ip_frame(
+        "2001:db8::1",
+        "2001:db8::2",
+        0,
+        &[17, 0, 1, 4, 0, 0, 0, 0],
+        false,
+    );
+    hop_by_hop.extend_from_slice(&udp);
+    let mut two_tags = ip_frame("198.18.0.1", "198.18.0.2", 17, &udp, true);
+    two_tags.splice(12..12, [0x88, 0xa8, 0x00, 0x05]);
+    let icmp_echo = [8, 0, 0xf7, 0xff, 0, 0, 0, 0];
+    let up = vec![
+        (
+            "ICMP",
+            ip_frame("198.18.0.1", "198.18.0.2", 1, &icmp_echo, false),
+        ),
+        (
+            "ICMPv6",
+            ip_frame("2001:db8::1", "2001:db8::2", 58, &icmp_echo, false),
+        ),
+        ("a fragment", fragment),
+        ("an IPv6 extension header", hop_by_hop),
+        ("two VLAN tags", two_tags),
+        (
+            "a truncated IPv4 header",
+            ip_frame("198.18.0.1", "198.18.0.2", 17, &udp, false)[..24].to_vec(),
+        ),
+    ];
+    for from_server in [false, true] {
+        let port = if from_server {
+            Port::Server
+        } else {
+            Port::Client
+        };
+        let mut cases = bridged.clone();
+        if from_server {
+            cases.pop();
+            cases.push(("TCP from an unprotected port", tcp_to(9999, true)));
+        }
+        for (what, f) in cases {
+            let (ret, out) = t.run(&f, from_server);
+            assert_eq!(ret, XDP_REDIRECT, "{what} from_server={from_server}");
+            assert_eq!(out, f, "{what}: redirected unchanged");
+            let before = t
+                .reference
+                .counters()
+                .bridged
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let mut ef = f.clone();
+            assert_eq!(
+                t.reference.handle(NOW, port, &mut ef),
+                Verdict::Forward,
+                "{what}"
+            );
+            assert_eq!(ef, f);
+            assert_eq!(
+                t.reference
+                    .counters()
+                    .bridged
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                before + 1,
+                "the engine bridges {what} too"
+            );
+        }
+        for (what, f) in &up {
+            let (ret, out) = t.run(f, from_server);
+            assert_eq!(ret, XDP_PASS, "{what} goes up (from_server={from_server})");
+            assert_eq!(&out, f);
+        }
+    }
+    // No redirect target: everything goes up.
+    let mut lone = XdpFastPath::load(64).unwrap();
+    let (ret, _) = {
+        let mut out = vec![0u8; 128];
+        let r = lone
+            .program()
+            .test_run(TestRunOptions {
+                data_in: Some(&arp),
+                data_out: Some(&mut out[..]),
+                ..TestRunOptions::default()
+            })
+            .unwrap();
+        (r.return_value, out)
+    };
+    assert_eq!(ret, XDP_PASS, "without a target port the engine bridges");
+    lone.detach();
+    let _ = &mut t.publisher;
+}

@@ -25,6 +25,13 @@ fn run_script(kind: &str, mtu: u32, mode: &str, pins: &str, after: &str) -> (Opt
             "ip link add d0 type veth peer name p0 && ip link add d1 type veth peer name p1 \
              && ip link set p0 mtu \"$MTU\" && ip link set p0 up && ip link set p1 up"
         }
+        // Peers that run a pass-everything XDP program: then a veth takes
+        // redirected frames (xdp_features NDO_XMIT).
+        "veth-xdp-peers" => {
+            "ip link add d0 type veth peer name p0 && ip link add d1 type veth peer name p1 \
+             && ip link set p0 mtu \"$MTU\" && ip link set p0 up && ip link set p1 up \
+             && ip link set p0 xdpdrv obj \"$PASS\" sec xdp && ip link set p1 xdpdrv obj \"$PASS\" sec xdp"
+        }
         other => panic!("device kind {other}"),
     };
     let script = format!(
@@ -39,6 +46,10 @@ fn run_script(kind: &str, mtu: u32, mode: &str, pins: &str, after: &str) -> (Opt
         .env("MTU", mtu.to_string())
         .env("MODE", mode)
         .env("PINS", pins)
+        .env(
+            "PASS",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/bpf/xdp_pass.o"),
+        )
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .output()
@@ -145,4 +156,25 @@ fn pinned_attachments_stay_after_exit_until_detach() {
         "detach says what it did: {out}"
     );
     assert!(out.contains("left: 0"), "detach removes everything: {out}");
+}
+
+#[test]
+fn native_redirects_only_to_ports_that_take_xdp_frames() {
+    // veth peers without XDP (and GRO off): their veths lack NDO_XMIT, so
+    // a redirected frame would vanish; the program must not redirect.
+    let (code, err) = start("veth", 1500, "native");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("mode=\"native\""), "{err}");
+    assert!(
+        err.contains("forwards_to_client=false forwards_to_server=false"),
+        "{err}"
+    );
+    assert!(err.contains("lack NDO_XMIT"), "says why: {err}");
+    // Peers running XDP: both ports take redirected frames.
+    let (code, err) = start("veth-xdp-peers", 1500, "native");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("forwards_to_client=true forwards_to_server=true"),
+        "{err}"
+    );
 }

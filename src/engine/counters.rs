@@ -110,6 +110,9 @@ pub struct Counters {
     /// redirected, by the port they left on (`Port::index`); also counted
     /// in `translated`.
     pub xdp_forwarded: [AtomicU64; 2],
+    /// Frames the XDP programs redirected unchanged (what the engine would
+    /// bridge), by the port they left on; also counted in `bridged`.
+    pub xdp_bridged: [AtomicU64; 2],
     pub xdp_mode: AtomicU64,
 }
 

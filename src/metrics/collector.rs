@@ -228,6 +228,12 @@ pub fn families(c: &Counters) -> Vec<MetricFamily> {
         )
         .sample(&[("port", "client")], load(&c.xdp_forwarded[Port::Client.index()]))
         .sample(&[("port", "server")], load(&c.xdp_forwarded[Port::Server.index()])),
+        counter(
+            "synguard_xdp_bridged_frames_total",
+            "Frames for no protected service the XDP programs redirected unchanged, by the port they left on (also in synguard_bridged_frames_total).",
+        )
+        .sample(&[("port", "client")], load(&c.xdp_bridged[Port::Client.index()]))
+        .sample(&[("port", "server")], load(&c.xdp_bridged[Port::Server.index()])),
         gauge("synguard_build_info", "Build information; always 1.")
             .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0),
         gauge("synguard_syn_recv_limit", "Capacity of the half-open queue (syn_queue.backlog).")

@@ -153,7 +153,9 @@ pub mod counter {
     pub const STALE: u32 = 12;
     pub const FWD_TO_SERVER: u32 = 13;
     pub const FWD_TO_CLIENT: u32 = 14;
-    pub const COUNT: u32 = 15;
+    pub const BRIDGED_TO_SERVER: u32 = 15;
+    pub const BRIDGED_TO_CLIENT: u32 = 16;
+    pub const COUNT: u32 = 17;
 }
 
 /// 16 address bytes, IPv4 as v4-mapped (as the cookie MAC input).

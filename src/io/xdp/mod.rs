@@ -9,6 +9,7 @@
 //! published; the engine decides everything else), and never runs when
 //! `io.xdp = "off"`: the AF_PACKET path then works exactly as before.
 
+pub mod features;
 pub mod maps;
 pub mod pins;
 
@@ -161,6 +162,8 @@ pub struct XdpFastPath {
     /// whether `sg_flows` was adopted from an earlier process's pin.
     pins: Option<PinDir>,
     adopted: bool,
+    /// Ports the programs redirect to (see `enable_redirects`).
+    redirect_targets: [bool; 2],
     active: XdpActive,
     changes: Vec<TrackedChange>,
     /// What was last written to the parameter map (time fields zeroed) and
@@ -321,6 +324,7 @@ impl XdpFastPath {
             attached: Vec::new(),
             pins,
             adopted,
+            redirect_targets: [false; 2],
             active: XdpActive::Off,
             changes: Vec::new(),
             published: None,
@@ -368,8 +372,15 @@ impl XdpFastPath {
         if setting == XdpSetting::Off {
             return Ok(());
         }
-        self.set_ports(ifindex(client.0)?, ifindex(server.0)?)?;
+        let ports = [
+            (PORT_CLIENT, client.0, ifindex(client.0)?),
+            (PORT_SERVER, server.0, ifindex(server.0)?),
+        ];
         if let Some(p) = self.pins.clone() {
+            // The redirect targets before the programs switch.
+            if let Some((_, mode)) = p.find_link(PinnedPort::Client) {
+                self.enable_redirects(&ports, mode)?;
+            }
             match self.adopt_links(&p, client.0, server.0) {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
@@ -396,11 +407,55 @@ impl XdpFastPath {
                     self.attach_mode(SERVER_PROGRAM, iface, XdpMode::Skb, "generic")
                 }
             })
+            .and_then(|()| self.enable_redirects(&ports, self.active))
             .and_then(|()| self.pin_links());
         if r.is_err() {
             self.detach();
         }
         r
+    }
+
+    /// Make each port a redirect target (`sg_tx_ports`) when frames
+    /// redirected to it are sure to leave: always in generic mode (the
+    /// kernel sends an skb), in native mode only when its driver declares
+    /// ndo_xdp_xmit (xdp_features NDO_XMIT; a veth does only while its peer
+    /// runs XDP or has GRO on, drivers/net/veth.c), since a frame it cannot
+    /// take is dropped without a trace. A port that is no target gets its
+    /// frames through the AF_PACKET path, as with XDP off.
+    fn enable_redirects(
+        &mut self,
+        ports: &[(u32, &str, u32); 2],
+        mode: XdpActive,
+    ) -> Result<(), XdpError> {
+        for &(slot, iface, index) in ports {
+            let ok = match mode {
+                XdpActive::Native => match features::xdp_features(index) {
+                    Ok(f) if f & features::XDP_ACT_NDO_XMIT != 0 => true,
+                    Ok(_) => {
+                        tracing::warn!(iface, "native XDP cannot transmit on this interface (its xdp_features lack NDO_XMIT; a veth has it only while its peer runs an XDP program or has GRO on): frames toward it stay on the AF_PACKET path");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(iface, error = %e, "cannot tell whether native XDP can transmit on this interface: frames toward it stay on the AF_PACKET path");
+                        false
+                    }
+                },
+                _ => true,
+            };
+            if ok {
+                self.tx_ports
+                    .set(slot, index, None, 0)
+                    .map_err(|e| XdpError::MapUpdate(e.to_string()))?;
+            }
+            self.redirect_targets[slot as usize] = ok;
+        }
+        Ok(())
+    }
+
+    /// Whether the programs redirect toward the client and the server port
+    /// (indices `PORT_CLIENT`, `PORT_SERVER`).
+    pub fn redirect_targets(&self) -> [bool; 2] {
+        self.redirect_targets
     }
 
     /// Take over the pinned attachments of both ports: Ok(false) when none
@@ -519,13 +574,14 @@ impl XdpFastPath {
         Ok(())
     }
 
-    /// Make the two ports the redirect targets (`sg_tx_ports`). Tests
-    /// call this without attaching.
+    /// Make the two ports the redirect targets (`sg_tx_ports`) without the
+    /// check [`Self::attach`] makes. Tests call this without attaching.
     pub fn set_ports(&mut self, client_ifindex: u32, server_ifindex: u32) -> Result<(), XdpError> {
         for (index, ifindex) in [(PORT_CLIENT, client_ifindex), (PORT_SERVER, server_ifindex)] {
             self.tx_ports
                 .set(index, ifindex, None, 0)
                 .map_err(|e| XdpError::MapUpdate(e.to_string()))?;
+            self.redirect_targets[index as usize] = true;
         }
         Ok(())
     }
@@ -890,13 +946,23 @@ impl XdpFastPath {
             + d(counter::DROP_NO_FLOW);
         // Frames that never reached AF_PACKET: answered or dropped in XDP.
         let (to_server, to_client) = (d(counter::FWD_TO_SERVER), d(counter::FWD_TO_CLIENT));
-        add(&c.frames_rx[Port::Client.index()], tx + dropped + to_server);
-        add(&c.frames_tx[Port::Client.index()], tx + to_client);
-        add(&c.frames_rx[Port::Server.index()], to_client);
-        add(&c.frames_tx[Port::Server.index()], to_server);
+        let (br_server, br_client) = (d(counter::BRIDGED_TO_SERVER), d(counter::BRIDGED_TO_CLIENT));
+        add(
+            &c.frames_rx[Port::Client.index()],
+            tx + dropped + to_server + br_server,
+        );
+        add(
+            &c.frames_tx[Port::Client.index()],
+            tx + to_client + br_client,
+        );
+        add(&c.frames_rx[Port::Server.index()], to_client + br_client);
+        add(&c.frames_tx[Port::Server.index()], to_server + br_server);
         add(&c.translated, to_server + to_client);
         add(&c.xdp_forwarded[Port::Server.index()], to_server);
         add(&c.xdp_forwarded[Port::Client.index()], to_client);
+        add(&c.bridged, br_server + br_client);
+        add(&c.xdp_bridged[Port::Server.index()], br_server);
+        add(&c.xdp_bridged[Port::Client.index()], br_client);
         add(&c.syn_received, d(counter::SYN_RECEIVED));
         add(&c.synack_cookie, d(counter::SYNACK_COOKIE));
         add(&c.cookies_failed, d(counter::COOKIES_FAILED));
