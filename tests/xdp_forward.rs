@@ -14,7 +14,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use proptest::prelude::*;
 
 use synguard::cookie::CookieSecret;
-use synguard::engine::fast_path::FlowProgress;
+use synguard::engine::fast_path::{FlowProgress, FORWARD_AFTER_MS};
 use synguard::engine::{Engine, EngineConfig, FlowKey, Port, SyncookieMode, Verdict};
 use synguard::io::xdp::{monotonic_ns, XdpFastPath};
 use synguard::wire::tcp::{self, TcpSegmentSpec};
@@ -28,6 +28,8 @@ const SECRET: [u8; 16] = *b"synguard-xdp-fwd";
 /// Both redirect targets are `lo`: nothing is attached and nothing is sent
 /// (test runs only).
 const LO: u32 = 1;
+/// After the flow was published (`FORWARD_AFTER_MS` after it opened).
+const LATER: u64 = NOW + 1_000;
 const CLIENT_ISN: u32 = 0x1000_0000;
 const SERVER_ISN: u32 = 0xfff0_0000; // wraps soon: sequence arithmetic
 const CLIENT_TSVAL: u32 = 0x0102_0304;
@@ -273,7 +275,13 @@ impl Twin {
         x.set_ports(LO, LO).unwrap();
         publisher.set_forward_progress_source(Box::new(x.progress_reader().unwrap()));
         publisher.enable_fast_path();
+        // Not before the flow is FORWARD_AFTER_MS old.
         x.sync(&mut publisher, NOW);
+        assert!(
+            x.flow_entry(&setup.key()).is_none(),
+            "a young flow stays in the engine"
+        );
+        x.sync(&mut publisher, NOW + FORWARD_AFTER_MS);
         // The program's clock pinned at NOW: a stamp ahead of the monotonic
         // clock reads as age 0 (the program clamps), so last-seen times are
         // the engine's literal NOW.
@@ -520,7 +528,7 @@ fn flows_the_program_cannot_translate_stay_in_the_engine() {
     x.set_ports(LO, LO).unwrap();
     publisher.set_forward_progress_source(Box::new(x.progress_reader().unwrap()));
     publisher.enable_fast_path();
-    x.sync(&mut publisher, NOW);
+    x.sync(&mut publisher, NOW + FORWARD_AFTER_MS);
     assert!(publisher.is_tracked(&setup.key()));
     assert!(x.flow_entry(&setup.key()).is_none());
     assert!(!publisher.is_forwarded(&setup.key()));
@@ -630,12 +638,12 @@ fn the_engine_reads_progress_back_before_a_close_and_unpublishes() {
     assert_eq!(t.run(&f, false).0, XDP_PASS);
     let mut ef = f.clone();
     assert_eq!(
-        t.publisher.handle(NOW + 5, Port::Client, &mut ef),
+        t.publisher.handle(LATER, Port::Client, &mut ef),
         Verdict::Forward,
         "the FIN is in window once the program's progress is read"
     );
     // The state changed: the entry goes at the batch end.
-    t.x.sync(&mut t.publisher, NOW + 5);
+    t.x.sync(&mut t.publisher, LATER);
     assert!(t.x.flow_entry(&t.key()).is_none());
     assert!(!t.publisher.is_forwarded(&t.key()));
     assert!(t.publisher.is_tracked(&t.key()), "the flow itself stays");

@@ -352,6 +352,7 @@ impl Engine {
             None => {}
         }
         bump(&self.counters.translated);
+        self.note_engine_forwarded(now_ms, key);
     }
 
     /// The one place a tracked flow changes state after the handshake: the

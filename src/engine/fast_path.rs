@@ -65,6 +65,33 @@ fn offer_mask(o: Offer) -> u8 {
 /// batch unless the kernel dropped it; a few seconds cover a loaded box.
 pub const XDP_TRACKED_GRACE_MS: u64 = 5_000;
 
+/// How long a flow has been open (since its backend SYN), or how many
+/// bytes it carried (both directions), before the program takes over
+/// forwarding it. Publishing and unpublishing cost map writes and reads
+/// (syscalls) that a short connection never pays back: measured with ab (a
+/// new connection per request), publishing every flow at once cut the
+/// connection rate. A request/response connection is over within both; a
+/// transfer passes the bytes in a few milliseconds, a long-lived session
+/// the time.
+pub const FORWARD_AFTER_MS: u64 = 100;
+pub const FORWARD_AFTER_BYTES: u64 = 64 * 1024;
+
+/// See [`forward_entry`].
+fn forwardable(f: &Flow) -> bool {
+    f.state == TcpState::Established
+        && f.held.is_empty()
+        && !f.sack_declined
+        && !f.ecn_declined
+        && f.timestamps == f.client_timestamps
+}
+
+/// Bytes the flow carried, both directions (sequence space used past the
+/// SYNs).
+fn bytes_carried(f: &Flow) -> u64 {
+    u64::from(f.client_next.wrapping_sub(f.client_isn.wrapping_add(1)))
+        + u64::from(f.server_next.wrapping_sub(f.server_isn.wrapping_add(1)))
+}
+
 /// One protected service as the program sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FastPathService {
@@ -247,12 +274,7 @@ impl FlowProgress {
 /// not make (an option the server declined: NOP-ing SACK blocks or
 /// timestamps, clearing ECN, inserting timestamps).
 pub fn forward_entry(f: &Flow) -> Option<ForwardEntry> {
-    let plain = f.state == TcpState::Established
-        && f.held.is_empty()
-        && !f.sack_declined
-        && !f.ecn_declined
-        && f.timestamps == f.client_timestamps;
-    plain.then(|| ForwardEntry {
+    forwardable(f).then(|| ForwardEntry {
         seq_delta: f.seq_delta,
         ts_offset: f.ts_offset,
         timestamps: f.timestamps,
@@ -285,6 +307,8 @@ pub(super) struct FastPathState {
     scratch: Vec<FlowKey>,
     /// Flows published with a [`ForwardEntry`].
     forwarded: HashSet<FlowKey>,
+    /// Flows to look at again when they are `FORWARD_AFTER_MS` old.
+    forward_due: BinaryHeap<Reverse<(u64, FlowKey)>>,
     progress: Option<Box<dyn ForwardProgressSource>>,
 }
 
@@ -329,6 +353,23 @@ impl Engine {
             .map(|(k, e)| (k, e.to_flow(idle)))
             .collect();
         self.import_flows(flows)
+    }
+
+    /// The engine forwarded a segment of `key` itself: a young flow that
+    /// has carried `FORWARD_AFTER_BYTES` is a transfer, handed over at the
+    /// next drain instead of at its age.
+    pub(super) fn note_engine_forwarded(&mut self, now_ms: u64, key: &FlowKey) {
+        if self.fast_path.progress.is_none() || self.fast_path.forwarded.contains(key) {
+            return;
+        }
+        // Only a flow the program can take: another would queue an entry
+        // per segment for ever.
+        let transfer = self.flows.with(key, |f| {
+            forwardable(f) && bytes_carried(f) >= FORWARD_AFTER_BYTES
+        });
+        if transfer == Some(true) {
+            self.fast_path.forward_due.push(Reverse((now_ms, *key)));
+        }
     }
 
     /// The flows published for the program to forward.
@@ -427,6 +468,17 @@ impl Engine {
             self.fast_path.pending.pop();
             touched.push(key);
         }
+        // Flows old enough now; one that ended meanwhile has nothing left
+        // to change.
+        while let Some(Reverse((at, key))) = self.fast_path.forward_due.peek().copied() {
+            if at > now_ms {
+                break;
+            }
+            self.fast_path.forward_due.pop();
+            if self.flows.contains(&key) {
+                touched.push(key);
+            }
+        }
         touched.sort_unstable();
         touched.dedup();
         for key in touched.drain(..) {
@@ -437,6 +489,20 @@ impl Engine {
             }
             // Forwarding needs the program's progress read back.
             let source = self.fast_path.progress.as_ref();
+            let young = self
+                .flows
+                .with(&key, |f| {
+                    (!forwardable(f) || bytes_carried(f) < FORWARD_AFTER_BYTES)
+                        .then_some(f.opened_ms + FORWARD_AFTER_MS)
+                })
+                .flatten()
+                .filter(|&due| due > now_ms);
+            if let (Some(due), false) = (young, self.fast_path.forwarded.contains(&key)) {
+                // Not yet: the engine forwards it meanwhile.
+                self.fast_path.forward_due.push(Reverse((due, key)));
+                out.push(TrackedChange::Publish(key, None));
+                continue;
+            }
             if !self.fast_path.forwarded.contains(&key) {
                 // An entry left by an earlier process (adopted maps) has
                 // newer progress than a flow restored from the flow file.
@@ -446,7 +512,11 @@ impl Engine {
             }
             let entry = source.and_then(|_| self.flows.with(&key, |f| forward_entry(f)).flatten());
             if entry.is_some() {
-                self.fast_path.forwarded.insert(key);
+                if !self.fast_path.forwarded.insert(key) {
+                    // Already the program's: writing the entry again would
+                    // put the engine's older progress over the program's.
+                    continue;
+                }
             } else if self.fast_path.forwarded.contains(&key) {
                 // Its last progress, before the program stops recording it.
                 self.fold_forward_progress(&key);

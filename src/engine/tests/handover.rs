@@ -152,7 +152,8 @@ fn restored_flows_are_published_to_the_fast_path_when_it_starts() {
     newer.set_forward_progress_source(Box::new(NoProgress));
     newer.enable_fast_path();
     changes.clear();
-    newer.drain_tracked_changes(T0 + 100, &mut changes);
+    // Old enough to hand over (FORWARD_AFTER_MS after it opened).
+    newer.drain_tracked_changes(T0 + 1_000, &mut changes);
     assert_eq!(
         changes,
         vec![fast_path::TrackedChange::Publish(key_v4(), entry)]

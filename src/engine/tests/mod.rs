@@ -1765,6 +1765,7 @@ fn remaining_drop_reasons() {
 
 mod backend_syn_sent;
 mod cookie_mss;
+mod fast_path_publish;
 mod handover;
 mod icmp_errors;
 mod option_mismatch;

@@ -154,7 +154,11 @@ pub struct XdpFastPath {
     /// [`ForwardProgressReader`]), and the keys written there.
     flows: HashMap<MapData, SgFlowKey, SgFlow>,
     flows_map_id: u32,
+    tracked_map_id: u32,
     forwarded: HashSet<SgFlowKey>,
+    /// Tuples whose `sg_tracked` entry is the engine's (counted in the
+    /// engine filter): known here, so no map read per change.
+    engine_tracked: HashSet<SgFlowKey>,
     tx_ports: DevMap<MapData>,
     /// Per port a program is attached to.
     attached: Vec<Attachment>,
@@ -290,6 +294,13 @@ impl XdpFastPath {
         }
         let params = take!("sg_params");
         let services = take!("sg_services");
+        let tracked_map_id = match ebpf.map("sg_tracked") {
+            Some(Map::HashMap(data)) => data
+                .info()
+                .map_err(|e| XdpError::Load(format!("sg_tracked: {e}")))?
+                .id(),
+            _ => return Err(XdpError::Map("sg_tracked")),
+        };
         let tracked = take!("sg_tracked");
         let new_tracked = take!("sg_new_tracked");
         let engine_filter = take!("sg_engine_filter");
@@ -319,7 +330,9 @@ impl XdpFastPath {
             folded: [0; counter::COUNT as usize],
             flows,
             flows_map_id,
+            tracked_map_id,
             forwarded: HashSet::new(),
+            engine_tracked: HashSet::new(),
             tx_ports,
             attached: Vec::new(),
             pins,
@@ -595,6 +608,15 @@ impl XdpFastPath {
         Ok(ForwardProgressReader { flows })
     }
 
+    /// Kernel ids of the two per-flow maps, `sg_flows` and `sg_tracked`
+    /// (the memory bench reads their memlock).
+    pub fn per_flow_map_ids(&self) -> [(&'static str, u32); 2] {
+        [
+            ("sg_flows", self.flows_map_id),
+            ("sg_tracked", self.tracked_map_id),
+        ]
+    }
+
     /// The program's entry for an established flow, if it forwards it.
     pub fn flow_entry(&self, key: &FlowKey) -> Option<SgFlow> {
         self.flows.get(&SgFlowKey::from_key(key), 0).ok()
@@ -850,7 +872,9 @@ impl XdpFastPath {
         key: &SgFlowKey,
         since_ns: u64,
     ) -> Result<(), aya::maps::MapError> {
-        let was_engines = self.is_engines(key);
+        if self.engine_tracked.contains(key) {
+            return Ok(()); // already the engine's: nothing to write
+        }
         self.tracked.insert(
             *key,
             SgTracked {
@@ -860,16 +884,14 @@ impl XdpFastPath {
             },
             0,
         )?;
-        if !was_engines {
-            self.add_to_filter(key, 1)?;
-        }
-        Ok(())
+        self.engine_tracked.insert(*key);
+        self.add_to_filter(key, 1)
     }
 
     /// The engine no longer tracks `key` (or never confirmed the program's
     /// entry): the entry goes, and the filter forgets it if it counted it.
     fn unpublish_tracked(&mut self, key: &SgFlowKey) -> Result<(), aya::maps::MapError> {
-        let was_engines = self.is_engines(key);
+        let was_engines = self.engine_tracked.remove(key);
         match self.tracked.remove(key) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(e) => return Err(e),
@@ -898,13 +920,6 @@ impl XdpFastPath {
             None => {}
         }
         Ok(())
-    }
-
-    /// The tuple's entry is the engine's (counted in the engine filter).
-    fn is_engines(&self, key: &SgFlowKey) -> bool {
-        self.tracked
-            .get(key, 0)
-            .is_ok_and(|v| v.origin == ORIGIN_ENGINE)
     }
 
     fn add_to_filter(&mut self, key: &SgFlowKey, delta: i32) -> Result<(), aya::maps::MapError> {

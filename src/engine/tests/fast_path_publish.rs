@@ -1,0 +1,151 @@
+//! When the engine hands an established flow to the XDP program: not
+//! before it is `FORWARD_AFTER_MS` old (short connections stay in the
+//! engine and cost no map writes), then with its translation; and never
+//! without a progress source to read the program's work back.
+
+use super::*;
+use crate::engine::fast_path::{
+    forward_entry, FlowProgress, ForwardProgressSource, TrackedChange, FORWARD_AFTER_MS,
+};
+
+struct NoProgress;
+
+impl ForwardProgressSource for NoProgress {
+    fn read(&self, _: &FlowKey) -> Option<FlowProgress> {
+        None
+    }
+}
+
+fn drain(e: &mut Engine, now: u64) -> Vec<TrackedChange> {
+    let mut out = Vec::new();
+    e.drain_tracked_changes(now, &mut out);
+    out
+}
+
+#[test]
+fn a_flow_is_forwarded_in_xdp_once_it_is_old_enough() {
+    let mut e = engine();
+    e.set_forward_progress_source(Box::new(NoProgress));
+    e.enable_fast_path();
+    establish(&mut e, client_v4(), server_v4(), &[]);
+    let key = key_v4();
+    let opened = e.export_flows()[0].1.opened_ms;
+    // Established, but young: tracked only.
+    assert_eq!(
+        drain(&mut e, T0 + 20),
+        vec![TrackedChange::Publish(key, None)]
+    );
+    assert!(!e.is_forwarded(&key));
+    assert!(drain(&mut e, opened + FORWARD_AFTER_MS - 1).is_empty());
+    let entry = forward_entry(&e.export_flows()[0].1);
+    assert!(entry.is_some());
+    assert_eq!(
+        drain(&mut e, opened + FORWARD_AFTER_MS),
+        vec![TrackedChange::Publish(key, entry)]
+    );
+    assert!(e.is_forwarded(&key));
+}
+
+#[test]
+fn a_short_connection_is_never_handed_over() {
+    let mut e = engine();
+    e.set_forward_progress_source(Box::new(NoProgress));
+    e.enable_fast_path();
+    establish(&mut e, client_v4(), server_v4(), &[]);
+    let key = key_v4();
+    drain(&mut e, T0 + 20);
+    // Gone before it is old enough (the client's RST ends it at once).
+    let mut rst = segment(
+        client_v4(),
+        server_v4(),
+        CLIENT_ISN + 1,
+        0,
+        tcp::RST,
+        0,
+        &[],
+        &[],
+    );
+    e.handle(T0 + 30, Port::Client, &mut rst);
+    assert!(!e.is_tracked(&key));
+    assert_eq!(drain(&mut e, T0 + 30), vec![TrackedChange::Unpublish(key)]);
+    assert!(
+        drain(&mut e, T0 + 10 * FORWARD_AFTER_MS).is_empty(),
+        "nothing to say about a flow that ended"
+    );
+}
+
+#[test]
+fn without_a_progress_source_nothing_is_handed_over() {
+    let mut e = engine();
+    e.enable_fast_path();
+    establish(&mut e, client_v4(), server_v4(), &[]);
+    let changes = drain(&mut e, T0 + 10 * FORWARD_AFTER_MS);
+    assert_eq!(changes, vec![TrackedChange::Publish(key_v4(), None)]);
+}
+
+#[test]
+fn a_transfer_is_handed_over_before_it_is_old() {
+    use crate::engine::fast_path::FORWARD_AFTER_BYTES;
+    let mut e = engine();
+    e.set_forward_progress_source(Box::new(NoProgress));
+    e.enable_fast_path();
+    establish(&mut e, client_v4(), server_v4(), &[]);
+    let key = key_v4();
+    drain(&mut e, T0 + 20);
+    // The server sends 64 KiB within a millisecond: the engine translates
+    // it all, then hands the flow over at the next drain.
+    let chunk = [7u8; 1400];
+    let mut sent = 0u32;
+    let server_isn = e.export_flows()[0].1.server_isn;
+    while u64::from(sent) < FORWARD_AFTER_BYTES {
+        let mut f = segment(
+            server_v4(),
+            client_v4(),
+            server_isn.wrapping_add(1).wrapping_add(sent),
+            CLIENT_ISN + 1,
+            tcp::ACK,
+            1000,
+            &[],
+            &chunk,
+        );
+        assert_eq!(e.handle(T0 + 21, Port::Server, &mut f), Verdict::Forward);
+        sent += chunk.len() as u32;
+    }
+    let changes = drain(&mut e, T0 + 22);
+    assert!(
+        matches!(changes.as_slice(), [TrackedChange::Publish(k, Some(_))] if *k == key),
+        "{changes:?}"
+    );
+    assert!(e.is_forwarded(&key));
+}
+
+#[test]
+fn a_forwarded_flow_is_never_published_again_over_the_programs_progress() {
+    let mut e = engine();
+    e.set_forward_progress_source(Box::new(NoProgress));
+    e.enable_fast_path();
+    establish(&mut e, client_v4(), server_v4(), &[]);
+    let opened = e.export_flows()[0].1.opened_ms;
+    drain(&mut e, T0 + 20); // young: queued for opened + FORWARD_AFTER_MS
+    let chunk = [7u8; 1400];
+    let server_isn = e.export_flows()[0].1.server_isn;
+    let mut sent = 0u32;
+    while u64::from(sent) < crate::engine::fast_path::FORWARD_AFTER_BYTES {
+        let mut f = segment(
+            server_v4(),
+            client_v4(),
+            server_isn.wrapping_add(1).wrapping_add(sent),
+            CLIENT_ISN + 1,
+            tcp::ACK,
+            1000,
+            &[],
+            &chunk,
+        );
+        e.handle(T0 + 21, Port::Server, &mut f);
+        sent += chunk.len() as u32;
+    }
+    assert_eq!(drain(&mut e, T0 + 22).len(), 1, "handed over as a transfer");
+    // Its age comes due later: nothing more to write (the program owns
+    // the progress now).
+    assert!(drain(&mut e, opened + FORWARD_AFTER_MS).is_empty());
+}
