@@ -1036,27 +1036,44 @@ static __always_inline void swap_key(struct sg_flow_key *k)
 	k->server_port = port;
 }
 
-SEC("xdp")
-int sg_fast_path(struct xdp_md *ctx)
+/* The start both programs share: count, classify, parse, key the segment
+ * as its flow's (client, server) tuple and find its protected service.
+ * Returns -1 with *svc set for a segment of a protected service, else the
+ * verdict: what the engine would bridge is redirected to the other port,
+ * what is not fully parsed goes up. */
+static __always_inline int service_segment(struct xdp_md *ctx, struct parsed *p,
+					   int from_server, struct sg_service **svc)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct parsed p;
+	__u32 out = from_server ? SG_PORT_CLIENT : SG_PORT_SERVER;
 
 	count(SG_C_RX);
 	int class = classify(data, data_end);
 	if (class == CLASS_BRIDGE)
-		return bridge(SG_PORT_SERVER);
-	if (class == CLASS_UP || parse(data, data_end, &p))
+		return bridge(out);
+	if (class == CLASS_UP || parse(data, data_end, p))
 		return pass();
-
+	if (from_server)
+		swap_key(&p->key);
 	struct sg_service_key sk = {};
-	__builtin_memcpy(sk.addr, p.key.server, 16);
-	sk.port = p.key.server_port;
-	sk.family = p.key.family;
-	struct sg_service *svc = bpf_map_lookup_elem(&sg_services, &sk);
-	if (!svc)
-		return bridge(SG_PORT_SERVER); /* TCP to no protected service */
+	__builtin_memcpy(sk.addr, p->key.server, 16);
+	sk.port = p->key.server_port;
+	sk.family = p->key.family;
+	*svc = bpf_map_lookup_elem(&sg_services, &sk);
+	if (!*svc)
+		return bridge(out); /* TCP to or from no protected service */
+	return -1;
+}
+
+SEC("xdp")
+int sg_fast_path(struct xdp_md *ctx)
+{
+	struct parsed p;
+	struct sg_service *svc = 0;
+	int verdict = service_segment(ctx, &p, 0, &svc);
+	if (verdict >= 0 || !svc)
+		return verdict >= 0 ? verdict : pass();
 
 	/* TCP-MD5 / TCP-AO: the engine bridges or drops them whatever their
 	 * flags (src/engine/mod.rs client_segment checks this first). */
@@ -1120,23 +1137,11 @@ int sg_fast_path(struct xdp_md *ctx)
 SEC("xdp")
 int sg_server_port(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	struct parsed p;
-
-	count(SG_C_RX);
-	int class = classify(data, data_end);
-	if (class == CLASS_BRIDGE)
-		return bridge(SG_PORT_CLIENT);
-	if (class == CLASS_UP || parse(data, data_end, &p))
-		return pass();
-	swap_key(&p.key);
-	struct sg_service_key sk = {};
-	__builtin_memcpy(sk.addr, p.key.server, 16);
-	sk.port = p.key.server_port;
-	sk.family = p.key.family;
-	if (!bpf_map_lookup_elem(&sg_services, &sk))
-		return bridge(SG_PORT_CLIENT); /* TCP from no protected service */
+	struct sg_service *svc = 0;
+	int verdict = service_segment(ctx, &p, 1, &svc);
+	if (verdict >= 0 || !svc)
+		return verdict >= 0 ? verdict : pass();
 	if (p.opts.auth_option)
 		return pass();
 	int r = forward(ctx, &p, 1);

@@ -14,7 +14,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use proptest::prelude::*;
 
 use synguard::cookie::CookieSecret;
-use synguard::engine::fast_path::{FlowProgress, FORWARD_AFTER_MS};
+use synguard::engine::forward::{FlowProgress, FORWARD_AFTER_MS};
 use synguard::engine::{Engine, EngineConfig, FlowKey, Port, SyncookieMode, Verdict};
 use synguard::io::xdp::{monotonic_ns, XdpFastPath};
 use synguard::wire::tcp::{self, TcpSegmentSpec};
@@ -166,6 +166,12 @@ struct Flow {
 
 /// Drive `e` through the whole handshake of `setup` at `NOW`.
 fn handshake(e: &mut Engine, setup: &Setup) -> Flow {
+    handshake_with(e, setup, setup.sack)
+}
+
+/// As [`handshake`], the server's SYN-ACK offering SACK only when
+/// `server_sack` (false: it declines what the client was promised).
+fn handshake_with(e: &mut Engine, setup: &Setup, server_sack: bool) -> Flow {
     let (client, server) = setup.addrs();
     let syn_opts = SynOptionSet {
         mss: Some(1460),
@@ -221,7 +227,7 @@ fn handshake(e: &mut Engine, setup: &Setup) -> Flow {
     let bsyn = view(&backend_syn.frame);
     let synack_opts = SynOptionSet {
         mss: Some(1460),
-        sack_permitted: setup.sack,
+        sack_permitted: server_sack,
         timestamps: setup
             .timestamps
             .then_some((SERVER_TSVAL, bsyn.options.timestamps.map_or(0, |(v, _)| v))),
@@ -523,7 +529,7 @@ fn flows_the_program_cannot_translate_stay_in_the_engine() {
     // become NOPs, which only the engine does.
     let setup = setups()[0];
     let mut publisher = new_engine();
-    handshake_with_server_declining_sack(&mut publisher, &setup);
+    handshake_with(&mut publisher, &setup, false);
     let mut x = XdpFastPath::load(4096).unwrap();
     x.set_ports(LO, LO).unwrap();
     publisher.set_forward_progress_source(Box::new(x.progress_reader().unwrap()));
@@ -532,90 +538,6 @@ fn flows_the_program_cannot_translate_stay_in_the_engine() {
     assert!(publisher.is_tracked(&setup.key()));
     assert!(x.flow_entry(&setup.key()).is_none());
     assert!(!publisher.is_forwarded(&setup.key()));
-}
-
-/// As [`handshake`], but the server's SYN-ACK leaves out SACK-permitted.
-fn handshake_with_server_declining_sack(e: &mut Engine, setup: &Setup) {
-    let declined = Setup {
-        sack: false,
-        ..*setup
-    };
-    let (client, server) = setup.addrs();
-    let syn_opts = SynOptionSet {
-        mss: Some(1460),
-        sack_permitted: true,
-        timestamps: None,
-        wscale: setup.client_wscale,
-    }
-    .encode();
-    let mut f = Vec::new();
-    write_tcp_frame(
-        &mut f,
-        &l2(setup.vlan),
-        client,
-        server,
-        64,
-        &TcpSegmentSpec {
-            src_port: 40000,
-            dst_port: 8080,
-            seq: CLIENT_ISN,
-            ack: 0,
-            flags: tcp::SYN,
-            window: 64240,
-            options: syn_opts.as_slice(),
-            payload: &[],
-        },
-    );
-    assert_eq!(e.handle(NOW, Port::Client, &mut f), Verdict::Reply);
-    let cookie = view(&f).tcp.seq;
-    let ack = Seg {
-        from_server: false,
-        seq: CLIENT_ISN + 1,
-        ack: cookie.wrapping_add(1),
-        flags: tcp::ACK,
-        window: 502,
-        ts: None,
-        sack: vec![],
-        lead_nops: 0,
-        payload: 0,
-    };
-    let mut f = frame_of(&declined, &ack);
-    e.handle(NOW, Port::Client, &mut f);
-    let emitted: Vec<_> = e.drain_emitted().collect();
-    let bsyn = view(
-        &emitted
-            .iter()
-            .find(|m| m.port == Port::Server)
-            .unwrap()
-            .frame,
-    );
-    let opts = SynOptionSet {
-        mss: Some(1460),
-        sack_permitted: false,
-        timestamps: None,
-        wscale: setup.server_wscale,
-    }
-    .encode();
-    let mut f = Vec::new();
-    write_tcp_frame(
-        &mut f,
-        &l2(setup.vlan),
-        server,
-        client,
-        64,
-        &TcpSegmentSpec {
-            src_port: 8080,
-            dst_port: 40000,
-            seq: SERVER_ISN,
-            ack: bsyn.tcp.seq.wrapping_add(1),
-            flags: tcp::SYN | tcp::ACK,
-            window: 65160,
-            options: opts.as_slice(),
-            payload: &[],
-        },
-    );
-    e.handle(NOW, Port::Server, &mut f);
-    e.drain_emitted().for_each(drop);
 }
 
 #[test]

@@ -15,6 +15,7 @@ mod established;
 pub mod fast_path;
 pub mod flow;
 mod flow_table;
+pub mod forward;
 pub mod half_open;
 pub mod handover;
 mod handshake;

@@ -4,8 +4,9 @@
 //! without a progress source to read the program's work back.
 
 use super::*;
-use crate::engine::fast_path::{
-    forward_entry, FlowProgress, ForwardProgressSource, TrackedChange, FORWARD_AFTER_MS,
+use crate::engine::fast_path::TrackedChange;
+use crate::engine::forward::{
+    forward_entry, FlowProgress, ForwardProgressSource, FORWARD_AFTER_BYTES, FORWARD_AFTER_MS,
 };
 
 struct NoProgress;
@@ -16,6 +17,16 @@ impl ForwardProgressSource for NoProgress {
     }
 }
 
+/// An engine with the fast path on (and a progress source) and one
+/// established flow, opened at T0 + 1.
+fn established_with_fast_path() -> Engine {
+    let mut e = engine();
+    e.set_forward_progress_source(Box::new(NoProgress));
+    e.enable_fast_path();
+    establish(&mut e, client_v4(), server_v4(), &[]);
+    e
+}
+
 fn drain(e: &mut Engine, now: u64) -> Vec<TrackedChange> {
     let mut out = Vec::new();
     e.drain_tracked_changes(now, &mut out);
@@ -24,10 +35,7 @@ fn drain(e: &mut Engine, now: u64) -> Vec<TrackedChange> {
 
 #[test]
 fn a_flow_is_forwarded_in_xdp_once_it_is_old_enough() {
-    let mut e = engine();
-    e.set_forward_progress_source(Box::new(NoProgress));
-    e.enable_fast_path();
-    establish(&mut e, client_v4(), server_v4(), &[]);
+    let mut e = established_with_fast_path();
     let key = key_v4();
     let opened = e.export_flows()[0].1.opened_ms;
     // Established, but young: tracked only.
@@ -48,10 +56,7 @@ fn a_flow_is_forwarded_in_xdp_once_it_is_old_enough() {
 
 #[test]
 fn a_short_connection_is_never_handed_over() {
-    let mut e = engine();
-    e.set_forward_progress_source(Box::new(NoProgress));
-    e.enable_fast_path();
-    establish(&mut e, client_v4(), server_v4(), &[]);
+    let mut e = established_with_fast_path();
     let key = key_v4();
     drain(&mut e, T0 + 20);
     // Gone before it is old enough (the client's RST ends it at once).
@@ -83,20 +88,12 @@ fn without_a_progress_source_nothing_is_handed_over() {
     assert_eq!(changes, vec![TrackedChange::Publish(key_v4(), None)]);
 }
 
-#[test]
-fn a_transfer_is_handed_over_before_it_is_old() {
-    use crate::engine::fast_path::FORWARD_AFTER_BYTES;
-    let mut e = engine();
-    e.set_forward_progress_source(Box::new(NoProgress));
-    e.enable_fast_path();
-    establish(&mut e, client_v4(), server_v4(), &[]);
-    let key = key_v4();
-    drain(&mut e, T0 + 20);
-    // The server sends 64 KiB within a millisecond: the engine translates
-    // it all, then hands the flow over at the next drain.
+/// The server sends `FORWARD_AFTER_BYTES` at `now`, all forwarded by the
+/// engine itself.
+fn send_a_transfer(e: &mut Engine, now: u64) {
     let chunk = [7u8; 1400];
-    let mut sent = 0u32;
     let server_isn = e.export_flows()[0].1.server_isn;
+    let mut sent = 0u32;
     while u64::from(sent) < FORWARD_AFTER_BYTES {
         let mut f = segment(
             server_v4(),
@@ -108,9 +105,19 @@ fn a_transfer_is_handed_over_before_it_is_old() {
             &[],
             &chunk,
         );
-        assert_eq!(e.handle(T0 + 21, Port::Server, &mut f), Verdict::Forward);
+        assert_eq!(e.handle(now, Port::Server, &mut f), Verdict::Forward);
         sent += chunk.len() as u32;
     }
+}
+
+#[test]
+fn a_transfer_is_handed_over_before_it_is_old() {
+    let mut e = established_with_fast_path();
+    let key = key_v4();
+    drain(&mut e, T0 + 20);
+    // The server sends 64 KiB within a millisecond: the engine translates
+    // it all, then hands the flow over at the next drain.
+    send_a_transfer(&mut e, T0 + 21);
     let changes = drain(&mut e, T0 + 22);
     assert!(
         matches!(changes.as_slice(), [TrackedChange::Publish(k, Some(_))] if *k == key),
@@ -121,29 +128,10 @@ fn a_transfer_is_handed_over_before_it_is_old() {
 
 #[test]
 fn a_forwarded_flow_is_never_published_again_over_the_programs_progress() {
-    let mut e = engine();
-    e.set_forward_progress_source(Box::new(NoProgress));
-    e.enable_fast_path();
-    establish(&mut e, client_v4(), server_v4(), &[]);
+    let mut e = established_with_fast_path();
     let opened = e.export_flows()[0].1.opened_ms;
     drain(&mut e, T0 + 20); // young: queued for opened + FORWARD_AFTER_MS
-    let chunk = [7u8; 1400];
-    let server_isn = e.export_flows()[0].1.server_isn;
-    let mut sent = 0u32;
-    while u64::from(sent) < crate::engine::fast_path::FORWARD_AFTER_BYTES {
-        let mut f = segment(
-            server_v4(),
-            client_v4(),
-            server_isn.wrapping_add(1).wrapping_add(sent),
-            CLIENT_ISN + 1,
-            tcp::ACK,
-            1000,
-            &[],
-            &chunk,
-        );
-        e.handle(T0 + 21, Port::Server, &mut f);
-        sent += chunk.len() as u32;
-    }
+    send_a_transfer(&mut e, T0 + 21);
     assert_eq!(drain(&mut e, T0 + 22).len(), 1, "handed over as a transfer");
     // Its age comes due later: nothing more to write (the program owns
     // the progress now).

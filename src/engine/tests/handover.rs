@@ -135,7 +135,7 @@ fn restored_flows_are_published_to_the_fast_path_when_it_starts() {
     establish(&mut old, c, s, &[]);
     let mut new = engine();
     let exported = old.export_flows();
-    let entry = fast_path::forward_entry(&exported[0].1);
+    let entry = forward::forward_entry(&exported[0].1);
     assert!(entry.is_some(), "a plain established flow");
     assert_eq!(new.import_flows(exported.clone()).restored, 1);
     new.enable_fast_path();
@@ -164,8 +164,8 @@ fn restored_flows_are_published_to_the_fast_path_when_it_starts() {
 /// A progress source with nothing recorded.
 struct NoProgress;
 
-impl fast_path::ForwardProgressSource for NoProgress {
-    fn read(&self, _: &FlowKey) -> Option<fast_path::FlowProgress> {
+impl forward::ForwardProgressSource for NoProgress {
+    fn read(&self, _: &FlowKey) -> Option<forward::FlowProgress> {
         None
     }
 }

@@ -5,10 +5,9 @@
 
 use std::net::IpAddr;
 
-use crate::engine::fast_path::{
-    FastPathParams, FastPathService, FlowProgress, FlowRest, ForwardEntry,
-};
+use crate::engine::fast_path::{FastPathParams, FastPathService};
 use crate::engine::flow::{L2Template, WindowRescale};
+use crate::engine::forward::{FlowProgress, FlowRest, ForwardEntry};
 use crate::engine::FlowKey;
 
 /// `struct sg_params`.

@@ -9,30 +9,30 @@
 //! published; the engine decides everything else), and never runs when
 //! `io.xdp = "off"`: the AF_PACKET path then works exactly as before.
 
+mod attach;
 pub mod features;
+mod flows;
 pub mod maps;
 pub mod pins;
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
-use std::collections::HashSet;
-
-use aya::maps::{Array, DevMap, HashMap, Map, MapData, MapInfo, PerCpuArray, Queue};
-use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::xdp::{XdpLink, XdpLinkId};
-use aya::programs::{Xdp, XdpMode};
+use aya::maps::{Array, DevMap, HashMap, Map, MapData, PerCpuArray, Queue};
+use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
 
-use crate::engine::fast_path::{
-    FastPathParams, FastPathService, FlowProgress, ForwardEntry, ForwardProgressSource,
-    TrackedChange,
-};
+use crate::engine::fast_path::{FastPathParams, FastPathService, TrackedChange};
+use crate::engine::forward::ForwardEntry;
 use crate::engine::{Counters, DropReason, Engine, FlowKey, Port};
+use attach::Attachment;
+use flows::pinned_flows_map_fits;
+pub use flows::ForwardProgressReader;
 use maps::{
     counter, SgFlow, SgFlowKey, SgParams, SgService, SgServiceKey, SgTracked, ORIGIN_ENGINE,
     PORT_CLIENT, PORT_SERVER,
 };
-use pins::{PinDir, PinnedPort};
+use pins::PinDir;
 
 /// The compiled program (bpf/build.sh; CI checks it is not stale).
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../../../bpf/synguard_xdp.o");
@@ -208,23 +208,6 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// One port's attachment: in the program's own link set, or taken out of
-/// it to be pinned (the pin keeps it attached; this handle only keeps the
-/// fd until the process lets go).
-struct Attachment {
-    iface: String,
-    program: &'static str,
-    link: AttachedLink,
-}
-
-enum AttachedLink {
-    Owned(XdpLinkId),
-    /// Held for its fd only: the pin keeps the attachment.
-    Pinned {
-        _fd: FdLink,
-    },
-}
-
 impl XdpFastPath {
     /// Load (verify) the programs and take their maps; `max_tracked` sizes
     /// the tracked-tuple and flow maps (flows + half-open entries + slack).
@@ -366,382 +349,6 @@ impl XdpFastPath {
 
     pub fn active(&self) -> XdpActive {
         self.active
-    }
-
-    /// Attach to both ports as `setting` says (not `Off`): the client port
-    /// first (`auto`: native, else generic with a log line saying why),
-    /// then the server port in the same mode. The redirect targets are set
-    /// first. With pins: the attachments an earlier process pinned for
-    /// these ports are adopted instead, their programs replaced by these
-    /// atomically (BPF_LINK_UPDATE: no frame meets no program), and fresh
-    /// attachments are pinned. Both or neither: on an error nothing stays
-    /// attached.
-    pub fn attach(
-        &mut self,
-        client: (&str, usize),
-        server: (&str, usize),
-        setting: XdpSetting,
-    ) -> Result<(), XdpError> {
-        if setting == XdpSetting::Off {
-            return Ok(());
-        }
-        let ports = [
-            (PORT_CLIENT, client.0, ifindex(client.0)?),
-            (PORT_SERVER, server.0, ifindex(server.0)?),
-        ];
-        if let Some(p) = self.pins.clone() {
-            // The redirect targets before the programs switch.
-            if let Some((_, mode)) = p.find_link(PinnedPort::Client) {
-                self.enable_redirects(&ports, mode)?;
-            }
-            match self.adopt_links(&p, client.0, server.0) {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "the pinned XDP attachments cannot be adopted: attaching afresh");
-                    self.drop_attachments();
-                    p.remove_links().map_err(|e| XdpError::Pin(e.to_string()))?;
-                }
-            }
-        }
-        let r = self
-            .attach_client(client.0, client.1, setting)
-            .and_then(|()| {
-                let (iface, mtu) = server;
-                if self.active == XdpActive::Native {
-                    if mtu > MAX_NATIVE_MTU {
-                        return Err(XdpError::MtuTooLarge {
-                            iface: iface.to_string(),
-                            mtu,
-                        });
-                    }
-                    self.attach_mode(SERVER_PROGRAM, iface, XdpMode::Driver, "native")
-                } else {
-                    self.attach_mode(SERVER_PROGRAM, iface, XdpMode::Skb, "generic")
-                }
-            })
-            .and_then(|()| self.enable_redirects(&ports, self.active))
-            .and_then(|()| self.pin_links());
-        if r.is_err() {
-            self.detach();
-        }
-        r
-    }
-
-    /// Make each port a redirect target (`sg_tx_ports`) when frames
-    /// redirected to it are sure to leave: always in generic mode (the
-    /// kernel sends an skb), in native mode only when its driver declares
-    /// ndo_xdp_xmit (xdp_features NDO_XMIT; a veth does only while its peer
-    /// runs XDP or has GRO on, drivers/net/veth.c), since a frame it cannot
-    /// take is dropped without a trace. A port that is no target gets its
-    /// frames through the AF_PACKET path, as with XDP off.
-    fn enable_redirects(
-        &mut self,
-        ports: &[(u32, &str, u32); 2],
-        mode: XdpActive,
-    ) -> Result<(), XdpError> {
-        for &(slot, iface, index) in ports {
-            let ok = match mode {
-                XdpActive::Native => match features::xdp_features(index) {
-                    Ok(f) if f & features::XDP_ACT_NDO_XMIT != 0 => true,
-                    Ok(_) => {
-                        tracing::warn!(iface, "native XDP cannot transmit on this interface (its xdp_features lack NDO_XMIT; a veth has it only while its peer runs an XDP program or has GRO on): frames toward it stay on the AF_PACKET path");
-                        false
-                    }
-                    Err(e) => {
-                        tracing::warn!(iface, error = %e, "cannot tell whether native XDP can transmit on this interface: frames toward it stay on the AF_PACKET path");
-                        false
-                    }
-                },
-                _ => true,
-            };
-            if ok {
-                self.tx_ports
-                    .set(slot, index, None, 0)
-                    .map_err(|e| XdpError::MapUpdate(e.to_string()))?;
-            }
-            self.redirect_targets[slot as usize] = ok;
-        }
-        Ok(())
-    }
-
-    /// Whether the programs redirect toward the client and the server port
-    /// (indices `PORT_CLIENT`, `PORT_SERVER`).
-    pub fn redirect_targets(&self) -> [bool; 2] {
-        self.redirect_targets
-    }
-
-    /// Take over the pinned attachments of both ports: Ok(false) when none
-    /// are pinned.
-    fn adopt_links(&mut self, p: &PinDir, client: &str, server: &str) -> Result<bool, XdpError> {
-        let (c, s) = (
-            p.find_link(PinnedPort::Client),
-            p.find_link(PinnedPort::Server),
-        );
-        let ((c_path, c_mode), (s_path, _)) = match (c, s) {
-            (None, None) => return Ok(false),
-            (Some(c), Some(s)) if c.1 == s.1 => (c, s),
-            // A crash between the two pins, or a hand-made directory.
-            _ => {
-                return Err(XdpError::Pin(format!(
-                    "{}: the two ports' attachments do not match",
-                    p.path().display()
-                )))
-            }
-        };
-        for (program, path, iface) in [(PROGRAM, c_path, client), (SERVER_PROGRAM, s_path, server)]
-        {
-            let pin_err =
-                |e: &dyn std::fmt::Display| XdpError::Pin(format!("{}: {e}", path.display()));
-            let pinned = PinnedLink::from_pin(&path).map_err(|e| pin_err(&e))?;
-            let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| pin_err(&e))?;
-            let prog = self.program_mut(program)?;
-            // ENOLINK when the interface it was attached to is gone.
-            let id = prog
-                .attach_to_link(link)
-                .map_err(|e| pin_err(&error_chain(&e)))?;
-            self.attached.push(Attachment {
-                iface: iface.to_string(),
-                program,
-                link: AttachedLink::Owned(id),
-            });
-        }
-        self.active = c_mode;
-        tracing::info!(pins = %p.path().display(), mode = c_mode.as_str(), "adopted the pinned XDP attachments; programs replaced");
-        Ok(true)
-    }
-
-    /// Pin fresh attachments (when pinning is on), so they outlive us.
-    fn pin_links(&mut self) -> Result<(), XdpError> {
-        let Some(p) = self.pins.clone() else {
-            return Ok(());
-        };
-        let mode = self.active;
-        for a in std::mem::take(&mut self.attached) {
-            let id = match a.link {
-                AttachedLink::Owned(id) => id,
-                pinned @ AttachedLink::Pinned { .. } => {
-                    self.attached.push(Attachment { link: pinned, ..a });
-                    continue;
-                }
-            };
-            let port = if a.program == PROGRAM {
-                PinnedPort::Client
-            } else {
-                PinnedPort::Server
-            };
-            let path = p.link(port, mode);
-            let pin_err =
-                |e: &dyn std::fmt::Display| XdpError::Pin(format!("{}: {e}", path.display()));
-            // Taken out of the program's set: from now on the pin (and
-            // this fd) keep it attached, not the program object.
-            let link = self
-                .program_mut(a.program)?
-                .take_link(id)
-                .map_err(|e| pin_err(&e))?;
-            let fd = FdLink::try_from(link).map_err(|e| pin_err(&e))?;
-            let pinned = fd.pin(&path).map_err(|e| pin_err(&e))?;
-            self.attached.push(Attachment {
-                link: AttachedLink::Pinned {
-                    _fd: FdLink::from(pinned),
-                },
-                ..a
-            });
-        }
-        Ok(())
-    }
-
-    fn attach_client(
-        &mut self,
-        iface: &str,
-        mtu: usize,
-        setting: XdpSetting,
-    ) -> Result<(), XdpError> {
-        let native_err = match setting {
-            XdpSetting::Off => return Ok(()),
-            XdpSetting::Generic => None,
-            XdpSetting::Native | XdpSetting::Auto => {
-                let r = if mtu > MAX_NATIVE_MTU {
-                    Err(XdpError::MtuTooLarge {
-                        iface: iface.to_string(),
-                        mtu,
-                    })
-                } else {
-                    self.attach_mode(PROGRAM, iface, XdpMode::Driver, "native")
-                };
-                match r {
-                    Ok(()) => {
-                        self.active = XdpActive::Native;
-                        return Ok(());
-                    }
-                    Err(e) if setting == XdpSetting::Native => return Err(e),
-                    Err(e) => Some(e),
-                }
-            }
-        };
-        if let Some(e) = &native_err {
-            tracing::info!(iface, reason = %e, "native XDP unavailable; trying generic XDP");
-        }
-        self.attach_mode(PROGRAM, iface, XdpMode::Skb, "generic")?;
-        self.active = XdpActive::Generic;
-        Ok(())
-    }
-
-    /// Make the two ports the redirect targets (`sg_tx_ports`) without the
-    /// check [`Self::attach`] makes. Tests call this without attaching.
-    pub fn set_ports(&mut self, client_ifindex: u32, server_ifindex: u32) -> Result<(), XdpError> {
-        for (index, ifindex) in [(PORT_CLIENT, client_ifindex), (PORT_SERVER, server_ifindex)] {
-            self.tx_ports
-                .set(index, ifindex, None, 0)
-                .map_err(|e| XdpError::MapUpdate(e.to_string()))?;
-            self.redirect_targets[index as usize] = true;
-        }
-        Ok(())
-    }
-
-    /// A reader of the progress the program records, for the engine
-    /// ([`Engine::set_forward_progress_source`]); its own handle on the map.
-    pub fn progress_reader(&self) -> Result<ForwardProgressReader, XdpError> {
-        let data = MapData::from_id(self.flows_map_id)
-            .map_err(|e| XdpError::Load(format!("sg_flows: {e}")))?;
-        let flows = HashMap::try_from(Map::HashMap(data)).map_err(|_| XdpError::Map("sg_flows"))?;
-        Ok(ForwardProgressReader { flows })
-    }
-
-    /// Kernel ids of the two per-flow maps, `sg_flows` and `sg_tracked`
-    /// (the memory bench reads their memlock).
-    pub fn per_flow_map_ids(&self) -> [(&'static str, u32); 2] {
-        [
-            ("sg_flows", self.flows_map_id),
-            ("sg_tracked", self.tracked_map_id),
-        ]
-    }
-
-    /// The program's entry for an established flow, if it forwards it.
-    pub fn flow_entry(&self, key: &FlowKey) -> Option<SgFlow> {
-        self.flows.get(&SgFlowKey::from_key(key), 0).ok()
-    }
-
-    fn attach_mode(
-        &mut self,
-        program: &'static str,
-        iface: &str,
-        mode: XdpMode,
-        name: &'static str,
-    ) -> Result<(), XdpError> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(program)
-            .and_then(|p| <&mut Xdp>::try_from(p).ok())
-            .ok_or(XdpError::Load(format!("no program `{program}`")))?;
-        let link = prog.attach(iface, mode).map_err(|e| {
-            if is_permission(&e) {
-                XdpError::Permission(e.to_string())
-            } else {
-                XdpError::Unsupported {
-                    iface: iface.to_string(),
-                    mode: name,
-                    detail: error_chain(&e),
-                }
-            }
-        })?;
-        self.attached.push(Attachment {
-            iface: iface.to_string(),
-            program,
-            link: AttachedLink::Owned(link),
-        });
-        Ok(())
-    }
-
-    fn program_mut(&mut self, name: &str) -> Result<&mut Xdp, XdpError> {
-        self.ebpf
-            .program_mut(name)
-            .and_then(|p| <&mut Xdp>::try_from(p).ok())
-            .ok_or(XdpError::Load(format!("no program `{name}`")))
-    }
-
-    /// Let go of our handles on the attachments (pinned ones stay).
-    fn drop_attachments(&mut self) {
-        for a in std::mem::take(&mut self.attached) {
-            if let AttachedLink::Owned(id) = a.link {
-                if let Ok(prog) = self.program_mut(a.program) {
-                    let _ = prog.detach(id);
-                }
-            }
-        }
-        self.active = XdpActive::Off;
-    }
-
-    /// Detach from the interfaces and remove the pins, if any: nothing is
-    /// left in the kernel (also done on drop when nothing is pinned).
-    pub fn detach(&mut self) {
-        if let Some(p) = &self.pins {
-            if let Err(e) = p.remove_all() {
-                tracing::warn!(pins = %p.path().display(), error = %e, "removing the XDP pins failed");
-            }
-        }
-        let ifaces: Vec<String> = self.attached.iter().map(|a| a.iface.clone()).collect();
-        self.drop_attachments();
-        for iface in ifaces {
-            tracing::info!(iface, "XDP program detached: no data path is left in place");
-        }
-    }
-
-    /// The process stops: with pins, leave the data path in place (the
-    /// programs keep forwarding the published flows until the next
-    /// `synguard run` adopts them, or `synguard detach`); without, detach.
-    pub fn stop(&mut self) {
-        match &self.pins {
-            Some(p) if !self.attached.is_empty() => {
-                tracing::info!(
-                    pins = %p.path().display(),
-                    forwarded_flows = self.forwarded.len(),
-                    "XDP data path left in place: established flows keep being forwarded by the kernel until the next `synguard run` on these interfaces adopts them, or `synguard detach` removes them"
-                );
-                // Closing our fds: the pins keep the attachments.
-                self.attached.clear();
-                self.active = XdpActive::Off;
-            }
-            _ => self.detach(),
-        }
-    }
-
-    /// The established flows an earlier process published into the
-    /// adopted `sg_flows` (empty when nothing was adopted). Entries no
-    /// engine could have written are removed.
-    pub fn take_adopted_flows(&mut self) -> Vec<(FlowKey, ForwardEntry)> {
-        if !std::mem::take(&mut self.adopted) {
-            return Vec::new();
-        }
-        let mut out = Vec::new();
-        let mut damaged = Vec::new();
-        for item in self.flows.iter() {
-            let Ok((k, v)) = item else { continue };
-            match v.to_entry() {
-                Some(e) => out.push((k.to_key(), e)),
-                None => damaged.push(k),
-            }
-        }
-        for k in damaged {
-            let _ = self.flows.remove(&k);
-        }
-        out
-    }
-
-    /// Remove `sg_flows` entries the engine did not publish (adopted ones
-    /// it refused: no longer protected, no room): the program must not
-    /// forward a flow the engine does not know.
-    pub fn prune_unpublished_flows(&mut self) -> usize {
-        let stale: Vec<SgFlowKey> = self
-            .flows
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !self.forwarded.contains(k))
-            .collect();
-        for k in &stale {
-            let _ = self.flows.remove(k);
-        }
-        stale.len()
     }
 
     /// Write the engine's parameter snapshot (stamped with the monotonic
@@ -902,26 +509,6 @@ impl XdpFastPath {
         Ok(())
     }
 
-    /// Write the flow's forwarding entry, or remove the one written before.
-    fn publish_flow(
-        &mut self,
-        key: SgFlowKey,
-        entry: Option<&ForwardEntry>,
-    ) -> Result<(), aya::maps::MapError> {
-        match entry {
-            Some(e) => {
-                self.flows.insert(key, SgFlow::from_entry(e), 0)?;
-                self.forwarded.insert(key);
-            }
-            None if self.forwarded.remove(&key) => match self.flows.remove(&key) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(e),
-            },
-            None => {}
-        }
-        Ok(())
-    }
-
     fn add_to_filter(&mut self, key: &SgFlowKey, delta: i32) -> Result<(), aya::maps::MapError> {
         let slot = key.filter_slot();
         let n = &mut self.engine_filter_counts[slot as usize];
@@ -1003,44 +590,6 @@ impl Drop for XdpFastPath {
         if self.pins.is_none() {
             self.detach();
         }
-    }
-}
-
-/// Does the pinned `sg_flows` at `path` have this build's key and value
-/// layout (only then may its entries be read as `SgFlow`)?
-fn pinned_flows_map_fits(path: &std::path::Path) -> bool {
-    MapInfo::from_pin(path).is_ok_and(|i| {
-        i.key_size() as usize == std::mem::size_of::<SgFlowKey>()
-            && i.value_size() as usize == std::mem::size_of::<SgFlow>()
-    })
-}
-
-/// The engine's [`ForwardProgressSource`]: reads `sg_flows` through its
-/// own handle (one lookup syscall per read; the engine reads only before it
-/// acts on a forwarded flow).
-pub struct ForwardProgressReader {
-    flows: HashMap<MapData, SgFlowKey, SgFlow>,
-}
-
-impl ForwardProgressSource for ForwardProgressReader {
-    fn read(&self, key: &FlowKey) -> Option<FlowProgress> {
-        self.flows
-            .get(&SgFlowKey::from_key(key), 0)
-            .ok()
-            .map(|f| f.progress())
-    }
-}
-
-fn ifindex(iface: &str) -> Result<u32, XdpError> {
-    let name = std::ffi::CString::new(iface).map_err(|e| XdpError::Load(e.to_string()))?;
-    // SAFETY: if_nametoindex reads a NUL-terminated string.
-    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
-        0 => Err(XdpError::Unsupported {
-            iface: iface.to_string(),
-            mode: "any",
-            detail: std::io::Error::last_os_error().to_string(),
-        }),
-        i => Ok(i),
     }
 }
 
