@@ -150,7 +150,7 @@ fn version_and_help() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
     let out = synguard(&["--help"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for word in ["run", "check-config", "keygen"] {
+    for word in ["run", "check-config", "keygen", "detach"] {
         assert!(stdout.contains(word), "{stdout}");
     }
 }
@@ -184,4 +184,28 @@ fn keygen_writes_a_private_secret() {
     assert!(text.trim_end().chars().all(|c| c.is_ascii_hexdigit()));
     assert_ne!(again.status.code(), Some(0));
     assert_eq!(forced.status.code(), Some(0));
+}
+
+#[test]
+fn detach_needs_the_interfaces_and_says_what_it_removed() {
+    let out = synguard(&["detach"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--client-iface (or --config) is required"),
+        "{err}"
+    );
+    // Nothing pinned under a fresh base: says so, succeeds.
+    let base = std::env::temp_dir().join(format!("synguard-cli-detach-{}", std::process::id()));
+    let out = synguard(&[
+        "detach",
+        "--client-iface",
+        "a0",
+        "--server-iface",
+        "a1",
+        "--xdp-pin-dir",
+        base.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing pinned at"));
 }

@@ -32,6 +32,7 @@ const FILES: &[&str] = &[
     "./usr/share/man/man1/synguard-check-config.1.gz",
     "./usr/share/man/man1/synguard-status.1.gz",
     "./usr/share/man/man1/synguard-keygen.1.gz",
+    "./usr/share/man/man1/synguard-detach.1.gz",
     "./usr/share/bash-completion/completions/synguard",
     "./usr/share/zsh/vendor-completions/_synguard",
     "./usr/share/fish/vendor_completions.d/synguard.fish",
@@ -197,7 +198,7 @@ fn package_contains_every_file() {
     );
     let bash =
         fs::read_to_string(root.join("usr/share/bash-completion/completions/synguard")).unwrap();
-    for sub in ["run", "check-config", "status", "keygen"] {
+    for sub in ["run", "check-config", "status", "keygen", "detach"] {
         assert!(bash.contains(sub), "bash completion lacks {sub}");
     }
     assert!(
