@@ -178,3 +178,26 @@ fn native_redirects_only_to_ports_that_take_xdp_frames() {
         "{err}"
     );
 }
+
+#[test]
+fn pinned_attachments_in_another_mode_are_replaced_not_adopted() {
+    let base = PinBase::new("mode");
+    let pins = base.0.display().to_string();
+    // A second run in native mode after a generic one left its pins.
+    let after = "; timeout --preserve-status -s TERM 3 \"$BIN\" run --client-iface d0 \
+                 --server-iface d1 --protect 198.18.0.2:80 --metrics-listen off \
+                 --control-socket off --xdp native --xdp-pin-dir \"$PINS\"; \
+                 echo \"pinned: $(ls \"$PINS\"/*/ | sort | tr '\\n' ' ')\"; \
+                 \"$BIN\" detach --client-iface d0 --server-iface d1 --xdp-pin-dir \"$PINS\"";
+    let (code, out) = run_script("veth-xdp-peers", 1500, "generic", &pins, after);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("cannot be adopted") && out.contains("they run in generic mode"),
+        "{out}"
+    );
+    assert!(out.contains("mode=\"native\""), "{out}");
+    assert!(
+        out.contains("pinned: link-client-native link-server-native sg_flows "),
+        "{out}"
+    );
+}

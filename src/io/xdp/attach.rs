@@ -17,6 +17,11 @@ use super::*;
 /// One port's attachment: in the program's own link set, or taken out of
 /// it to be pinned (the pin keeps it attached; this handle only keeps the
 /// fd until the process lets go).
+/// How long an attach waits for released links to detach: up to
+/// RELEASE_WAIT_TRIES x RELEASE_WAIT_STEP (1 s).
+const RELEASE_WAIT_TRIES: u32 = 40;
+const RELEASE_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(25);
+
 pub(super) struct Attachment {
     pub(super) iface: String,
     pub(super) program: &'static str,
@@ -53,12 +58,26 @@ impl XdpFastPath {
             (PORT_CLIENT, client.0, ifindex(client.0)?),
             (PORT_SERVER, server.0, ifindex(server.0)?),
         ];
+        let wanted = match setting {
+            XdpSetting::Native => Some(XdpActive::Native),
+            XdpSetting::Generic => Some(XdpActive::Generic),
+            _ => None,
+        };
         if let Some(p) = self.pins.clone() {
-            // The redirect targets before the programs switch.
-            if let Some((_, mode)) = p.find_link(PinnedPort::Client) {
-                self.enable_redirects(&ports, mode)?;
-            }
-            match self.adopt_links(&p, client.0, server.0) {
+            let adopted = match p.find_link(PinnedPort::Client) {
+                Some((_, mode)) if wanted.is_none_or(|w| w == mode) => {
+                    // The redirect targets before the programs switch.
+                    self.enable_redirects(&ports, mode)?;
+                    self.adopt_links(&p, client.0, server.0)
+                }
+                Some((_, mode)) => Err(XdpError::Pin(format!(
+                    "they run in {} mode, io.xdp asks for {}",
+                    mode.as_str(),
+                    setting.as_str()
+                ))),
+                None => Ok(false),
+            };
+            match adopted {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 Err(e) => {
@@ -275,12 +294,23 @@ impl XdpFastPath {
         mode: XdpMode,
         name: &'static str,
     ) -> Result<(), XdpError> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(program)
-            .and_then(|p| <&mut Xdp>::try_from(p).ok())
-            .ok_or(XdpError::Load(format!("no program `{program}`")))?;
-        let link = prog.attach(iface, mode).map_err(|e| {
+        let prog = self.program_mut(program)?;
+        // Links whose pins were just removed (here, or by `synguard
+        // detach` right before this start) detach a moment later: the
+        // kernel frees a bpf_link from a work queue (kernel/bpf/syscall.c
+        // bpf_link_put), and until then the interface still has a program
+        // (EEXIST). So EEXIST is retried for a moment before it counts.
+        let mut tries = RELEASE_WAIT_TRIES;
+        let link = loop {
+            tries -= 1;
+            match prog.attach(iface, mode) {
+                Err(e) if tries > 0 && has_errno(&e, libc::EEXIST) => {
+                    std::thread::sleep(RELEASE_WAIT_STEP);
+                }
+                r => break r,
+            }
+        };
+        let link = link.map_err(|e| {
             if is_permission(&e) {
                 XdpError::Permission(e.to_string())
             } else {

@@ -125,16 +125,21 @@ pub enum XdpError {
 }
 
 fn is_permission(e: &(dyn std::error::Error + 'static)) -> bool {
+    has_errno(e, libc::EPERM) || e.to_string().contains("Operation not permitted")
+}
+
+/// Whether `errno` is somewhere in the error's chain.
+fn has_errno(e: &(dyn std::error::Error + 'static), errno: i32) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.raw_os_error() == Some(libc::EPERM) {
+            if io.raw_os_error() == Some(errno) {
                 return true;
             }
         }
         cur = err.source();
     }
-    e.to_string().contains("Operation not permitted")
+    false
 }
 
 /// The loaded program and its maps (attached or not: tests run it with
