@@ -890,7 +890,9 @@ static __always_inline int forward(struct xdp_md *ctx, struct parsed *p, int fro
 	 * rewrite began; should one, the half-translated frame is dropped. */
 	__u16 hc = ((__u16)t[16] << 8) | t[17];
 	__u32 delta = f->seq_delta;
-	__u8 ts_at = p->opts.ts_at & 0x1f; /* < 40 - 8 */
+	/* TSval's offset in the options area: at most 32 (TSval and TSecr
+	 * end the 40-byte area), so 20 + 32 + 4 + 4 stays below 64. */
+	__u32 ts_at = p->opts.ts_at & 0x3f;
 	int translate_ts = f->timestamps && p->opts.has_ts;
 	if (!from_server) {
 		rewrite32(t + 8, p->ack - delta, &hc, 0);

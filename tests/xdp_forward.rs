@@ -482,6 +482,13 @@ fn forwarded_segments_are_the_engines_byte_for_byte() {
         let mut odd_server = t.server_data(2400, 310, 20);
         odd_server.lead_nops = 3;
         assert_eq!(t.check(&odd_server), XDP_REDIRECT, "{setup:?}");
+        // Timestamps last in a full 40-byte options area (TSval at option
+        // offset 32, the largest there is), both directions.
+        for mut last in [t.client_data(310, 2420, 5), t.server_data(2420, 315, 5)] {
+            last.lead_nops = 30;
+            last.sack.clear();
+            assert_eq!(t.check(&last), XDP_REDIRECT, "{setup:?}");
+        }
     }
 }
 
@@ -614,7 +621,7 @@ fn arb_seg() -> impl Strategy<Value = (usize, bool, i32, i32, u8, u16, bool, usi
         any::<u16>(),
         any::<bool>(),
         0usize..4,
-        0usize..4,
+        0usize..41,
         0usize..200,
     )
 }
@@ -631,6 +638,10 @@ proptest! {
         let setup = setups()[setup_i];
         let mut t = Twin::new(setup);
         let sack_n = if setup.timestamps { sack_n.min(3) } else { sack_n };
+        // Leading NOPs put the options anywhere the 40-byte area allows.
+        let used = if ts && setup.timestamps { 10 } else { 0 }
+            + if sack_n > 0 { 2 + 8 * sack_n } else { 0 };
+        let nops = nops.min(40 - used);
         let (seq, ack) = if from_server {
             (t.server_seq(dseq as u32), t.client_seq(dack as u32))
         } else {
