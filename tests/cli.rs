@@ -209,3 +209,25 @@ fn detach_needs_the_interfaces_and_says_what_it_removed() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing pinned at"));
 }
+
+#[test]
+fn detach_with_pinning_off_in_the_config_says_nothing_is_pinned() {
+    let dir = std::env::temp_dir().join(format!("synguard-cli-detach-off-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("g.toml");
+    std::fs::write(
+        &file,
+        "[interfaces]\nclient = \"a0\"\nserver = \"a1\"\n\
+         [protect]\nservices = [\"198.18.0.2:80\"]\n\
+         [io]\nxdp_pin_dir = \"off\"\n",
+    )
+    .unwrap();
+    let out = synguard(&["detach", "--config", file.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("io.xdp_pin_dir is \"off\": nothing is pinned"),
+        "{err}"
+    );
+}

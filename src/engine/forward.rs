@@ -264,10 +264,15 @@ impl Engine {
     /// Bring a forwarded flow up to date with what the program did, before
     /// the engine acts on it.
     pub(super) fn fold_forward_progress(&self, key: &FlowKey) {
+        // Without a source (XDP off) nothing is forwarded: the per-segment
+        // cost is this check, not a hash of the key.
+        let Some(source) = self.fast_path.progress.as_ref() else {
+            return;
+        };
         if !self.fast_path.forwarded.contains(key) {
             return;
         }
-        if let Some(p) = self.fast_path.progress.as_ref().and_then(|s| s.read(key)) {
+        if let Some(p) = source.read(key) {
             self.flows.with(key, |f| p.fold_into(f));
         }
     }
