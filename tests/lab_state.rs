@@ -134,7 +134,15 @@ fn loss_test(name: &str, at: LossAt, connects: usize) {
         io: Duration::from_secs(30),
     };
     const SIZE: u64 = 20 * MIB;
-    let lab = lab_with_config(name, "[timeouts]\nmsl_seconds = 1\n");
+    // backend_syn_retries 4 (default 3): each backend SYN or its SYN-ACK is lost
+    // with p = 0.1 (server prerouting or output), so with the default 4 sends a
+    // connect is reset after 15 s with p = 1e-4, about 1-2% of runs (seen in CI).
+    // That is the configured policy, not a fault. 5 sends (given up at 31 s, past
+    // T.io) make it 1e-5 per connect, and the last, at 15 s, answers within T.io.
+    let lab = lab_with_config(
+        name,
+        "[timeouts]\nmsl_seconds = 1\n[handshake]\nbackend_syn_retries = 4\n",
+    );
     // Measured from here: Lab::new may wait for the lab lock held by other lab tests.
     let test_start = Instant::now();
     let p = PROTECTED_PORT;
@@ -181,12 +189,20 @@ fn loss_test(name: &str, at: LossAt, connects: usize) {
         "nft drops during the connects: client side {}, server side {}",
         drops_after_connects.0, drops_after_connects.1
     );
-    assert!(
-        errors.is_empty(),
-        "{} of {connects} connects failed under 10% loss; first: {:?}",
-        errors.len(),
-        &errors[..errors.len().min(5)]
-    );
+    if !errors.is_empty() {
+        let m = lab.metrics();
+        let d = |k: &str| m.val(k) - m0.val(k);
+        panic!(
+            "{} of {connects} connects failed under 10% loss; first: {:?}; gateway: \
+             backend handshakes timeout +{} refused +{}, rst_sent +{}, drops: [{}]",
+            errors.len(),
+            &errors[..errors.len().min(5)],
+            d("synguard_backend_handshakes_total{result=\"timeout\"}"),
+            d("synguard_backend_handshakes_total{result=\"refused\"}"),
+            d("synguard_rst_sent_total"),
+            nonzero_drops(&m)
+        );
+    }
 
     // 4 uploads + 4 downloads of 20 MiB at once.
     let (bulk_secs, errors) = parallel_bulk(&lab, addr, SIZE, T, "under 10% loss");

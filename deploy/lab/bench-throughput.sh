@@ -2,7 +2,8 @@
 # deploy/lab/bench-throughput.sh — established-flow and connection-rate benchmark:
 # iperf3 (one stream, four streams) and ab (a new connection per request) through
 # synguard (XDP fast path at its default, and off), a plain Linux bridge and nftables
-# SYNPROXY, side by side in one run with the same offloads (issue 10, "Benchmarks").
+# SYNPROXY, side by side in one run with the same offloads (issue 10, "Benchmarks"),
+# and with no middlebox at all: the ceiling any forwarder can reach on this lab.
 # A benchmark, not a timed test: it prints numbers and never fails on them.
 #
 # Lab rules (design.md section 6): only namespaces this script creates, linked only
@@ -33,6 +34,9 @@ Options:
                    afpacket  synguard, xdp = "off"
                    synproxy  nftables SYNPROXY (gateway an IPv4 router,
                              conntrack), as in bench-synflood.sh
+                   direct    no gateway: client and server on one veth pair,
+                             the ceiling of every middlebox here (the end
+                             hosts' TCP stacks alone)
   -b BINARY      synguard binary (default $SYNGUARD_BIN, else
                  target/release/synguard)
   -l DIR         keep per-run logs in DIR (default: a temporary directory)
@@ -60,7 +64,7 @@ BENCH_NAME=bench-throughput.sh
 DURATION=5
 REQUESTS=20000
 CONCURRENCY=8
-VARIANTS=bridge,xdp,afpacket,synproxy
+VARIANTS=bridge,xdp,afpacket,synproxy,direct
 BIN=${SYNGUARD_BIN:-$REPO_ROOT/target/release/synguard}
 LOGDIR=
 while getopts ":d:n:c:V:b:l:h" opt; do
@@ -86,7 +90,7 @@ shift $((OPTIND - 1))
 [[ $CONCURRENCY =~ ^[0-9]+$ && $CONCURRENCY -ge 1 && $CONCURRENCY -le 64 ]] || die "-c must be 1..64"
 IFS=, read -r -a VARIANT_LIST <<<"$VARIANTS"
 for v in "${VARIANT_LIST[@]}"; do
-    case $v in bridge | xdp | afpacket | synproxy) ;; *) die "unknown variant '$v' (see -h)" ;; esac
+    case $v in bridge | xdp | afpacket | synproxy | direct) ;; *) die "unknown variant '$v' (see -h)" ;; esac
 done
 
 require "$REPO_ROOT" "iproute2 ethtool nftables python3 iperf3 apache2-utils util-linux coreutils gcc" ip ethtool nft python3 iperf3 ab taskset flock timeout cc
@@ -149,27 +153,37 @@ int main(int argc, char **argv)
 EOF
 
 RUN_NO=0
-build_lab() {
+build_lab() { # VARIANT
     RUN_NO=$((RUN_NO + 1))
     NS_CLI=sg-bench-cli-$TAG-$RUN_NO
     NS_GW=sg-bench-gw-$TAG-$RUN_NO
     NS_SRV=sg-bench-srv-$TAG-$RUN_NO
-    local ns
-    for ns in "$NS_CLI" "$NS_GW" "$NS_SRV"; do
-        new_ns "$ns"
+    local ns devs
+    if [[ $1 == direct ]]; then
+        # One veth pair between the end hosts; everything else as below.
+        for ns in "$NS_CLI" "$NS_SRV"; do
+            new_ns "$ns"
+        done
+        ip -n "$NS_CLI" link add cli0 type veth peer name srv0 netns "$NS_SRV"
+        devs=("$NS_CLI cli0" "$NS_SRV srv0")
+    else
+        for ns in "$NS_CLI" "$NS_GW" "$NS_SRV"; do
+            new_ns "$ns"
+        done
+        ip -n "$NS_CLI" link add cli0 type veth peer name gwc netns "$NS_GW"
+        ip -n "$NS_SRV" link add srv0 type veth peer name gws netns "$NS_GW"
+        devs=("$NS_CLI cli0" "$NS_GW gwc" "$NS_GW gws" "$NS_SRV srv0")
+    fi
+    local dev
+    for dev in "${devs[@]}"; do
+        set -- $dev
+        offloads_off "$1" "$2"
     done
-    ip -n "$NS_CLI" link add cli0 type veth peer name gwc netns "$NS_GW"
-    ip -n "$NS_SRV" link add srv0 type veth peer name gws netns "$NS_GW"
-    offloads_off "$NS_CLI" cli0
-    offloads_off "$NS_GW" gwc
-    offloads_off "$NS_GW" gws
-    offloads_off "$NS_SRV" srv0
     ip -n "$NS_CLI" addr add "$CLIENT_V4/24" dev cli0
     ip -n "$NS_SRV" addr add "$SERVER_V4/24" dev srv0
     xdp_pass_on "$NS_CLI" cli0
     xdp_pass_on "$NS_SRV" srv0
-    local dev
-    for dev in "$NS_CLI cli0" "$NS_GW gwc" "$NS_GW gws" "$NS_SRV srv0"; do
+    for dev in "${devs[@]}"; do
         set -- $dev
         ip -n "$1" link set "$2" up
     done
@@ -225,8 +239,9 @@ run_one() { # VARIANT
     local variant=$1
     RUN_LOG=$LOGDIR/$variant
     log "--- $variant"
-    build_lab
+    build_lab "$variant"
     case $variant in
+    direct) ;;
     bridge) gw_bridge "$NS_GW" gwc gws ;;
     xdp) gw_synguard auto ;;
     afpacket) gw_synguard off ;;
