@@ -10,6 +10,7 @@
 //! `io.xdp = "off"`: the AF_PACKET path then works exactly as before.
 
 mod attach;
+pub mod bpffs;
 pub mod features;
 mod flows;
 pub mod maps;

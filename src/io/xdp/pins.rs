@@ -15,7 +15,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::XdpActive;
+use super::{bpffs, XdpActive};
 
 /// A port's attachment: which port, for the pin's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,18 +56,18 @@ impl PinDir {
         &self.path
     }
 
-    /// Create the directory (and `base`) on bpffs; an error names the
-    /// path (bpffs not mounted there gives EPERM/ENOENT-like errors).
+    /// Create the directory (and `base`) on bpffs, first mounting one at
+    /// `/sys/fs/bpf` when the directory is below it and nothing is mounted
+    /// there (`bpffs::ensure_on_bpffs`); an error names the path.
     pub fn create(&self) -> io::Result<()> {
-        std::fs::create_dir_all(&self.path).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "creating {} (is bpffs mounted at /sys/fs/bpf?): {e}",
-                    self.path.display()
-                ),
-            )
-        })
+        if bpffs::ensure_on_bpffs(&self.path)? {
+            tracing::info!(
+                mount = bpffs::STANDARD_MOUNT,
+                "no bpffs was mounted: mounted one for the XDP pins"
+            );
+        }
+        std::fs::create_dir_all(&self.path)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", self.path.display())))
     }
 
     pub fn flows_map(&self) -> PathBuf {
@@ -153,7 +153,7 @@ mod tests {
         let d = PinDir {
             path: std::env::temp_dir().join(format!("synguard-pins-{}", std::process::id())),
         };
-        d.create().unwrap();
+        std::fs::create_dir_all(d.path()).unwrap();
         std::fs::write(d.flows_map(), b"").unwrap();
         std::fs::write(d.link(PinnedPort::Client, XdpActive::Native), b"").unwrap();
         assert_eq!(
