@@ -15,7 +15,7 @@ set -euo pipefail
 usage() {
     cat <<'EOF'
 usage: bench-throughput.sh [-d SECONDS] [-n REQUESTS] [-c CONCURRENCY] [-V LIST]
-                           [-b BINARY] [-l DIR] [-h]
+                           [-N softirq|threaded] [-b BINARY] [-l DIR] [-h]
 
 Client 198.18.0.1 and server 198.18.0.2 in their own namespaces, the protection in
 a third between them; ports 5201 (iperf3) and 8080 (HTTP) protected. Per variant,
@@ -37,6 +37,12 @@ Options:
                    direct    no gateway: client and server on one veth pair,
                              the ceiling of every middlebox here (the end
                              hosts' TCP stacks alone)
+  -N NAPI        where every veth's NAPI polls run, in every variant:
+                   softirq   (default) in softirq context on the CPU that
+                             scheduled them, or ksoftirqd there
+                   threaded  in a kernel thread per NAPI instance
+                             (/sys/class/net/IF/threaded = 1) that the
+                             scheduler places on any CPU
   -b BINARY      synguard binary (default $SYNGUARD_BIN, else
                  target/release/synguard)
   -l DIR         keep per-run logs in DIR (default: a temporary directory)
@@ -67,12 +73,14 @@ CONCURRENCY=8
 VARIANTS=bridge,xdp,afpacket,synproxy,direct
 BIN=${SYNGUARD_BIN:-$REPO_ROOT/target/release/synguard}
 LOGDIR=
-while getopts ":d:n:c:V:b:l:h" opt; do
+NAPI=softirq
+while getopts ":d:n:c:V:N:b:l:h" opt; do
     case $opt in
     d) DURATION=$OPTARG ;;
     n) REQUESTS=$OPTARG ;;
     c) CONCURRENCY=$OPTARG ;;
     V) VARIANTS=$OPTARG ;;
+    N) NAPI=$OPTARG ;;
     b) BIN=$OPTARG ;;
     l) LOGDIR=$OPTARG ;;
     h)
@@ -88,6 +96,7 @@ shift $((OPTIND - 1))
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 2 && $DURATION -le 60 ]] || die "-d must be 2..60"
 [[ $REQUESTS =~ ^[0-9]+$ && $REQUESTS -ge 100 && $REQUESTS -le 200000 ]] || die "-n must be 100..200000"
 [[ $CONCURRENCY =~ ^[0-9]+$ && $CONCURRENCY -ge 1 && $CONCURRENCY -le 64 ]] || die "-c must be 1..64"
+[[ $NAPI == softirq || $NAPI == threaded ]] || die "-N must be softirq or threaded"
 IFS=, read -r -a VARIANT_LIST <<<"$VARIANTS"
 for v in "${VARIANT_LIST[@]}"; do
     case $v in bridge | xdp | afpacket | synproxy | direct) ;; *) die "unknown variant '$v' (see -h)" ;; esac
@@ -187,6 +196,23 @@ build_lab() { # VARIANT
         set -- $dev
         ip -n "$1" link set "$2" up
     done
+    DEVS=("${devs[@]}")
+}
+
+# -N threaded, once the variant is set up (a veth has NAPI instances only while
+# it runs an XDP program or GRO, drivers/net/veth.c; the kernel refuses the
+# switch on one without): sets every veth that has them to threaded NAPI and
+# logs which did. The others receive in the sender's backlog, as always.
+thread_napi() {
+    [[ $NAPI == threaded ]] || return 0
+    local dev threaded=()
+    for dev in "${DEVS[@]}"; do
+        set -- $dev
+        if nsx "$1" sh -c "echo 1 > /sys/class/net/$2/threaded" 2>/dev/null; then
+            threaded+=("$2")
+        fi
+    done
+    log "threaded NAPI on: ${threaded[*]:-none}"
 }
 
 gw_synguard() { # XDP_MODE
@@ -249,6 +275,7 @@ run_one() { # VARIANT
         gw_synproxy "$NS_GW" gwc gws "$CLIENT_V4" "$SERVER_V4" "$GWC_V4" "$GWS_V4" "{ $IPERF_PORT, $HTTP_PORT }"
         ;;
     esac
+    thread_napi
     start_bg iperf3 "$NS_SRV" 0-1 iperf3 -s -B "$SERVER_V4" -p "$IPERF_PORT"
     start_bg httpd "$NS_SRV" 0-1 "$HTTPD" "$SERVER_V4" "$HTTP_PORT"
     sleep 0.5
@@ -271,7 +298,7 @@ print(",".join(l.split("\"")[1] for l in b.splitlines() if l.startswith("synguar
 }
 
 take_lab_lock
-log "kernel $(uname -r), $(nproc) CPUs, iperf3 ${DURATION}s, ab -n $REQUESTS -c $CONCURRENCY, logs $LOGDIR"
+log "kernel $(uname -r), $(nproc) CPUs, iperf3 ${DURATION}s, ab -n $REQUESTS -c $CONCURRENCY, NAPI $NAPI, logs $LOGDIR"
 for v in "${VARIANT_LIST[@]}"; do
     run_one "$v"
 done
@@ -280,7 +307,7 @@ ratio() { # A B
     awk -v a="$1" -v b="$2" 'BEGIN { n = "^[0-9.]+$"; if (a !~ n || b !~ n || b + 0 == 0) print "-"; else printf "%.2fx", a / b }'
 }
 echo
-echo "Throughput, $(date -u +%Y-%m-%d), kernel $(uname -r), $(nproc) CPUs; iperf3 ${DURATION}s, ab -n $REQUESTS -c $CONCURRENCY (new connection per request)"
+echo "Throughput, $(date -u +%Y-%m-%d), kernel $(uname -r), $(nproc) CPUs; iperf3 ${DURATION}s, ab -n $REQUESTS -c $CONCURRENCY (new connection per request), NAPI $NAPI"
 printf '%-9s %9s %8s %9s %8s %8s %8s %8s %7s\n' variant 1stream xbridge 4streams xbridge req/s xbridge p99_ms failed
 read -r _ b1 b4 br _ _ <<<"$(printf '%s\n' "${RESULTS[@]}" | awk '$1 == "bridge"')" || true
 for r in "${RESULTS[@]}"; do
