@@ -15,7 +15,8 @@ set -euo pipefail
 usage() {
     cat <<'EOF'
 usage: bench-throughput.sh [-d SECONDS] [-n REQUESTS] [-c CONCURRENCY] [-V LIST]
-                           [-N softirq|threaded] [-b BINARY] [-l DIR] [-h]
+                           [-N softirq|threaded] [-r ROUNDS] [-b BINARY]
+                           [-l DIR] [-h]
 
 Client 198.18.0.1 and server 198.18.0.2 in their own namespaces, the protection in
 a third between them; ports 5201 (iperf3) and 8080 (HTTP) protected. Per variant,
@@ -43,6 +44,9 @@ Options:
                    threaded  in a kernel thread per NAPI instance
                              (/sys/class/net/IF/threaded = 1) that the
                              scheduler places on any CPU
+  -r ROUNDS      run the variant list ROUNDS times, 1..9 (default 1), each round
+                 starting one variant later so drift over the run spreads
+                 evenly; every ratio is to the bridge of the same round
   -b BINARY      synguard binary (default $SYNGUARD_BIN, else
                  target/release/synguard)
   -l DIR         keep per-run logs in DIR (default: a temporary directory)
@@ -53,8 +57,11 @@ checksum offload and scatter-gather off (synguard needs wire-sized frames with
 full checksums and turns these off on its own ports anyway, so the others get the
 same); the end hosts' veths run bpf/xdp_pass.o (design.md section 8).
 
-Output, one row per variant: iperf3 Gbit/s (receiver) with one and four streams,
-ab requests/s and its p99 in ms, and each divided by the bridge's.
+Output, one row per variant and round: iperf3 Gbit/s (receiver) with one and four
+streams, ab requests/s and its p99 in ms, and each divided by the bridge's of that
+round; with more than one round also each ratio's median and range over the rounds. For the
+synguard variants the log line also gives, per ab request, the frames that went
+up to synguard's engine and the frames its XDP programs forwarded.
 
 Needs root and: ip ethtool nft python3 iperf3 ab (apache2-utils) taskset flock
 timeout cc.
@@ -74,13 +81,15 @@ VARIANTS=bridge,xdp,afpacket,synproxy,direct
 BIN=${SYNGUARD_BIN:-$REPO_ROOT/target/release/synguard}
 LOGDIR=
 NAPI=softirq
-while getopts ":d:n:c:V:N:b:l:h" opt; do
+ROUNDS=1
+while getopts ":d:n:c:V:N:r:b:l:h" opt; do
     case $opt in
     d) DURATION=$OPTARG ;;
     n) REQUESTS=$OPTARG ;;
     c) CONCURRENCY=$OPTARG ;;
     V) VARIANTS=$OPTARG ;;
     N) NAPI=$OPTARG ;;
+    r) ROUNDS=$OPTARG ;;
     b) BIN=$OPTARG ;;
     l) LOGDIR=$OPTARG ;;
     h)
@@ -97,6 +106,7 @@ shift $((OPTIND - 1))
 [[ $REQUESTS =~ ^[0-9]+$ && $REQUESTS -ge 100 && $REQUESTS -le 200000 ]] || die "-n must be 100..200000"
 [[ $CONCURRENCY =~ ^[0-9]+$ && $CONCURRENCY -ge 1 && $CONCURRENCY -le 64 ]] || die "-c must be 1..64"
 [[ $NAPI == softirq || $NAPI == threaded ]] || die "-N must be softirq or threaded"
+[[ $ROUNDS =~ ^[1-9]$ ]] || die "-r must be 1..9"
 IFS=, read -r -a VARIANT_LIST <<<"$VARIANTS"
 for v in "${VARIANT_LIST[@]}"; do
     case $v in bridge | xdp | afpacket | synproxy | direct) ;; *) die "unknown variant '$v' (see -h)" ;; esac
@@ -260,11 +270,41 @@ ab_run() {
     awk '/^Requests per second:/ { r = $4 } /^  99%/ { p = $2 } /^Failed requests:/ { f = $3 } END { if (r == "") print "aborted - -"; else printf "%d %s %s", r, p, f }' "$RUN_LOG.ab.log"
 }
 
+# synguard's metrics to $RUN_LOG.metrics-LABEL (empty when they do not answer).
+scrape_metrics() { # LABEL
+    nsx "$NS_GW" python3 -c '
+import sys, urllib.request
+sys.stdout.write(urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", timeout=3).read().decode())
+' "$METRICS" >"$RUN_LOG.metrics-$1" 2>/dev/null || : >"$RUN_LOG.metrics-$1"
+}
+
+# Per ab request (each one connection), from the metrics before and after ab:
+# frames synguard's engine received from the kernel (AF_PACKET) and frames its
+# XDP programs forwarded without it. Says why connections cost what they cost.
+frames_per_request() {
+    python3 - "$RUN_LOG.metrics-before" "$RUN_LOG.metrics-after" "$REQUESTS" <<'PY'
+import sys
+def total(path, name, label=""):
+    n = 0.0
+    for line in open(path):
+        if line.startswith(name + "{") and label in line:
+            n += float(line.rsplit(" ", 1)[1])
+    return n
+before, after, requests = sys.argv[1], sys.argv[2], int(sys.argv[3])
+try:
+    up = total(after, "synguard_frames_total", 'direction="rx"') - total(before, "synguard_frames_total", 'direction="rx"')
+    fwd = total(after, "synguard_xdp_forwarded_frames_total") - total(before, "synguard_xdp_forwarded_frames_total")
+    print("per request: %.1f frames to the engine, %.1f forwarded in XDP" % (up / requests, fwd / requests))
+except (OSError, ValueError, IndexError):
+    print("per request: metrics unavailable")
+PY
+}
+
 RESULTS=()
-run_one() { # VARIANT
-    local variant=$1
-    RUN_LOG=$LOGDIR/$variant
-    log "--- $variant"
+run_one() { # ROUND VARIANT
+    local round=$1 variant=$2
+    RUN_LOG=$LOGDIR/r$round.$variant
+    log "--- round $round: $variant"
     build_lab "$variant"
     case $variant in
     direct) ;;
@@ -280,37 +320,63 @@ run_one() { # VARIANT
     start_bg httpd "$NS_SRV" 0-1 "$HTTPD" "$SERVER_V4" "$HTTP_PORT"
     sleep 0.5
     nsx "$NS_CLI" ping -c 2 -i 0.2 -W 2 "$SERVER_V4" >/dev/null 2>&1 || log "warning: ping $SERVER_V4 failed"
-    local one four ab mode=
+    local one four ab mode= per_request=
     one=$(iperf_gbps 1)
     four=$(iperf_gbps 4)
+    [[ $variant == xdp || $variant == afpacket ]] && scrape_metrics before
     ab=$(ab_run)
+    if [[ $variant == xdp || $variant == afpacket ]]; then
+        scrape_metrics after
+        per_request=" $(frames_per_request)"
+    fi
     if [[ $variant == xdp ]]; then
         # auto may have fallen back to off: say which mode ran.
-        mode=" xdp_mode=$(nsx "$NS_GW" python3 -c '
-import sys, urllib.request
-b = urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", timeout=3).read().decode()
-print(",".join(l.split("\"")[1] for l in b.splitlines() if l.startswith("synguard_xdp_mode{") and l.endswith(" 1")))
-' "$METRICS" 2>/dev/null || echo "?")"
+        mode=" xdp_mode=$(awk -F'"' '/^synguard_xdp_mode\{/ && / 1$/ { printf "%s%s", s, $2; s = "," } END { if (s == "") print "?" }' "$RUN_LOG.metrics-after")"
     fi
-    log "$variant: iperf3 1 stream $one Gbit/s, 4 streams $four Gbit/s; ab (req/s p99_ms failed) $ab;$mode"
-    RESULTS+=("$variant $one $four $ab")
+    log "$variant: iperf3 1 stream $one Gbit/s, 4 streams $four Gbit/s; ab (req/s p99_ms failed) $ab;$mode$per_request"
+    RESULTS+=("$round $variant $one $four $ab")
     teardown
 }
 
 take_lab_lock
-log "kernel $(uname -r), $(nproc) CPUs, iperf3 ${DURATION}s, ab -n $REQUESTS -c $CONCURRENCY, NAPI $NAPI, logs $LOGDIR"
-for v in "${VARIANT_LIST[@]}"; do
-    run_one "$v"
+log "kernel $(uname -r), $(nproc) CPUs, iperf3 ${DURATION}s, ab -n $REQUESTS -c $CONCURRENCY, NAPI $NAPI, $ROUNDS round(s), logs $LOGDIR"
+for ((round = 1; round <= ROUNDS; round++)); do
+    n=${#VARIANT_LIST[@]}
+    for ((i = 0; i < n; i++)); do
+        run_one "$round" "${VARIANT_LIST[$(((i + round - 1) % n))]}"
+    done
 done
 
-ratio() { # A B
-    awk -v a="$1" -v b="$2" 'BEGIN { n = "^[0-9.]+$"; if (a !~ n || b !~ n || b + 0 == 0) print "-"; else printf "%.2fx", a / b }'
-}
 echo
 echo "Throughput, $(date -u +%Y-%m-%d), kernel $(uname -r), $(nproc) CPUs; iperf3 ${DURATION}s, ab -n $REQUESTS -c $CONCURRENCY (new connection per request), NAPI $NAPI"
-printf '%-9s %9s %8s %9s %8s %8s %8s %8s %7s\n' variant 1stream xbridge 4streams xbridge req/s xbridge p99_ms failed
-read -r _ b1 b4 br _ _ <<<"$(printf '%s\n' "${RESULTS[@]}" | awk '$1 == "bridge"')" || true
-for r in "${RESULTS[@]}"; do
-    read -r va g1 g4 rq p99 failed <<<"$r"
-    printf '%-9s %9s %8s %9s %8s %8s %8s %8s %7s\n' "$va" "$g1" "$(ratio "$g1" "${b1:--}")" "$g4" "$(ratio "$g4" "${b4:--}")" "$rq" "$(ratio "$rq" "${br:--}")" "$p99" "$failed"
-done
+printf '%s\n' "${RESULTS[@]}" | python3 -c '
+import statistics, sys
+rows = [l.split() for l in sys.stdin if l.strip()]
+order = list(dict.fromkeys(r[1] for r in rows))
+def num(v):
+    try:
+        return float(v)
+    except ValueError:
+        return None
+bridge = {r[0]: r for r in rows if r[1] == "bridge"}
+ratios = {}  # (variant, column) -> ratios over rounds
+def ratio(r, col):
+    a, b = num(r[col]), num(bridge[r[0]][col]) if r[0] in bridge else None
+    if a is None or not b:
+        return "-"
+    ratios.setdefault((r[1], col), []).append(a / b)
+    return "%.2fx" % (a / b)
+fmt = "%-5s %-9s %8s %8s %9s %8s %8s %8s %7s %7s"
+print(fmt % ("round", "variant", "1stream", "xbridge", "4streams", "xbridge", "req/s", "xbridge", "p99_ms", "failed"))
+for r in sorted(rows, key=lambda r: (int(r[0]), order.index(r[1]))):
+    print(fmt % (r[0], r[1], r[2], ratio(r, 2), r[3], ratio(r, 3), r[4], ratio(r, 4), r[5], r[6]))
+if len(bridge) > 1:
+    print()
+    print("x bridge over %d rounds: median [min-max]" % len(bridge))
+    def summary(v, col):
+        x = ratios.get((v, col))
+        return "%.2fx [%.2f-%.2f]" % (statistics.median(x), min(x), max(x)) if x else "-"
+    print("%-9s %20s %20s %20s" % ("variant", "1 stream", "4 streams", "req/s"))
+    for v in order:
+        print("%-9s %20s %20s %20s" % (v, summary(v, 2), summary(v, 3), summary(v, 4)))
+'

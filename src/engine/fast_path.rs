@@ -105,6 +105,8 @@ pub(super) struct FastPathState {
     pub(super) forwarded: HashSet<FlowKey>,
     /// Flows to look at again when they are `FORWARD_AFTER_MS` old.
     pub(super) forward_due: BinaryHeap<Reverse<(u64, FlowKey)>>,
+    /// The flows with an age look in `forward_due` (at most one each).
+    pub(super) forward_due_keys: HashSet<FlowKey>,
     pub(super) progress: Option<Box<dyn ForwardProgressSource>>,
 }
 
@@ -213,6 +215,7 @@ impl Engine {
                 break;
             }
             self.fast_path.forward_due.pop();
+            self.fast_path.forward_due_keys.remove(&key);
             if self.flows.contains(&key) {
                 touched.push(key);
             }

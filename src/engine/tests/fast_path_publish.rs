@@ -3,6 +3,9 @@
 //! engine and cost no map writes), then with its translation; and never
 //! without a progress source to read the program's work back.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use super::*;
 use crate::engine::fast_path::TrackedChange;
 use crate::engine::forward::{
@@ -10,6 +13,16 @@ use crate::engine::forward::{
 };
 
 struct NoProgress;
+
+/// Counts its reads (each one a map lookup syscall in the I/O layer).
+struct CountingSource(Arc<AtomicUsize>);
+
+impl ForwardProgressSource for CountingSource {
+    fn read(&self, _: &FlowKey) -> Option<FlowProgress> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
 
 impl ForwardProgressSource for NoProgress {
     fn read(&self, _: &FlowKey) -> Option<FlowProgress> {
@@ -136,4 +149,44 @@ fn a_forwarded_flow_is_never_published_again_over_the_programs_progress() {
     // Its age comes due later: nothing more to write (the program owns
     // the progress now).
     assert!(drain(&mut e, opened + FORWARD_AFTER_MS).is_empty());
+}
+
+#[test]
+fn flows_the_program_cannot_take_cost_no_map_reads() {
+    let reads = Arc::new(AtomicUsize::new(0));
+    // Auto: SYNs wait in the half-open queue.
+    let mut e = engine_with(queue_config(SyncookieMode::Auto));
+    e.set_forward_progress_source(Box::new(CountingSource(reads.clone())));
+    e.enable_fast_path();
+    let (c, s) = (client_v4(), server_v4());
+    let key = key_v4();
+    // A half-open entry: tracked, nothing to read.
+    syn(&mut e, c, s, T0, &[2, 4, 5, 0xb4]);
+    assert_eq!(drain(&mut e, T0), vec![TrackedChange::Publish(key, None)]);
+    assert_eq!(reads.load(Ordering::Relaxed), 0);
+    // Another client's flow: established, then closed (TIME_WAIT at
+    // T0 + 52) before its age comes due at opened + FORWARD_AFTER_MS.
+    let c2 = Host { port: 40001, ..c };
+    let key2 = FlowKey {
+        client_port: c2.port,
+        ..key
+    };
+    let (cookie, _, _) = establish(&mut e, c2, s, &[]);
+    let opened = e.export_flows().iter().find(|(k, _)| *k == key2).unwrap().1.opened_ms;
+    drain(&mut e, T0 + 20);
+    close_client_first_at(&mut e, c2, s, cookie, T0 - 50);
+    assert_eq!(e.flow_state(&key2), Some(TcpState::TimeWait));
+    drain(&mut e, T0 + 60);
+    assert!(opened + FORWARD_AFTER_MS > T0 + 60);
+    // Changed in two drains while young: one look queued, not two.
+    assert_eq!(e.fast_path.forward_due.len(), 1, "dedup");
+    // The look at its age: not a flow the program can take, so no read
+    // and no entry.
+    assert_eq!(
+        drain(&mut e, opened + FORWARD_AFTER_MS),
+        vec![TrackedChange::Publish(key2, None)]
+    );
+    assert_eq!(reads.load(Ordering::Relaxed), 0);
+    assert!(!e.is_forwarded(&key2));
+    assert!(e.fast_path.forward_due.is_empty());
 }
