@@ -286,7 +286,8 @@ impl Engine {
     /// Only a flow the program could take now costs a map read; half-open
     /// entries and flows in other states (awaiting the backend, closing,
     /// TIME_WAIT) do not. Measured with ab (a new connection per request):
-    /// reading every changed tuple cost a failing lookup per segment.
+    /// reading every changed tuple cost several failing lookups per
+    /// connection and a third of the connection rate.
     pub(super) fn forward_change(&mut self, now_ms: u64, key: FlowKey) -> Option<TrackedChange> {
         if self.fast_path.forwarded.contains(&key) {
             if self.flows.with(&key, |f| forwardable(f)) == Some(true) {

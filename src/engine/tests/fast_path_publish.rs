@@ -172,7 +172,13 @@ fn flows_the_program_cannot_take_cost_no_map_reads() {
         ..key
     };
     let (cookie, _, _) = establish(&mut e, c2, s, &[]);
-    let opened = e.export_flows().iter().find(|(k, _)| *k == key2).unwrap().1.opened_ms;
+    let opened = e
+        .export_flows()
+        .iter()
+        .find(|(k, _)| *k == key2)
+        .unwrap()
+        .1
+        .opened_ms;
     drain(&mut e, T0 + 20);
     close_client_first_at(&mut e, c2, s, cookie, T0 - 50);
     assert_eq!(e.flow_state(&key2), Some(TcpState::TimeWait));
