@@ -108,6 +108,9 @@ pub(super) struct FastPathState {
     /// The flows with an age look in `forward_due` (at most one each).
     pub(super) forward_due_keys: HashSet<FlowKey>,
     pub(super) progress: Option<Box<dyn ForwardProgressSource>>,
+    /// Flows whose entry an earlier process left in the adopted map, not
+    /// yet published by this engine.
+    pub(super) adopted: HashSet<FlowKey>,
 }
 
 impl std::fmt::Debug for FastPathState {
@@ -225,6 +228,7 @@ impl Engine {
         for key in touched.drain(..) {
             if !self.is_tracked(&key) {
                 self.fast_path.forwarded.remove(&key);
+                self.fast_path.adopted.remove(&key);
                 out.push(TrackedChange::Unpublish(key));
                 continue;
             }

@@ -226,11 +226,20 @@ impl Engine {
 
     /// Flows the program forwarded for an earlier process (read from its
     /// adopted map after a crash): rebuilt as ESTABLISHED flows and
-    /// imported as a flow file's are (same checks and report).
+    /// imported as a flow file's are (same checks and report). A flow the
+    /// flow file restored already keeps the file's state and takes the
+    /// entry's progress, which is newer: the program went on forwarding
+    /// after the file was written. The program still forwards them all
+    /// until the engine publishes them, so each one's progress is read
+    /// again right before that (`forward_change`).
     pub fn adopt_forwarded_flows(
         &mut self,
         entries: Vec<(FlowKey, ForwardEntry)>,
     ) -> super::ImportReport {
+        for (key, e) in &entries {
+            self.flows.with(key, |f| e.progress.fold_into(f));
+            self.fast_path.adopted.insert(*key);
+        }
         let idle = self.cfg.established_idle_timeout_ms;
         let flows = entries
             .into_iter()
@@ -266,13 +275,14 @@ impl Engine {
     pub(super) fn fold_forward_progress(&self, key: &FlowKey) {
         // Without a source (XDP off) nothing is forwarded: the per-segment
         // cost is this check, not a hash of the key.
-        let Some(source) = self.fast_path.progress.as_ref() else {
-            return;
-        };
-        if !self.fast_path.forwarded.contains(key) {
-            return;
+        if self.fast_path.progress.is_some() && self.fast_path.forwarded.contains(key) {
+            self.fold_progress_from_source(key);
         }
-        if let Some(p) = source.read(key) {
+    }
+
+    /// The program's progress for `key`, folded in (any flow).
+    fn fold_progress_from_source(&self, key: &FlowKey) {
+        if let Some(p) = self.fast_path.progress.as_ref().and_then(|s| s.read(key)) {
             self.flows.with(key, |f| p.fold_into(f));
         }
     }
@@ -283,11 +293,12 @@ impl Engine {
     /// program forwards it already (writing the entry again would put the
     /// engine's older progress over the program's).
     ///
-    /// Only a flow the program could take now costs a map read; half-open
-    /// entries and flows in other states (awaiting the backend, closing,
-    /// TIME_WAIT) do not. Measured with ab (a new connection per request):
-    /// reading every changed tuple cost several failing lookups per
-    /// connection and a third of the connection rate.
+    /// Only a flow with an entry in the program's map has its progress
+    /// read: a forwarded one before the program stops forwarding it, an
+    /// adopted one before the engine's entry replaces the earlier
+    /// process's. Measured with ab (a new connection per request): reading
+    /// every changed tuple cost several failing lookups per connection and
+    /// a third of the connection rate.
     pub(super) fn forward_change(&mut self, now_ms: u64, key: FlowKey) -> Option<TrackedChange> {
         if self.fast_path.forwarded.contains(&key) {
             if self.flows.with(&key, |f| forwardable(f)) == Some(true) {
@@ -304,8 +315,7 @@ impl Engine {
             let young = !can || bytes_carried(f) < FORWARD_AFTER_BYTES;
             (can, young, f.opened_ms + FORWARD_AFTER_MS)
         });
-        let source = self.fast_path.progress.as_ref();
-        match (look, source) {
+        match (look, self.fast_path.progress.is_some()) {
             (Some((_, true, due)), _) if due > now_ms => {
                 // Not yet: the engine forwards it meanwhile. One pending
                 // look per flow, however many segments pass before.
@@ -314,11 +324,9 @@ impl Engine {
                 }
                 Some(TrackedChange::Publish(key, None))
             }
-            (Some((true, _, _)), Some(source)) => {
-                // An entry left by an earlier process (adopted maps) has
-                // newer progress than a flow restored from the flow file.
-                if let Some(p) = source.read(&key) {
-                    self.flows.with(&key, |f| p.fold_into(f));
+            (Some((true, _, _)), true) => {
+                if self.fast_path.adopted.remove(&key) {
+                    self.fold_progress_from_source(&key);
                 }
                 let entry = self.flows.with(&key, |f| forward_entry(f)).flatten();
                 if entry.is_some() {

@@ -14,13 +14,14 @@ use crate::engine::forward::{
 
 struct NoProgress;
 
-/// Counts its reads (each one a map lookup syscall in the I/O layer).
-struct CountingSource(Arc<AtomicUsize>);
+/// Counts its reads (each one a map lookup syscall in the I/O layer) and
+/// answers every one with the same progress, if any.
+struct CountingSource(Arc<AtomicUsize>, Option<FlowProgress>);
 
 impl ForwardProgressSource for CountingSource {
     fn read(&self, _: &FlowKey) -> Option<FlowProgress> {
         self.0.fetch_add(1, Ordering::Relaxed);
-        None
+        self.1
     }
 }
 
@@ -156,7 +157,7 @@ fn flows_the_program_cannot_take_cost_no_map_reads() {
     let reads = Arc::new(AtomicUsize::new(0));
     // Auto: SYNs wait in the half-open queue.
     let mut e = engine_with(queue_config(SyncookieMode::Auto));
-    e.set_forward_progress_source(Box::new(CountingSource(reads.clone())));
+    e.set_forward_progress_source(Box::new(CountingSource(reads.clone(), None)));
     e.enable_fast_path();
     let (c, s) = (client_v4(), server_v4());
     let key = key_v4();
@@ -195,4 +196,63 @@ fn flows_the_program_cannot_take_cost_no_map_reads() {
     assert_eq!(reads.load(Ordering::Relaxed), 0);
     assert!(!e.is_forwarded(&key2));
     assert!(e.fast_path.forward_due.is_empty());
+    assert!(e.fast_path.forward_due_keys.is_empty());
+}
+
+#[test]
+fn only_an_adopted_flow_has_its_progress_read_before_it_is_published() {
+    // Flow A was restored from the flow file and the earlier process's
+    // program kept forwarding it (its entry in the adopted map is newer);
+    // flow B is new. Both are old enough to hand over.
+    let reads = Arc::new(AtomicUsize::new(0));
+    let mut e = engine();
+    let (c, s) = (client_v4(), server_v4());
+    establish(&mut e, c, s, &[]);
+    let b = Host { port: 40001, ..c };
+    establish(&mut e, b, s, &[]);
+    let key_a = key_v4();
+    let key_b = FlowKey {
+        client_port: b.port,
+        ..key_a
+    };
+    let flow_a = e
+        .export_flows()
+        .into_iter()
+        .find(|(k, _)| *k == key_a)
+        .unwrap()
+        .1;
+    let mut adopted = forward_entry(&flow_a).unwrap();
+    adopted.progress.client_next = flow_a.client_next.wrapping_add(1000);
+    adopted.progress.last_seen_ms = T0 + 500;
+    let report = e.adopt_forwarded_flows(vec![(key_a, adopted)]);
+    assert_eq!(report.duplicate, 1);
+    // Folded in at adoption already.
+    let after = e
+        .export_flows()
+        .into_iter()
+        .find(|(k, _)| *k == key_a)
+        .unwrap()
+        .1;
+    assert_eq!(after.client_next, adopted.progress.client_next);
+    // Meanwhile the program forwarded 500 bytes more.
+    let mut newer = adopted.progress;
+    newer.client_next = newer.client_next.wrapping_add(500);
+    newer.last_seen_ms = T0 + 900;
+    e.set_forward_progress_source(Box::new(CountingSource(reads.clone(), Some(newer))));
+    e.enable_fast_path();
+    // Adoption precedes the fast path, so the engine's first sync names
+    // both flows as the I/O layer does (`Runner::set_fast_path`).
+    let mut out = Vec::new();
+    e.drain_tracked_changes(T0 + 1_000, &mut out);
+    let published: Vec<(FlowKey, u32)> = out
+        .iter()
+        .filter_map(|c| match c {
+            TrackedChange::Publish(k, Some(entry)) => Some((*k, entry.progress.client_next)),
+            _ => None,
+        })
+        .collect();
+    assert!(published.contains(&(key_a, newer.client_next)), "{out:?}");
+    assert!(published.iter().any(|(k, _)| *k == key_b), "{out:?}");
+    assert_eq!(reads.load(Ordering::Relaxed), 1, "A once, B never");
+    assert!(e.fast_path.adopted.is_empty());
 }
