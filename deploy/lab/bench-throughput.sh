@@ -281,7 +281,11 @@ sys.stdout.write(urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", ti
 # Per ab request (each one connection), from the metrics before and after ab:
 # frames synguard's engine received from the kernel (AF_PACKET) and frames its
 # XDP programs forwarded without it. Says why connections cost what they cost.
-frames_per_request() {
+frames_per_request() { # AB_RESULT
+    [[ $1 != aborted* ]] || {
+        echo "per request: - (ab aborted)"
+        return
+    }
     python3 - "$RUN_LOG.metrics-before" "$RUN_LOG.metrics-after" "$REQUESTS" <<'PY'
 import sys
 def total(path, name, label=""):
@@ -327,7 +331,7 @@ run_one() { # ROUND VARIANT
     ab=$(ab_run)
     if [[ $variant == xdp || $variant == afpacket ]]; then
         scrape_metrics after
-        per_request=" $(frames_per_request)"
+        per_request=" $(frames_per_request "$ab")"
     fi
     if [[ $variant == xdp ]]; then
         # auto may have fallen back to off: say which mode ran.
