@@ -60,8 +60,8 @@ same); the end hosts' veths run bpf/xdp_pass.o (design.md section 8).
 Output, one row per variant and round: iperf3 Gbit/s (receiver) with one and four
 streams, ab requests/s and its p99 in ms, and each divided by the bridge's of that
 round; with more than one round also each ratio's median and range over the rounds. For the
-synguard variants the log line also gives, per ab request, the frames that went
-up to synguard's engine and the frames its XDP programs forwarded.
+synguard variants the log line also gives, per ab request, the frames the gateway
+received and how many of them its XDP programs forwarded.
 
 Needs root and: ip ethtool nft python3 iperf3 ab (apache2-utils) taskset flock
 timeout cc.
@@ -279,8 +279,11 @@ sys.stdout.write(urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", ti
 }
 
 # Per ab request (each one connection), from the metrics before and after ab:
-# frames synguard's engine received from the kernel (AF_PACKET) and frames its
-# XDP programs forwarded without it. Says why connections cost what they cost.
+# frames the gateway received on its two ports (synguard_frames_total counts
+# those its XDP programs handled too) and how many of them XDP forwarded; the
+# rest went up to the engine, but for SYNs XDP answers while SYNs are answered
+# statelessly and frames of unprotected traffic (none here). Says why
+# connections cost what they cost.
 frames_per_request() { # AB_RESULT
     [[ $1 != aborted* ]] || {
         echo "per request: - (ab aborted)"
@@ -296,9 +299,9 @@ def total(path, name, label=""):
     return n
 before, after, requests = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:
-    up = total(after, "synguard_frames_total", 'direction="rx"') - total(before, "synguard_frames_total", 'direction="rx"')
+    rx = total(after, "synguard_frames_total", 'direction="rx"') - total(before, "synguard_frames_total", 'direction="rx"')
     fwd = total(after, "synguard_xdp_forwarded_frames_total") - total(before, "synguard_xdp_forwarded_frames_total")
-    print("per request: %.1f frames to the engine, %.1f forwarded in XDP" % (up / requests, fwd / requests))
+    print("per request: %.1f frames received, %.1f of them forwarded in XDP" % (rx / requests, fwd / requests))
 except (OSError, ValueError, IndexError):
     print("per request: metrics unavailable")
 PY
