@@ -41,6 +41,15 @@ fn established_with_fast_path() -> Engine {
     e
 }
 
+/// A copy of the engine's flow `key`.
+fn flow(e: &Engine, key: &FlowKey) -> Flow {
+    e.export_flows()
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .expect("flow")
+        .1
+}
+
 fn drain(e: &mut Engine, now: u64) -> Vec<TrackedChange> {
     let mut out = Vec::new();
     e.drain_tracked_changes(now, &mut out);
@@ -173,13 +182,7 @@ fn flows_the_program_cannot_take_cost_no_map_reads() {
         ..key
     };
     let (cookie, _, _) = establish(&mut e, c2, s, &[]);
-    let opened = e
-        .export_flows()
-        .iter()
-        .find(|(k, _)| *k == key2)
-        .unwrap()
-        .1
-        .opened_ms;
+    let opened = flow(&e, &key2).opened_ms;
     drain(&mut e, T0 + 20);
     close_client_first_at(&mut e, c2, s, cookie, T0 - 50);
     assert_eq!(e.flow_state(&key2), Some(TcpState::TimeWait));
@@ -215,24 +218,14 @@ fn only_an_adopted_flow_has_its_progress_read_before_it_is_published() {
         client_port: b.port,
         ..key_a
     };
-    let flow_a = e
-        .export_flows()
-        .into_iter()
-        .find(|(k, _)| *k == key_a)
-        .unwrap()
-        .1;
+    let flow_a = flow(&e, &key_a);
     let mut adopted = forward_entry(&flow_a).unwrap();
     adopted.progress.client_next = flow_a.client_next.wrapping_add(1000);
     adopted.progress.last_seen_ms = T0 + 500;
     let report = e.adopt_forwarded_flows(vec![(key_a, adopted)]);
     assert_eq!(report.duplicate, 1);
     // Folded in at adoption already.
-    let after = e
-        .export_flows()
-        .into_iter()
-        .find(|(k, _)| *k == key_a)
-        .unwrap()
-        .1;
+    let after = flow(&e, &key_a);
     assert_eq!(after.client_next, adopted.progress.client_next);
     // Meanwhile the program forwarded 500 bytes more.
     let mut newer = adopted.progress;
