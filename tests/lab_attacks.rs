@@ -570,14 +570,16 @@ fn run_scenario(test: &str, sc: Scenario) {
                 format!("drops queue_full + per_source_limit +{refused} == 0 (syncookies auto)"),
             );
             // hping3 counts source ports up from a random base: after 65536 SYNs a
-            // source reuses a 4-tuple with a new ISN, which replaces (and re-queues)
-            // its entry. So a source queues its share once per 65536 SYNs at most.
-            let rounds = (frames / sources).div_ceil(65536).max(1);
+            // process reuses a 4-tuple with a new ISN, which replaces (and re-queues)
+            // its entry. The queued tuples of a source stay the same ones, so each
+            // is queued at most once per 65536 SYNs of each process of that source.
+            let senders = report.senders.max(sources);
+            let rounds = (senders / sources) * (frames / senders).div_ceil(65536).max(1);
             c.check(
                 queued <= (sources * PER_SOURCE_BACKLOG * rounds) as f64 + LEGIT_SYN_SLACK,
                 format!(
                     "queued SYN-ACKs +{queued} <= {sources} sources x {PER_SOURCE_BACKLOG} x \
-                     {rounds} source-port round(s) + legitimate"
+                     {rounds} source-port round(s) of {senders} hping3 + legitimate"
                 ),
             );
         }
@@ -847,6 +849,12 @@ fn attack_report_parses() {
         (200_000, 200_000, 2000, 19_607)
     );
     assert!((r.seconds - 10.2).abs() < 1e-9);
+    assert_eq!(r.senders, 0, "not reported by tcpreplay scenarios");
+    let h = parse_attack_report(
+        "scenario=syn-flood-single-source packets=180000 frames=180000 seconds=10.0 offered_pps=18000 senders=4\n",
+    )
+    .expect("report");
+    assert_eq!((h.senders, h.recorded), (4, 0));
     assert!(parse_attack_report("nothing here").is_none());
 }
 

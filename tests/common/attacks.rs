@@ -177,7 +177,7 @@ impl Lab {
 pub const ATTACK_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/lab/attack.sh");
 
 /// The summary line `attack.sh` prints:
-/// `scenario=S packets=N frames=F seconds=T offered_pps=P [recorded=R]`.
+/// `scenario=S packets=N frames=F seconds=T offered_pps=P [recorded=R] [senders=K]`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AttackReport {
     pub scenario: String,
@@ -189,6 +189,9 @@ pub struct AttackReport {
     pub offered_pps: u64,
     /// SYNs sent while recording the pcap (pcap-replay only, else 0).
     pub recorded: u64,
+    /// hping3 processes that shared the rate, each counting its source
+    /// ports up from its own random base (0: not reported, tcpreplay).
+    pub senders: u64,
 }
 
 /// Parses the last `scenario=...` line of `attack.sh` output.
@@ -204,6 +207,7 @@ pub fn parse_attack_report(text: &str) -> Option<AttackReport> {
             "seconds" => r.seconds = v.parse().ok()?,
             "offered_pps" => r.offered_pps = v.parse().ok()?,
             "recorded" => r.recorded = v.parse().ok()?,
+            "senders" => r.senders = v.parse().ok()?,
             _ => {}
         }
     }
