@@ -238,14 +238,18 @@ impl Engine {
     ) -> super::ImportReport {
         for (key, e) in &entries {
             self.flows.with(key, |f| e.progress.fold_into(f));
-            self.fast_path.adopted.insert(*key);
         }
+        let keys: Vec<FlowKey> = entries.iter().map(|(k, _)| *k).collect();
         let idle = self.cfg.established_idle_timeout_ms;
         let flows = entries
             .into_iter()
             .map(|(k, e)| (k, e.to_flow(idle)))
             .collect();
-        self.import_flows(flows)
+        let report = self.import_flows(flows);
+        // Only those the engine has: a refused one's entry is pruned.
+        let adopted = keys.into_iter().filter(|k| self.flows.contains(k));
+        self.fast_path.adopted.extend(adopted);
+        report
     }
 
     /// The engine forwarded a segment of `key` itself: a young flow that

@@ -14,6 +14,12 @@ use crate::engine::forward::{
 
 struct NoProgress;
 
+impl ForwardProgressSource for NoProgress {
+    fn read(&self, _: &FlowKey) -> Option<FlowProgress> {
+        None
+    }
+}
+
 /// Counts its reads (each one a map lookup syscall in the I/O layer) and
 /// answers every one with the same progress, if any.
 struct CountingSource(Arc<AtomicUsize>, Option<FlowProgress>);
@@ -22,12 +28,6 @@ impl ForwardProgressSource for CountingSource {
     fn read(&self, _: &FlowKey) -> Option<FlowProgress> {
         self.0.fetch_add(1, Ordering::Relaxed);
         self.1
-    }
-}
-
-impl ForwardProgressSource for NoProgress {
-    fn read(&self, _: &FlowKey) -> Option<FlowProgress> {
-        None
     }
 }
 
@@ -222,8 +222,13 @@ fn only_an_adopted_flow_has_its_progress_read_before_it_is_published() {
     let mut adopted = forward_entry(&flow_a).unwrap();
     adopted.progress.client_next = flow_a.client_next.wrapping_add(1000);
     adopted.progress.last_seen_ms = T0 + 500;
-    let report = e.adopt_forwarded_flows(vec![(key_a, adopted)]);
-    assert_eq!(report.duplicate, 1);
+    // And an entry for a service no longer protected: refused, not kept.
+    let unprotected = FlowKey {
+        server_port: 9999,
+        ..key_a
+    };
+    let report = e.adopt_forwarded_flows(vec![(key_a, adopted), (unprotected, adopted)]);
+    assert_eq!((report.duplicate, report.not_protected), (1, 1));
     // Folded in at adoption already.
     let after = flow(&e, &key_a);
     assert_eq!(after.client_next, adopted.progress.client_next);
@@ -235,8 +240,7 @@ fn only_an_adopted_flow_has_its_progress_read_before_it_is_published() {
     e.enable_fast_path();
     // Adoption precedes the fast path, so the engine's first sync names
     // both flows as the I/O layer does (`Runner::set_fast_path`).
-    let mut out = Vec::new();
-    e.drain_tracked_changes(T0 + 1_000, &mut out);
+    let out = drain(&mut e, T0 + 1_000);
     let published: Vec<(FlowKey, u32)> = out
         .iter()
         .filter_map(|c| match c {
