@@ -487,7 +487,7 @@ fn run_scenario(test: &str, sc: Scenario) {
         );
     } else {
         // Only the guessed cookies' SYNs may arrive, nothing else of the flood.
-        let not_syn = captured_lines.iter().find(|l| !l.contains("Flags [S]"));
+        let not_syn = captured_lines.iter().find(|l| !is_syn_line(l));
         c.check(
             captured_lines.len() as u64 <= forged_syns && not_syn.is_none(),
             format!(
@@ -834,6 +834,30 @@ fn attack_xmas_flags() {
         "attack_xmas_flags",
         scenario("xmas", Expect::Dropped("invalid_flags")),
     );
+}
+
+/// A tcpdump line of a SYN: flags S, with ECE and CWR (`E`, `W`) when the
+/// guessed cookie's options asked for ECN, as the backend SYN then does
+/// (RFC 3168 6.1.1).
+fn is_syn_line(line: &str) -> bool {
+    line.split_once("Flags [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .is_some_and(|(flags, _)| flags.contains('S') && flags.chars().all(|f| "SEW".contains(f)))
+}
+
+#[test]
+fn syn_lines_are_told_from_other_segments() {
+    let line = |flags: &str| {
+        format!(
+            "1.5 IP 198.18.1.12.9196 > 198.18.0.2.8080: Flags [{flags}], seq 1, win 1024, length 0"
+        )
+    };
+    assert!(is_syn_line(&line("S")));
+    assert!(is_syn_line(&line("SEW")));
+    for other in ["S.", ".", "R", "SF", "EW", "P."] {
+        assert!(!is_syn_line(&line(other)), "{other}");
+    }
+    assert!(!is_syn_line("no flags here"));
 }
 
 /// Parses attack.sh output lines (no lab needed).
