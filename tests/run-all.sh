@@ -12,11 +12,12 @@ usage() {
 usage: sudo tests/run-all.sh [-h]
 
 Runs, in order, and prints a summary (exit 1 if any step failed):
-  1. root check; installs missing apt packages (iproute2 nftables ethtool hping3
-     iputils-ping tcpdump procps coreutils util-linux prometheus dpkg-dev binutils
-     systemd man-db adduser) with one `apt-get update`, and cargo-deb with
-     `cargo install cargo-deb --locked`,
-     then fails loudly naming any tool that is still missing
+  1. root check; installs the Debian package of every missing tool (the table in
+     deploy/lab/tools.sh: iproute2 nftables ethtool hping3 iputils-ping tcpdump
+     tcpreplay procps coreutils util-linux python3 prometheus clang libbpf-dev dpkg
+     dpkg-dev binutils systemd man-db adduser) with one `apt-get update`, and
+     cargo-deb with `cargo install cargo-deb --locked`, then fails loudly naming
+     any tool that is still missing
   2. cargo build --release
   3. cargo test --release            (unit + integration, incl. namespace lab tests,
                                       XDP fast path at its default)
@@ -57,70 +58,21 @@ die() {
 # --- 1. environment -------------------------------------------------------------
 [[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces, nftables, hping3): sudo tests/run-all.sh"
 
-# tool -> apt package
-declare -A TOOL_PKG=(
-    [ip]=iproute2
-    [nstat]=iproute2
-    [nft]=nftables
-    [ethtool]=ethtool
-    [hping3]=hping3
-    [ping]=iputils-ping
-    [tcpdump]=tcpdump
-    [sysctl]=procps
-    [timeout]=coreutils
-    [flock]=util-linux
-    [setpriv]=util-linux
-    # deploy/lab/attack.sh pcap-replay
-    [tcpreplay]=tcpreplay
-    [python3]=python3
-    # tests/promtool.rs, tests/lab_prometheus.rs. On a systemd host installing the
-    # package also starts a system Prometheus on :9090 of the root namespace; the
-    # tests do not use it (they run their own in the lab's gateway namespace).
-    [promtool]=prometheus
-    # bpf/build.sh --check (the committed XDP object is not stale); libbpf-dev
-    # provides the headers, checked by the step itself.
-    [clang]=clang
-    [bpf_helpers.h]=libbpf-dev
-    [prometheus]=prometheus
-    # tests/package.rs: builds the .deb (cargo-deb runs dpkg-shlibdeps and strip),
-    # verifies the units, runs the postinst in a mount namespace.
-    [dpkg-deb]=dpkg
-    [dpkg-shlibdeps]=dpkg-dev
-    [strip]=binutils
-    [systemd-analyze]=systemd
-    [man]=man-db
-    [adduser]=adduser
-    [unshare]=util-linux
-)
-missing_tools() {
-    local t
-    for t in "${!TOOL_PKG[@]}"; do
-        if [[ $t == bpf_helpers.h ]]; then
-            # Not a command: the BPF headers bpf/build.sh compiles against.
-            [[ -f /usr/include/bpf/bpf_helpers.h ]] || printf '%s\n' "$t"
-        else
-            command -v "$t" >/dev/null 2>&1 || printf '%s\n' "$t"
-        fi
-    done | sort
-}
-
-mapfile -t MISSING < <(missing_tools)
-if [[ ${#MISSING[@]} -gt 0 ]]; then
-    log "missing tools: ${MISSING[*]} -> installing with apt-get"
-    command -v apt-get >/dev/null 2>&1 || die "tools missing (${MISSING[*]}) and no apt-get to install them"
-    apt-get update -q </dev/null || die "apt-get update failed"
-    apt-get install -y -q --no-install-recommends \
-        iproute2 nftables ethtool hping3 iputils-ping tcpdump procps coreutils util-linux \
-        tcpreplay python3 prometheus dpkg dpkg-dev binutils systemd man-db adduser clang libbpf-dev </dev/null ||
-        die "apt-get install failed"
-    mapfile -t MISSING < <(missing_tools)
-    if [[ ${#MISSING[@]} -gt 0 ]]; then
-        for t in "${MISSING[@]}"; do
-            echo "run-all.sh: MISSING TOOL: $t (package ${TOOL_PKG[$t]})" >&2
-        done
-        die "required tools still missing after apt-get install: ${MISSING[*]}"
-    fi
-fi
+# Everything the steps below call; deploy/lab/tools.sh installs what is missing
+# from Debian's packages (one table of tool -> package for every script).
+# tcpreplay: deploy/lab/attack.sh pcap-replay. promtool, prometheus:
+# tests/promtool.rs, tests/lab_prometheus.rs (on a systemd host installing the
+# package also starts a system Prometheus on :9090 of the root namespace; the
+# tests run their own in the lab's gateway namespace). clang, bpf_helpers.h:
+# bpf/build.sh --check. dpkg-deb ... adduser, unshare: tests/package.rs builds the
+# .deb (cargo-deb runs dpkg-shlibdeps and strip), verifies the units, runs the
+# postinst in a mount namespace.
+TOOLS=(ip nstat ss nsenter nft ethtool hping3 ping tcpdump sysctl timeout flock setpriv tcpreplay tcprewrite
+    python3 promtool prometheus clang bpf_helpers.h dpkg-deb dpkg-shlibdeps strip systemd-analyze
+    man adduser unshare)
+# shellcheck source=deploy/lab/tools.sh
+. deploy/lab/tools.sh
+ensure_tools "${TOOLS[@]}" || die "required tools missing (lines above)"
 
 CARGO=${CARGO:-}
 if [[ -z $CARGO ]]; then
@@ -145,7 +97,7 @@ if ! "$CARGO" deb --version >/dev/null 2>&1; then
     "$CARGO" install cargo-deb --locked </dev/null || die "cargo install cargo-deb failed"
     "$CARGO" deb --version >/dev/null 2>&1 || die "MISSING TOOL: cargo-deb (cargo install cargo-deb --locked)"
 fi
-echo "tools ok: ${!TOOL_PKG[*]}; cargo: $CARGO ($("$CARGO" --version))"
+echo "tools ok: ${TOOLS[*]}; cargo: $CARGO ($("$CARGO" --version))"
 
 # Lab namespaces that exist before we start are not ours (e.g. a `lab.sh demo`).
 mapfile -t NS_BEFORE < <(ip netns list | awk '{print $1}' | grep '^sg-' || true)

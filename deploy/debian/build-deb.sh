@@ -5,15 +5,23 @@
 # packaged /etc/synguard/synguard.toml from config/synguard.toml (the one change:
 # cookies.secret_file points at the secret the postinst writes), then runs
 # `cargo deb --no-build --strip` (the release profile keeps debug info for
-# profiling; the package does not need it). Needs cargo-deb (`cargo install
-# cargo-deb --locked`) and dpkg-dev. Prints the path of the .deb on its last line.
+# profiling; the package does not need it). Installs what it needs when missing:
+# cargo-deb (`cargo install cargo-deb --locked`), and dpkg-dev and binutils from
+# Debian's packages (as root; deploy/lab/tools.sh). Prints the path of the .deb on
+# its last line.
 set -euo pipefail
 cd "$(dirname -- "${BASH_SOURCE[0]}")/../.."
 CARGO=${CARGO:-cargo}
 OUT=target/deb-assets
 
-command -v cargo-deb >/dev/null 2>&1 || "$CARGO" deb --version >/dev/null 2>&1 ||
-    { echo "build-deb.sh: MISSING TOOL: cargo-deb (cargo install cargo-deb --locked)" >&2; exit 1; }
+# shellcheck source=deploy/lab/tools.sh
+. deploy/lab/tools.sh
+ensure_tools dpkg-deb dpkg-shlibdeps strip || exit 1
+if ! "$CARGO" deb --version >/dev/null 2>&1; then
+    echo "build-deb.sh: cargo-deb missing -> cargo install cargo-deb --locked" >&2
+    "$CARGO" install cargo-deb --locked </dev/null >&2 ||
+        { echo "build-deb.sh: MISSING TOOL: cargo-deb (cargo install cargo-deb --locked failed)" >&2; exit 1; }
+fi
 
 "$CARGO" build --release
 rm -rf "$OUT"

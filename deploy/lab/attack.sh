@@ -118,9 +118,9 @@ RUN_DIR=/run/synguard-lab/$LAB_NAME
 [[ $(id -u) -eq 0 ]] || die "must run as root"
 ip netns list | awk '{print $1}' | grep -qxF -- "$CLI" ||
     die "namespace $CLI missing (deploy/lab/lab.sh up first)"
-for tool in hping3 timeout; do
-    command -v "$tool" >/dev/null || die "$tool is not installed"
-done
+# shellcheck source=deploy/lab/tools.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/tools.sh"
+ensure_tools hping3 timeout || die "cannot go on without hping3 and timeout"
 
 # Stopping the script (Ctrl-C, SIGTERM) stops what it started: timeout(1) puts
 # itself into its own process group, so the group signal does not reach it.
@@ -222,7 +222,7 @@ mac_of() { # NS IFACE
 }
 
 record_pcap() {
-    command -v tcpdump >/dev/null || die "tcpdump is not installed"
+    ensure_tools tcpdump || die "cannot record without tcpdump"
     mkdir -p "$(dirname -- "$PCAP")"
     # 2000 SYNs from 198.18.2.1-16 (each with its own source ports) as they leave
     # the client namespace: lab addresses only.
@@ -241,9 +241,7 @@ record_pcap() {
 }
 
 pcap_replay() {
-    for tool in tcpreplay tcprewrite tcpdump; do
-        command -v "$tool" >/dev/null || die "$tool is not installed"
-    done
+    ensure_tools tcpreplay tcprewrite tcpdump || die "cannot replay without tcpreplay, tcprewrite and tcpdump"
     RECORDED=0
     [[ -s $PCAP ]] || record_pcap
     # Rewrite to this lab: its MACs (the capture may come from another lab or

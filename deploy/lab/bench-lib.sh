@@ -16,16 +16,15 @@ log() {
 NSLIST=()
 PIDS=()
 
-# Root, the tools named, and bpf/xdp_pass.o (sets XDP_PASS_OBJ); dies naming
-# what is missing and the apt packages that provide it.
-require() { # REPO_ROOT "APT PACKAGES" TOOL...
-    local repo=$1 pkgs=$2 t missing=()
-    shift 2
+# Root, the tools named (installed from Debian's packages when missing:
+# tools.sh) and bpf/xdp_pass.o (sets XDP_PASS_OBJ); dies naming what is missing.
+require() { # REPO_ROOT TOOL...
+    local repo=$1
+    shift
     [[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, veth, XDP, nftables)"
-    for t in "$@"; do
-        command -v "$t" >/dev/null 2>&1 || missing+=("$t")
-    done
-    [[ ${#missing[@]} -eq 0 ]] || die "missing tool(s): ${missing[*]} (apt-get install $pkgs)"
+    # shellcheck source=deploy/lab/tools.sh
+    . "$repo/deploy/lab/tools.sh"
+    ensure_tools "$@" || die "cannot go on without: $*"
     XDP_PASS_OBJ=$repo/bpf/xdp_pass.o
     [[ -f $XDP_PASS_OBJ ]] || die "$XDP_PASS_OBJ missing (bpf/build.sh builds it)"
 }

@@ -140,7 +140,7 @@ for p in "${PLACEMENT_LIST[@]}"; do
     case $p in shared | own) ;; *) die "unknown placement '$p' (see -h)" ;; esac
 done
 
-require "$REPO_ROOT" "iproute2 ethtool netsniff-ng nftables python3 util-linux coreutils procps gcc" ip ethtool trafgen nft python3 taskset chrt flock timeout sysctl cc bpftool
+require "$REPO_ROOT" ip ethtool trafgen nft python3 taskset chrt flock timeout sysctl cc bpftool
 SINK_OBJ=$REPO_ROOT/bpf/bench_synack_sink.o
 REDIRECT_OBJ=$REPO_ROOT/bpf/bench_redirect.o
 require_synguard "$BIN" "${VARIANT_LIST[@]}"

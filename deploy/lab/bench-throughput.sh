@@ -112,7 +112,7 @@ for v in "${VARIANT_LIST[@]}"; do
     case $v in bridge | xdp | afpacket | synproxy | direct) ;; *) die "unknown variant '$v' (see -h)" ;; esac
 done
 
-require "$REPO_ROOT" "iproute2 ethtool nftables python3 iperf3 apache2-utils util-linux coreutils gcc" ip ethtool nft python3 iperf3 ab taskset flock timeout cc
+require "$REPO_ROOT" ip ethtool nft python3 iperf3 ab taskset flock timeout cc
 require_synguard "$BIN" "${VARIANT_LIST[@]}"
 
 CLIENT_V4=198.18.0.1

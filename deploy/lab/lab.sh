@@ -90,12 +90,11 @@ need_root() {
     [[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, veth, nftables): sudo $0 $CMD"
 }
 
+# shellcheck source=deploy/lab/tools.sh
+. "$SCRIPT_DIR/tools.sh"
+# Installs what is missing (Debian packages), or dies naming it.
 need_tools() {
-    local t missing=()
-    for t in "$@"; do
-        command -v "$t" >/dev/null 2>&1 || missing+=("$t")
-    done
-    [[ ${#missing[@]} -eq 0 ]] || die "missing tool(s): ${missing[*]} (tests/run-all.sh installs them)"
+    ensure_tools "$@" || die "cannot go on without: $*"
 }
 
 ns_exists() {
@@ -290,6 +289,9 @@ cmd_status() {
 }
 
 cmd_demo() {
+    need_root
+    # Everything the lines printed below use, so each of them works as shown.
+    need_tools ip ethtool sysctl python3 ping timeout hping3 curl
     cmd_up
     cmd_server
     cmd_gateway
