@@ -293,16 +293,11 @@ fn syn_flood_with_legit_clients() {
                 .map(|_| {
                     let t0 = Instant::now();
                     // The flood and the gateway share 2 cores here, so the kernel
-                    // drops part of the flood (and now and then a legitimate SYN)
-                    // before synguard reads it: allow SYN retransmissions (1, 3,
-                    // 7 s) and report the tail instead of failing on it.
-                    let r = connect_once_with(
-                        addr,
-                        ClientTimeouts {
-                            connect: Duration::from_secs(15),
-                            io: Duration::from_secs(15),
-                        },
-                    );
+                    // drops part of the flood (and now and then a legitimate SYN or
+                    // request) before synguard reads it: the bounds let every
+                    // segment be retransmitted after the flood, and the tail is
+                    // reported, not judged.
+                    let r = connect_once_with(addr, ClientTimeouts::UNDER_FLOOD);
                     if let Some(rest) = Duration::from_millis(80).checked_sub(t0.elapsed()) {
                         thread::sleep(rest);
                     }
@@ -376,15 +371,18 @@ fn syn_flood_with_legit_clients() {
         m1.sum("synguard_synack_sent_total") - m0.sum("synguard_synack_sent_total"),
         m1.sum("synguard_drops_total") - m0.sum("synguard_drops_total")
     );
-    // "The flood happened at the gateway": an absolute floor, not a throughput target
-    // (a userspace gateway may drop part of the flood at its socket on 2 cores).
+    // "The flood happened at the gateway", and none of it went unaccounted: every SYN
+    // hping3 sent was counted, or dropped by the kernel at the gateway's socket
+    // before synguard read it (the AF_PACKET path may lose part of the flood there on
+    // 2 shared cores; how much depends on the machine, the accounting does not).
+    let kernel_drops = d("synguard_kernel_drops_total{port=\"client\"}");
     println!(
-        "gateway counted {:.0}% of the spoofed SYNs",
+        "gateway counted {:.0}% of the spoofed SYNs, kernel dropped +{kernel_drops} frames",
         100.0 * received / sent.max(1) as f64
     );
     assert!(
-        received >= 20_000.0,
-        "gateway counted only {received} SYNs of {sent} sent"
+        received + kernel_drops >= sent as f64,
+        "gateway counted {received} SYNs + {kernel_drops} kernel drops < {sent} sent"
     );
     finish(&lab);
 }

@@ -310,6 +310,20 @@ impl ClientTimeouts {
         connect: CONNECT_TIMEOUT,
         io: BULK_IO_TIMEOUT,
     };
+    /// Legitimate clients during a flood of at most 12 s that starts at least 1 s
+    /// before them: 20 s connect, 25 s per read/write, so every SYN and every data
+    /// segment is sent at least once more after the flood has stopped. Under a
+    /// flood the kernel may drop part of the client port's frames (and a legitimate
+    /// one with them) before the AF_PACKET gateway reads them; how much depends on
+    /// the machine. The client's kernel retransmits a SYN at +1, 3, 7, 15 s, and
+    /// data at RTO backoff, which starts at 3 s when the SYN had to be
+    /// retransmitted (RFC 6298 5.7, `tcp_init_metrics` in net/ipv4/tcp_metrics.c):
+    /// +3, 9, 21 s. With these bounds a connection that still fails was lost by the
+    /// gateway, not by the machine's load.
+    pub const UNDER_FLOOD: ClientTimeouts = ClientTimeouts {
+        connect: Duration::from_secs(20),
+        io: Duration::from_secs(25),
+    };
 }
 
 fn open(addr: SocketAddr, t: ClientTimeouts) -> Result<TcpStream, String> {
