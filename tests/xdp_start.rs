@@ -1,5 +1,6 @@
 //! `io.xdp` at start-up against real interfaces: `native` fails with one line
-//! when the driver refuses or the MTU is too large for native XDP, `generic`
+//! when the driver refuses, the MTU is too large for native XDP or another XDP
+//! program holds the interface (`auto` then runs without the fast path), `generic`
 //! attaches, `auto` falls back from native to generic and says so, and the
 //! program is detached on exit, or, pinned (`io.xdp_pin_dir`), left in place
 //! until `synguard detach`. Each case runs synguard for at most 3 s in a
@@ -31,6 +32,13 @@ fn run_script(kind: &str, mtu: u32, mode: &str, pins: &str, after: &str) -> (Opt
             "ip link add d0 type veth peer name p0 && ip link add d1 type veth peer name p1 \
              && ip link set p0 mtu \"$MTU\" && ip link set p0 up && ip link set p1 up \
              && ip link set p0 xdpdrv obj \"$PASS\" sec xdp && ip link set p1 xdpdrv obj \"$PASS\" sec xdp"
+        }
+        // d0 already runs a program attached by netlink (as the benches' and
+        // the lab's end hosts do).
+        "veth-occupied" => {
+            "ip link add d0 type veth peer name p0 && ip link add d1 type veth peer name p1 \
+             && ip link set p0 mtu \"$MTU\" && ip link set p0 up && ip link set p1 up \
+             && ip link set d0 xdpdrv obj \"$PASS\" sec xdp"
         }
         other => panic!("device kind {other}"),
     };
@@ -94,6 +102,31 @@ fn native_refused_by_the_driver_is_one_clear_line() {
         line.contains("`d0`") && line.contains("native XDP"),
         "names the interface and the mode: {line}"
     );
+}
+
+#[test]
+fn an_interface_with_another_xdp_program_is_one_clear_line() {
+    let cause = "`d0` already has an XDP program attached";
+    let way_out = "ip link set dev d0 xdp off";
+    for mode in ["native", "generic"] {
+        let (code, err) = start("veth-occupied", 1500, mode);
+        assert_eq!(code, Some(1), "{mode}: {err}");
+        let line = one_error_line(&err);
+        assert!(
+            line.contains(cause) && line.contains(way_out),
+            "{mode}: names the interface, the cause and the way out: {line}"
+        );
+    }
+    // auto runs without the fast path when it cannot have one, and says why;
+    // it does not try generic on an interface that refuses any second program.
+    let (code, err) = start("veth-occupied", 1500, "auto");
+    assert_eq!(code, Some(0), "{err}");
+    let warn = err
+        .lines()
+        .find(|l| l.contains("XDP fast path off"))
+        .unwrap_or_else(|| panic!("auto warns that the fast path is off: {err}"));
+    assert!(warn.contains(cause) && warn.contains(way_out), "{warn}");
+    assert!(!err.contains("trying generic"), "{err}");
 }
 
 #[test]

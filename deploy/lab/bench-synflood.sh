@@ -410,9 +410,12 @@ gw_setup() { # VARIANT PLACEMENT
     NOTE=
     case $variant in
     xdp)
+        # synguard attaches its own program to both ports; xdp_pass held them
+        # only for NAPI (threaded NAPI, set above, survives the swap).
         ip -n "$NS_GW" link set dev "$GWC" xdpdrv off
+        ip -n "$NS_GW" link set dev "$GWS" xdpdrv off
         if ! gw_synguard native "$cpus"; then
-            NOTE="native XDP refused ($(grep -m1 -iE 'error|xdp' "$RUN_LOG.synguard.log" | cut -c1-160 || true)); generic used"
+            NOTE="native XDP refused ($(grep -m1 -i 'error' "$RUN_LOG.synguard.log" | cut -c1-200 || true)); generic used"
             log "$NOTE"
             mv "$RUN_LOG.synguard.log" "$RUN_LOG.synguard-native.log"
             gw_synguard generic "$cpus" || die "synguard with xdp = generic did not start: $(tail -n 3 "$RUN_LOG.synguard.log")"

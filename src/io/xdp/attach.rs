@@ -262,7 +262,14 @@ impl XdpFastPath {
                         self.active = XdpActive::Native;
                         return Ok(());
                     }
-                    Err(e) if setting == XdpSetting::Native => return Err(e),
+                    // An interface another program holds refuses generic
+                    // XDP as well: say so instead of falling back.
+                    Err(e)
+                        if setting == XdpSetting::Native
+                            || matches!(e, XdpError::Occupied { .. }) =>
+                    {
+                        return Err(e)
+                    }
                     Err(e) => Some(e),
                 }
             }
@@ -313,6 +320,12 @@ impl XdpFastPath {
         let link = link.map_err(|e| {
             if is_permission(&e) {
                 XdpError::Permission(e.to_string())
+            } else if has_errno(&e, libc::EBUSY) || has_errno(&e, libc::EEXIST) {
+                XdpError::Occupied {
+                    iface: iface.to_string(),
+                    mode: name,
+                    detail: error_chain(&e),
+                }
             } else {
                 XdpError::Unsupported {
                     iface: iface.to_string(),

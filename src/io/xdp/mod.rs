@@ -111,6 +111,16 @@ pub enum XdpError {
     Load(String),
     #[error("interface `{iface}` has MTU {mtu}, too large for native XDP (at most {MAX_NATIVE_MTU}); lower the MTU or use io.xdp = \"generic\"")]
     MtuTooLarge { iface: String, mtu: usize },
+    /// The interface already runs an XDP program that synguard does not own:
+    /// the kernel refuses a link over a program attached by netlink (EBUSY)
+    /// and native and generic programs side by side (EEXIST), in
+    /// `dev_xdp_attach` (net/core/dev.c).
+    #[error("interface `{iface}` already has an XDP program attached, so {mode} XDP cannot be: detach it (`ip link set dev {iface} xdp off`, or `synguard detach` for synguard's own pins) or set io.xdp = \"off\": {detail}")]
+    Occupied {
+        iface: String,
+        mode: &'static str,
+        detail: String,
+    },
     #[error("the driver of `{iface}` refused {mode} XDP: {detail}")]
     Unsupported {
         iface: String,
