@@ -179,6 +179,27 @@ impl Lab {
             }
             thread::sleep(Duration::from_millis(100));
         }
+        // /metrics answers before the start-up is done (flows restored from
+        // a flow file or adopted from the pinned XDP map come after it):
+        // "synguard running" is the last start-up line.
+        while !fs::read_to_string(&self.gateway_log)
+            .unwrap_or_default()
+            .contains("synguard running")
+        {
+            if let Some(st) = self.gateway_exit_status() {
+                panic!(
+                    "gateway exited during start-up ({st}); log tail:\n{}",
+                    tail_file(&self.gateway_log, 40)
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "gateway log has no \"synguard running\" after 10 s; log tail:\n{}",
+                    tail_file(&self.gateway_log, 40)
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Some(status) if the gateway process has exited, None if running or not started.
