@@ -251,21 +251,40 @@ fn open_port(name: &str, io_cfg: &crate::io::IoConfig) -> anyhow::Result<PacketP
     if io_cfg.disable_offloads {
         let results = offload::disable_offloads(name)
             .with_context(|| format!("turning offloads off on `{name}`"))?;
-        let off: Vec<_> = results
+        let mut off: Vec<_> = results
             .iter()
             .filter(|(_, r)| r.is_ok())
             .map(|(l, _)| *l)
             .collect();
-        let refused: Vec<_> = results
+        let mut refused: Vec<_> = results
             .iter()
             .filter_map(|(l, r)| r.as_ref().err().map(|e| format!("{l}: {e}")))
             .collect();
+        // LRO and hardware GRO merge frames on the NIC, where no later
+        // setting splits them again: a port that keeps one on would drop
+        // every merged frame as oversize, so it is refused.
+        match offload::disable_rx_aggregation(name) {
+            Ok(a) if !a.still_on.is_empty() => anyhow::bail!(
+                "`{name}` keeps {} on (the driver refused to turn it off): it merges received frames beyond the MTU, which synguard can only drop as oversize; turn it off (`ethtool -K {name} {} off`) or use another interface",
+                a.still_on.join(", "),
+                a.still_on.join(" off ")
+            ),
+            Ok(a) => off.extend(a.turned_off),
+            Err(e) => refused.push(format!("receive aggregation: {e}")),
+        }
         tracing::info!(iface = name, off = %off.join(","), "offloads turned off (frames must be wire-sized with full checksums)");
         if !refused.is_empty() {
             tracing::warn!(iface = name, refused = %refused.join("; "), "driver refused to turn some offloads off; oversize frames will be counted and dropped");
         }
     } else {
-        tracing::warn!(iface = name, "io.disable_offloads = false: GRO/GSO frames larger than the MTU are dropped (reason oversize)");
+        // Only to say more in the warning: unreadable features say nothing.
+        let on = offload::rx_aggregation_on(name).unwrap_or_default();
+        let also = if on.is_empty() {
+            String::new()
+        } else {
+            format!(" (and {} is on)", on.join(", "))
+        };
+        tracing::warn!(iface = name, "io.disable_offloads = false: GRO/GSO frames larger than the MTU are dropped (reason oversize){also}");
     }
     Ok(port.with_mtu(mtu))
 }
