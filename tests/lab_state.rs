@@ -429,6 +429,61 @@ fn half_open_entry_retransmits_on_schedule_and_is_given_up() {
 // ---------------------------------------------------------------------------------
 // 3. CLOSE_WAIT: the client closed, the server keeps its side open.
 
+/// A flow that expires is reset at both ends, so neither waits on it: the client
+/// half-closes, the server works 4 s before answering, and the gateway's CLOSE_WAIT
+/// timeout is 1 s. Before, the flow was only forgotten: the server's answer was
+/// dropped as `no_flow` and the client waited out its own 9 s read timeout.
+#[test]
+fn expired_flow_is_reset_at_both_ends() {
+    const HOLD_MS: u16 = 4000;
+    let lab = lab_with_config(
+        "expired_flow_is_reset_at_both_ends",
+        "[timeouts]\nclose_wait_seconds = 1\nmsl_seconds = 1\n",
+    );
+    let m0 = lab.metrics();
+    let n0 = lab.nstat(&lab.srv);
+    let addr = srv_v4(PROTECTED_PORT);
+    let start = Instant::now();
+    let r = lab.client(|| half_close_hold(addr, HOLD_MS, b"bye"));
+    let learned = start.elapsed();
+    println!("client: {r:?} after {:.0} ms", ms(learned));
+    let err = r.expect_err("the exchange cannot complete once the flow expired");
+    assert!(
+        err.contains("reset by peer"),
+        "the client is told by a RST, not by its read timeout: {err}"
+    );
+    assert!(
+        learned < Duration::from_millis(u64::from(HOLD_MS)),
+        "the client learned after {learned:?}, not before the server's answer at {HOLD_MS} ms"
+    );
+    // The server's answer after its hold fails: its socket was reset too.
+    thread::sleep(Duration::from_millis(u64::from(HOLD_MS) + 500).saturating_sub(start.elapsed()));
+    let n1 = lab.nstat(&lab.srv);
+    let resets = n1.get("TcpEstabResets").copied().unwrap_or(0)
+        - n0.get("TcpEstabResets").copied().unwrap_or(0);
+    assert_eq!(resets, 1, "server TcpEstabResets +{resets}");
+    assert_eq!(lab.server_errors(), 1, "the server's answer met the reset");
+    let m1 = lab.metrics();
+    let d = |k: &str| m1.val(k) - m0.val(k);
+    println!(
+        "flows_expired +{}, rst_sent +{}, drops: {}",
+        d("synguard_flows_expired_total"),
+        d("synguard_rst_sent_total"),
+        nonzero_drops(&m1)
+    );
+    assert_eq!(d("synguard_flows_expired_total"), 1.0);
+    assert_eq!(d("synguard_rst_sent_total"), 2.0, "one RST each way");
+    assert_eq!(m1.sum("synguard_flows"), 0.0, "{}", flow_states(&m1));
+    assert_eq!(
+        d("synguard_drops_total{reason=\"no_flow\"}"),
+        0.0,
+        "nothing of the flow arrived after it was gone: {}",
+        nonzero_drops(&m1)
+    );
+    lab.assert_gateway_alive();
+}
+
+
 #[test]
 fn server_that_never_closes_shows_close_wait() {
     const HOLD_MS: u16 = 3000;

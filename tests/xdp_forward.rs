@@ -597,10 +597,23 @@ fn an_idle_timer_reads_the_last_seen_time_first() {
         t.publisher.is_tracked(&t.key()),
         "the flow was not idle: the program forwarded a segment"
     );
+    t.publisher.drain_emitted().for_each(drop);
     t.publisher.handle_timeout(later + idle_ms + 1);
     assert!(
         !t.publisher.is_tracked(&t.key()),
         "idle since then: expired"
+    );
+    // The expiry RST toward the server is exact after the 10 bytes only the
+    // program forwarded: the engine read its progress first.
+    let rst = t
+        .publisher
+        .drain_emitted()
+        .find(|e| e.port == Port::Server)
+        .expect("an expiry RST toward the server");
+    let v = view(&rst.frame);
+    assert_eq!(
+        (v.tcp.flags, v.tcp.seq),
+        (tcp::RST | tcp::ACK, t.client_seq(10))
     );
 }
 

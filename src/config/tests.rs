@@ -211,10 +211,10 @@ fn syn_queue_and_timeout_defaults() {
     assert_eq!(e.synack_retries, 5);
     assert_eq!(e.synack_timeout_ms, 1000);
     assert_eq!(e.cookie_hold_ms, 30_000);
-    assert_eq!(e.established_idle_timeout_ms, 7_200_000);
-    assert_eq!(e.fin_wait_timeout_ms, 60_000);
+    assert_eq!(e.established_idle_timeout_ms, 7_440_000);
+    assert_eq!(e.fin_wait_timeout_ms, 240_000);
     assert_eq!(e.close_wait_timeout_ms, 600_000);
-    assert_eq!(e.last_ack_timeout_ms, 30_000);
+    assert_eq!(e.last_ack_timeout_ms, 240_000);
     assert_eq!(e.msl_ms, 30_000);
     assert_eq!(e.time_wait_ms(), 60_000);
 }

@@ -109,13 +109,20 @@ pub struct EngineConfig {
     /// Budget of RFC 5961 challenge ACKs per second (Linux
     /// net.ipv4.tcp_challenge_ack_limit).
     pub challenge_ack_per_second: u32,
-    /// Idle time after which an ESTABLISHED flow is forgotten.
+    /// Idle time after which an ESTABLISHED flow is reset at both ends and
+    /// forgotten. Default 7440 s: RFC 5382 REQ-5's "established connection
+    /// idle-timeout" of at least 2 h 4 min, so a Linux keepalive probe
+    /// (first after `tcp_keepalive_time`, 7200 s) still finds its flow.
     pub established_idle_timeout_ms: u64,
-    /// Idle timeout in FIN_WAIT_1, FIN_WAIT_2 and CLOSING (Linux tcp_fin_timeout).
+    /// Idle timeout in FIN_WAIT_1, FIN_WAIT_2 and CLOSING. Default 240 s:
+    /// RFC 5382 REQ-5's "transitory connection idle-timeout" of at least
+    /// 4 min, longer than Linux's own tcp_fin_timeout (60 s), so a server
+    /// that closed first still gets the client's late answer through.
     pub fin_wait_timeout_ms: u64,
-    /// Idle timeout in CLOSE_WAIT (the server has not closed its side yet).
+    /// Idle timeout in CLOSE_WAIT (the client has half-closed, the server
+    /// may still be working and sending). Default 600 s.
     pub close_wait_timeout_ms: u64,
-    /// Idle timeout in LAST_ACK.
+    /// Idle timeout in LAST_ACK. Default 240 s (RFC 5382 REQ-5, transitory).
     pub last_ack_timeout_ms: u64,
     /// Maximum segment lifetime; TIME_WAIT lasts 2 x MSL (RFC 9293 3.4.2).
     pub msl_ms: u64,
@@ -151,10 +158,10 @@ impl Default for EngineConfig {
             invalid_ack_action: InvalidAckAction::Rst,
             rst_per_second: 1000,
             challenge_ack_per_second: 1000,
-            established_idle_timeout_ms: 7_200_000,
-            fin_wait_timeout_ms: 60_000,
+            established_idle_timeout_ms: 7_440_000,
+            fin_wait_timeout_ms: 240_000,
             close_wait_timeout_ms: 600_000,
-            last_ack_timeout_ms: 30_000,
+            last_ack_timeout_ms: 240_000,
             msl_ms: 30_000,
         }
     }

@@ -400,8 +400,7 @@ impl Engine {
             _ => {
                 let idle_deadline = last_seen + self.state_timeout_ms(state);
                 if idle_deadline <= now_ms {
-                    bump(&self.counters.flows_expired);
-                    self.remove_flow(key);
+                    self.expire_flow(now_ms, key);
                 } else {
                     self.arm_timer(key, idle_deadline);
                 }

@@ -724,13 +724,27 @@ fn rst_for_ack(src_port: u16, dst_port: u16, seg_ack: u32) -> TcpSegmentSpec<'st
 }
 
 /// `spec` in the client's name toward the server of `key`.
-fn frame_to_server(f: &Flow, key: &FlowKey, spec: &TcpSegmentSpec) -> Vec<u8> {
+pub(super) fn frame_to_server(f: &Flow, key: &FlowKey, spec: &TcpSegmentSpec) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     write_tcp_frame(
         &mut out,
         f.l2.to_server(),
         key.client,
         key.server,
+        TTL,
+        spec,
+    );
+    out
+}
+
+/// `spec` in the server's name toward the client of `key`.
+pub(super) fn frame_to_client(f: &Flow, key: &FlowKey, spec: &TcpSegmentSpec) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    write_tcp_frame(
+        &mut out,
+        f.l2.to_client().to_server(),
+        key.server,
+        key.client,
         TTL,
         spec,
     );
@@ -801,14 +815,5 @@ fn build_rst_to_client(key: &FlowKey, f: &Flow) -> Vec<u8> {
         options: &[],
         payload: &[],
     };
-    let mut out = Vec::with_capacity(80);
-    write_tcp_frame(
-        &mut out,
-        f.l2.to_client().to_server(),
-        key.server,
-        key.client,
-        TTL,
-        &spec,
-    );
-    out
+    frame_to_client(f, key, &spec)
 }

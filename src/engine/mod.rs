@@ -12,6 +12,7 @@ pub mod cookie_mode;
 pub mod counters;
 pub mod drop_reason;
 mod established;
+mod expiry;
 pub mod fast_path;
 pub mod flow;
 mod flow_table;

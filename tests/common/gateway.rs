@@ -39,7 +39,8 @@ impl Lab {
 
     /// Starts the gateway: `synguard run --client-iface gwc --server-iface gws --protect
     /// 198.18.0.2:8080 --protect [2001:db8::2]:8080 --metrics-listen 127.0.0.1:9150
-    /// EXTRA...` in the gateway namespace, and waits (<= 10 s) until /metrics answers.
+    /// EXTRA...` in the gateway namespace, and waits (<= 10 s) until /metrics answers
+    /// and the log says "synguard running".
     /// With the stand-in, builds br0 instead.
     pub fn start_gateway(&self, extra_args: &[&str]) {
         let v4 = srv_v4(PROTECTED_PORT).to_string();

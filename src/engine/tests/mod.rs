@@ -1768,6 +1768,7 @@ mod cookie_mss;
 mod fast_path_publish;
 mod handover;
 mod icmp_errors;
+mod idle_expiry;
 mod option_mismatch;
 mod signed_segments;
 mod syn_on_open_flow;
