@@ -483,7 +483,6 @@ fn expired_flow_is_reset_at_both_ends() {
     lab.assert_gateway_alive();
 }
 
-
 #[test]
 fn server_that_never_closes_shows_close_wait() {
     const HOLD_MS: u16 = 3000;

@@ -99,7 +99,10 @@ pub fn disable_offloads(name: &str) -> io::Result<Vec<(&'static str, io::Result<
         .into_iter()
         .map(|(label, cmd)| {
             let mut value = EthtoolValue { cmd, data: 0 };
-            (label, ethtool(&sock, name, (&mut value as *mut EthtoolValue).cast()))
+            (
+                label,
+                ethtool(&sock, name, (&mut value as *mut EthtoolValue).cast()),
+            )
         })
         .collect())
 }
@@ -216,7 +219,11 @@ impl FeatureTable {
     fn clear(&self, sock: &ControlSocket, iface: &str, off: &[&str]) -> io::Result<()> {
         let blocks = self.clear_request(off);
         let mut req = vec![ETHTOOL_SFEATURES, blocks.len() as u32];
-        req.extend(blocks.iter().flat_map(|&(valid, requested)| [valid, requested]));
+        req.extend(
+            blocks
+                .iter()
+                .flat_map(|&(valid, requested)| [valid, requested]),
+        );
         ethtool(sock, iface, req.as_mut_ptr().cast())
     }
 }

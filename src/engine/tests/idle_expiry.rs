@@ -112,7 +112,10 @@ fn half_closed_flow_is_reset_past_the_client_fin() {
         (out[1].2.tcp.seq, out[1].2.tcp.ack),
         (CLIENT_ISN + 7, SERVER_ISN + 4)
     );
-    assert_eq!((out[0].2.tcp.seq, out[0].2.tcp.ack), (cookie + 4, CLIENT_ISN + 7));
+    assert_eq!(
+        (out[0].2.tcp.seq, out[0].2.tcp.ack),
+        (cookie + 4, CLIENT_ISN + 7)
+    );
 }
 
 #[test]
