@@ -15,7 +15,7 @@ use crate::io::af_packet::PacketPort;
 use crate::io::runner::Runner;
 use crate::io::xdp::pins::PinDir;
 use crate::io::xdp::{XdpFastPath, XdpSetting};
-use crate::io::{offload, signals};
+use crate::io::{offload, signals, FramePort};
 use crate::reload::Reloader;
 
 /// Run the gateway until a shutdown signal; `reloader` holds `settings`
@@ -35,6 +35,16 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
     let client = open_port(&io_cfg.client_iface, io_cfg)?;
     let server = open_port(&io_cfg.server_iface, io_cfg)?;
     let mut engine = Engine::new(settings.engine.clone(), secret);
+    let (mss_v4, mss_v6) = engine.set_port_mtus(client.mtu(), server.mtu());
+    if (mss_v4, mss_v6) != (settings.engine.synack_mss_v4, settings.engine.synack_mss_v6) {
+        tracing::warn!(
+            client_mtu = client.mtu(),
+            server_mtu = server.mtu(),
+            mss_v4,
+            mss_v6,
+            "SYN-ACKs announce a smaller MSS than handshake.synack_mss_v4/v6: a port's MTU cannot carry larger segments"
+        );
+    }
     // Before the endpoints: loading the program (the verifier) takes a
     // moment, and an answering /metrics is what operators and the lab take
     // for "up".

@@ -640,3 +640,44 @@ fn lab_cookie_mss_reaches_the_backend_nearly_whole() {
     }
     lab.assert_gateway_alive();
 }
+
+// ---------------------------------------------------------------------------------
+// 8. A server port with a smaller MTU than the client port.
+
+/// The gateway's server port and the server sit on a 1280-byte link (a tunnel or
+/// an overlay between gateway and servers), the client port on 1500. The
+/// SYN-ACK's MSS fits the smaller MTU (1240 for IPv4, 1220 for IPv6), so 10 MiB
+/// uploads cross both ways of the family. Before, the SYN-ACK announced 1460
+/// and every full-sized client segment was too large for the server port: the
+/// upload stalled with nothing said. A kernel bridge passes too (the stand-in:
+/// Path MTU Discovery works through it); then only the uploads are checked.
+#[test]
+fn lab_server_port_with_a_smaller_mtu_carries_uploads() {
+    let lab = Lab::new("lab_small_server_mtu");
+    ns_run(&lab.gw, "ip", &["link", "set", GW_SERVER_IF, "mtu", "1280"]);
+    ns_run(&lab.srv, "ip", &["link", "set", SRV_IF, "mtu", "1280"]);
+    lab.start_server();
+    lab.start_gateway(&[]);
+    let t = ClientTimeouts {
+        connect: Duration::from_secs(5),
+        io: Duration::from_secs(15),
+    };
+    for server in [srv_v4(PROTECTED_PORT), srv_v6(PROTECTED_PORT)] {
+        let r = lab.client(|| upload_with(server, 10 * MIB, t));
+        eprintln!("10 MiB upload to {server} over a 1280-byte server port: {r:?}");
+        r.unwrap_or_else(|e| panic!("upload to {server}: {e}"));
+    }
+    if !lab.standin() {
+        let log = lab.gateway_log_tail(40);
+        let line = log
+            .lines()
+            .find(|l| l.contains("smaller MSS"))
+            .unwrap_or_else(|| panic!("the start says the MSS is lowered:\n{log}"));
+        assert!(
+            line.contains("mss_v4=1240") && line.contains("mss_v6=1220"),
+            "{line}"
+        );
+        lab.assert_gateway_alive();
+    }
+    assert_eq!(lab.server_errors(), 0);
+}

@@ -107,9 +107,9 @@ impl SynAck {
 impl Engine {
     fn synack_mss(&self, client: IpAddr) -> u16 {
         if client.is_ipv4() {
-            self.cfg.synack_mss_v4
+            self.synack_mss_v4()
         } else {
-            self.cfg.synack_mss_v6
+            self.synack_mss_v6()
         }
     }
 

@@ -88,6 +88,9 @@ pub struct Engine {
     emitted: Vec<Emitted>,
     counters: Arc<Counters>,
     fast_path: fast_path::FastPathState,
+    /// Largest MSS whose segments both ports can carry, (IPv4, IPv6); see
+    /// [`Engine::set_port_mtus`].
+    mss_ceiling: (u16, u16),
 }
 
 impl Engine {
@@ -113,12 +116,41 @@ impl Engine {
             emitted: Vec::new(),
             counters,
             fast_path: Default::default(),
+            mss_ceiling: (u16::MAX, u16::MAX),
             cfg,
         };
         // The gauge is right before the first SYN or tick (in always mode it
         // is 1 from the start; auto starts out of cookie mode).
         engine.publish_cookie_mode(0);
         engine
+    }
+
+    /// The MTUs of the two ports, in bytes of IP packet. Every client segment
+    /// crosses both, so the MSS a SYN-ACK announces is at most the smaller
+    /// MTU less the IPv4 (20) or IPv6 (40) and TCP (20) headers: a server port
+    /// behind a tunnel or overlay with a smaller MTU than the client port
+    /// would otherwise get segments it cannot carry, and the upload stalls
+    /// (the client cannot learn it: no router between them sends ICMP). The
+    /// ceiling survives reloads; `handshake.synack_mss_v4/v6` still apply
+    /// below it. Returns the (IPv4, IPv6) MSS now announced.
+    pub fn set_port_mtus(&mut self, client_mtu: usize, server_mtu: usize) -> (u16, u16) {
+        let mtu = client_mtu.min(server_mtu);
+        let ceiling =
+            |headers: usize| mtu.saturating_sub(headers).min(usize::from(u16::MAX)) as u16;
+        self.mss_ceiling = (ceiling(40), ceiling(60));
+        (self.synack_mss_v4(), self.synack_mss_v6())
+    }
+
+    /// The MSS SYN-ACKs to IPv4 clients announce: `handshake.synack_mss_v4`
+    /// within the ports' MTU.
+    pub fn synack_mss_v4(&self) -> u16 {
+        self.cfg.synack_mss_v4.min(self.mss_ceiling.0)
+    }
+
+    /// The MSS SYN-ACKs to IPv6 clients announce: `handshake.synack_mss_v6`
+    /// within the ports' MTU.
+    pub fn synack_mss_v6(&self) -> u16 {
+        self.cfg.synack_mss_v6.min(self.mss_ceiling.1)
     }
 
     /// Shared counters for the metrics exporter.

@@ -295,6 +295,26 @@ fn syn_becomes_cookie_synack_in_place() {
 }
 
 #[test]
+fn synack_mss_fits_the_smaller_port_mtu_in_every_mode() {
+    for mode in [SyncookieMode::Always, SyncookieMode::Off] {
+        let mut e = engine_with(EngineConfig {
+            syncookies: mode,
+            ..config()
+        });
+        // Server port behind a 1280-byte tunnel: 1280 - 20 - 20 and - 40 - 20.
+        assert_eq!(e.set_port_mtus(1500, 1280), (1240, 1220));
+        let (v, _) = syn(&mut e, client_v4(), server_v4(), T0, &linux_syn_options(1));
+        assert_eq!(v.options.mss, Some(1240), "{mode:?}");
+        let (v6, _) = syn(&mut e, client_v6(), server_v6(), T0, &linux_syn_options(1));
+        assert_eq!(v6.options.mss, Some(1220), "{mode:?}");
+        let params = e.fast_path_params(T0);
+        assert_eq!((params.synack_mss_v4, params.synack_mss_v6), (1240, 1220));
+        // Ports that carry more leave the configured MSS alone.
+        assert_eq!(e.set_port_mtus(9000, 9000), (1460, 1440));
+    }
+}
+
+#[test]
 fn ecn_setup_syn_gets_ece_and_backend_syn_requests_ecn() {
     let mut e = engine();
     let (c, s) = (client_v4(), server_v4());
