@@ -466,3 +466,51 @@ fn protocol_hash_matches_python_peer() {
     );
     assert_eq!(metric("synguard_flows 3\n", "synguard_flows"), Some(3.0));
 }
+
+/// Fragmented TCP datagrams to the protected address (hping3 -f: 84 bytes of SYN
+/// in 16-byte fragments): those for the unprotected port 8081 are bridged and
+/// reassembled by the server (`IpReasmOKs` +20), those for the protected service
+/// are dropped, every fragment (`drops{fragment}`), and the server reassembles
+/// nothing (`IpReasmReqds` +0). Before, the gateway dropped the fragments of both.
+#[test]
+fn fragments_follow_the_port_of_their_datagram() {
+    const DATAGRAMS: u64 = 20;
+    let lab = lab_up("fragments_follow_the_port");
+    let m0 = (!lab.standin()).then(|| lab.metrics());
+    let send = |port: u16| {
+        // Bounded (20 datagrams, 10 s at most); no replies for the protected
+        // port, so hping3's exit status is not the judge.
+        let cmd = format!(
+            "timeout -s INT 10 hping3 -q -S -f -d 64 -p {port} -c {DATAGRAMS} -i u10000 {SERVER_V4}; true"
+        );
+        ns_run(&lab.cli, "sh", &["-c", &cmd]);
+        thread::sleep(Duration::from_millis(300));
+    };
+    let stat =
+        |n: &std::collections::BTreeMap<String, u64>, k: &str| n.get(k).copied().unwrap_or(0);
+    let n0 = lab.nstat(&lab.srv);
+    send(UNPROTECTED_PORT);
+    let n1 = lab.nstat(&lab.srv);
+    let oks = stat(&n1, "IpReasmOKs") - stat(&n0, "IpReasmOKs");
+    let frags = stat(&n1, "IpReasmReqds") - stat(&n0, "IpReasmReqds");
+    println!("port {UNPROTECTED_PORT}: server reassembled {oks} datagrams of {frags} fragments");
+    assert_eq!(
+        oks, DATAGRAMS,
+        "every datagram to the unprotected port arrived whole"
+    );
+    if let Some(m0) = m0 {
+        send(PROTECTED_PORT);
+        let n2 = lab.nstat(&lab.srv);
+        let reqds = stat(&n2, "IpReasmReqds") - stat(&n1, "IpReasmReqds");
+        assert_eq!(
+            reqds, 0,
+            "no fragment of the protected service reached the server"
+        );
+        let m1 = lab.metrics();
+        let dropped = counter(&m1, "synguard_drops_total{reason=\"fragment\"}")
+            - counter(&m0, "synguard_drops_total{reason=\"fragment\"}");
+        println!("port {PROTECTED_PORT}: gateway dropped {dropped} fragments");
+        assert_eq!(dropped, frags as f64, "each of the {frags} fragments");
+    }
+    finish(&lab);
+}

@@ -7,7 +7,10 @@ pub enum DropReason {
     Malformed,
     /// TCP checksum wrong on a segment the gateway answers or consumes.
     BadChecksum,
-    /// IP fragment aimed at a protected address (TCP never needs them).
+    /// IP fragment of a TCP datagram for a protected service (synguard only
+    /// terminates whole segments; TCP never needs fragments), of one too
+    /// short to show its ports, or a later fragment whose first was not seen
+    /// (`fragments.rs`). Fragments of unprotected ports are bridged.
     Fragment,
     /// Flag combination no handshake or connection uses (SYN+FIN, no ACK, ...).
     InvalidFlags,

@@ -17,6 +17,7 @@ pub mod fast_path;
 pub mod flow;
 mod flow_table;
 pub mod forward;
+mod fragments;
 pub mod half_open;
 pub mod handover;
 mod handshake;
@@ -91,6 +92,7 @@ pub struct Engine {
     /// Largest MSS whose segments both ports can carry, (IPv4, IPv6); see
     /// [`Engine::set_port_mtus`].
     mss_ceiling: (u16, u16),
+    fragments: fragments::FragmentMemory,
 }
 
 impl Engine {
@@ -117,6 +119,7 @@ impl Engine {
             counters,
             fast_path: Default::default(),
             mss_ceiling: (u16::MAX, u16::MAX),
+            fragments: Default::default(),
             cfg,
         };
         // The gauge is right before the first SYN or tick (in always mode it
@@ -208,13 +211,15 @@ impl Engine {
             Ok(ParsedFrame::Tcp(v)) => v,
             Ok(ParsedFrame::Ip(ip)) => {
                 self.translate_icmp_error(port, frame, &ip);
-                let to_protected = port == Port::Client
-                    && ip.protocol == tcp::PROTOCOL
-                    && self.protected.has_address(ip.dst);
-                return if ip.is_fragment && to_protected {
-                    Verdict::Drop(DropReason::Fragment)
-                } else {
-                    self.bridge()
+                return match ip.fragment {
+                    Some(fragment)
+                        if port == Port::Client
+                            && ip.protocol == tcp::PROTOCOL
+                            && self.protected.has_address(ip.dst) =>
+                    {
+                        self.tcp_fragment_to_protected_address(now_ms, frame, &ip, fragment)
+                    }
+                    _ => self.bridge(),
                 };
             }
             Ok(ParsedFrame::NonIp) => return self.bridge(),

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use super::fragment::Fragment;
 use super::tcp::{TcpHeader, TcpSegmentSpec};
 use super::tcp_options::TcpOptions;
 use super::{checksum, ethernet, ipv4, ipv6, tcp, tcp_options, ParseError};
@@ -20,7 +21,8 @@ pub struct IpInfo {
     /// L4 length from the IP header (Ethernet padding excluded).
     pub l4_len: usize,
     pub ttl: u8,
-    pub is_fragment: bool,
+    /// Set for a fragment: the upper-layer header is only in the first.
+    pub fragment: Option<Fragment>,
 }
 
 impl IpInfo {
@@ -100,7 +102,7 @@ pub fn parse_frame(frame: &[u8]) -> Result<ParsedFrame, ParseError> {
                 l4_offset: eth.l3_offset + h.header_len,
                 l4_len: h.total_len - h.header_len,
                 ttl: h.ttl,
-                is_fragment: h.is_fragment,
+                fragment: h.fragment,
             }
         }
         ethernet::ETHERTYPE_IPV6 => {
@@ -113,12 +115,12 @@ pub fn parse_frame(frame: &[u8]) -> Result<ParsedFrame, ParseError> {
                 l4_offset: eth.l3_offset + h.l4_offset,
                 l4_len: h.total_len - h.l4_offset,
                 ttl: h.hop_limit,
-                is_fragment: h.is_fragment,
+                fragment: h.fragment,
             }
         }
         _ => return Ok(ParsedFrame::NonIp),
     };
-    if ip.protocol != tcp::PROTOCOL || ip.is_fragment {
+    if ip.protocol != tcp::PROTOCOL || ip.fragment.is_some() {
         return Ok(ParsedFrame::Ip(ip));
     }
     let segment = &frame[ip.l4_offset..ip.end()];
@@ -265,7 +267,9 @@ pub fn insert_tcp_option(frame: &mut Vec<u8>, v: &TcpView, option: &[u8]) -> boo
 pub fn complete_l4_checksum(frame: &mut [u8]) -> bool {
     let ip = match parse_frame(frame) {
         Ok(ParsedFrame::Tcp(v)) => v.ip,
-        Ok(ParsedFrame::Ip(ip)) if ip.protocol == 17 && !ip.is_fragment && ip.l4_len >= 8 => ip,
+        Ok(ParsedFrame::Ip(ip)) if ip.protocol == 17 && ip.fragment.is_none() && ip.l4_len >= 8 => {
+            ip
+        }
         _ => return false,
     };
     let field = if ip.protocol == tcp::PROTOCOL {
@@ -475,7 +479,7 @@ mod tests {
         assert_eq!(parse_frame(&arp), Ok(ParsedFrame::NonIp));
         let mut frag = syn_frame("198.18.0.1", "198.18.0.2", false);
         frag[14 + 6] |= 0x20;
-        assert!(matches!(parse_frame(&frag), Ok(ParsedFrame::Ip(ip)) if ip.is_fragment));
+        assert!(matches!(parse_frame(&frag), Ok(ParsedFrame::Ip(ip)) if ip.fragment.is_some()));
     }
 
     proptest! {

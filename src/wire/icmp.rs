@@ -84,7 +84,7 @@ fn read_u16(b: &[u8], at: usize) -> u16 {
 /// options that do not fit or with IPv6 extension headers, or fewer than 8
 /// quoted TCP bytes.
 pub fn quoted_tcp(frame: &[u8], ip: &IpInfo) -> Option<QuotedTcp> {
-    if ip.is_fragment {
+    if ip.fragment.is_some() {
         return None;
     }
     let icmp = frame.get(ip.l4_offset..ip.end())?;

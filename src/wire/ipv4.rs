@@ -3,6 +3,7 @@
 
 use std::net::Ipv4Addr;
 
+use super::fragment::Fragment;
 use super::{checksum, Layer, ParseError};
 
 pub const MIN_HEADER_LEN: usize = 20;
@@ -19,8 +20,9 @@ pub struct Ipv4Info {
     pub protocol: u8,
     pub ttl: u8,
     pub tos: u8,
-    /// More-fragments set or a non-zero fragment offset.
-    pub is_fragment: bool,
+    /// More-fragments set or a non-zero fragment offset: which datagram,
+    /// and whether this is its first fragment.
+    pub fragment: Option<Fragment>,
 }
 
 pub fn parse(packet: &[u8]) -> Result<Ipv4Info, ParseError> {
@@ -47,7 +49,10 @@ pub fn parse(packet: &[u8]) -> Result<Ipv4Info, ParseError> {
         protocol: packet[9],
         ttl: packet[8],
         tos: packet[1],
-        is_fragment: flags_frag & 0x3fff != 0,
+        fragment: (flags_frag & 0x3fff != 0).then(|| Fragment {
+            id: u32::from(u16::from_be_bytes([packet[4], packet[5]])),
+            first: flags_frag & 0x1fff == 0,
+        }),
     })
 }
 
@@ -119,7 +124,7 @@ mod tests {
         assert_eq!(info.header_len, 20);
         assert_eq!(info.total_len, 40);
         assert_eq!(info.protocol, 6);
-        assert!(!info.is_fragment);
+        assert!(info.fragment.is_none());
         // IHL 6: one option word.
         let mut o = p.clone();
         o[0] = 0x46;
@@ -146,11 +151,20 @@ mod tests {
     fn fragments_detected() {
         let mut p = GOLDEN.to_vec();
         p.extend_from_slice(&[0u8; 20]);
+        p[4..6].copy_from_slice(&[0xbe, 0xef]);
         p[6] = 0x20; // MF
-        assert!(parse(&p).unwrap().is_fragment);
+        let first = Fragment {
+            id: 0xbeef,
+            first: true,
+        };
+        assert_eq!(parse(&p).unwrap().fragment, Some(first));
         p[6] = 0x00;
         p[7] = 0x01; // offset 8
-        assert!(parse(&p).unwrap().is_fragment);
+        let last = Fragment {
+            id: 0xbeef,
+            first: false,
+        };
+        assert_eq!(parse(&p).unwrap().fragment, Some(last));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::net::Ipv6Addr;
 
+use super::fragment::Fragment;
 use super::{Layer, ParseError};
 
 pub const HEADER_LEN: usize = 40;
@@ -25,8 +26,9 @@ pub struct Ipv6Info {
     /// Upper-layer protocol after the extension headers.
     pub protocol: u8,
     pub hop_limit: u8,
-    /// A Fragment header was present.
-    pub is_fragment: bool,
+    /// The Fragment header, if there was one: which datagram, and whether
+    /// this is its first fragment.
+    pub fragment: Option<Fragment>,
 }
 
 pub fn parse(packet: &[u8]) -> Result<Ipv6Info, ParseError> {
@@ -42,7 +44,7 @@ pub fn parse(packet: &[u8]) -> Result<Ipv6Info, ParseError> {
     }
     let mut next = packet[6];
     let mut offset = HEADER_LEN;
-    let mut is_fragment = false;
+    let mut fragment = None;
     for _ in 0..MAX_EXTENSION_HEADERS {
         let len = match next {
             NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTS => {
@@ -52,7 +54,14 @@ pub fn parse(packet: &[u8]) -> Result<Ipv6Info, ParseError> {
                 (usize::from(*l) + 1) * 8
             }
             NEXT_FRAGMENT => {
-                is_fragment = true;
+                // Next header, reserved, offset (13 bits) + flags, id (RFC 8200 4.5).
+                let h = packet
+                    .get(offset..offset + 8)
+                    .ok_or(ParseError::Truncated(Layer::Ipv6))?;
+                fragment = Some(Fragment {
+                    id: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+                    first: u16::from_be_bytes([h[2], h[3]]) >> 3 == 0,
+                });
                 8
             }
             _ => {
@@ -63,7 +72,7 @@ pub fn parse(packet: &[u8]) -> Result<Ipv6Info, ParseError> {
                     total_len,
                     protocol: next,
                     hop_limit: packet[7],
-                    is_fragment,
+                    fragment,
                 })
             }
         };
@@ -147,7 +156,19 @@ mod tests {
         let info = parse(&p).unwrap();
         assert_eq!(info.protocol, 6);
         assert_eq!(info.l4_offset, 56);
-        assert!(info.is_fragment);
+        assert_eq!(info.fragment, Some(Fragment { id: 1, first: true }));
+        // Offset 1 (8 bytes), id 0x01020304: a later fragment.
+        let mut later = header(NEXT_FRAGMENT, 8 + 20);
+        later.extend_from_slice(&[6, 0, 0, 8, 1, 2, 3, 4]);
+        later.extend_from_slice(&[0u8; 20]);
+        let info = parse(&later).unwrap();
+        assert_eq!(
+            info.fragment,
+            Some(Fragment {
+                id: 0x0102_0304,
+                first: false
+            })
+        );
     }
 
     #[test]

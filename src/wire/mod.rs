@@ -10,6 +10,7 @@
 
 pub mod checksum;
 pub mod ethernet;
+pub mod fragment;
 pub mod frame;
 pub mod icmp;
 pub mod ipv4;

@@ -1786,6 +1786,7 @@ fn remaining_drop_reasons() {
 mod backend_syn_sent;
 mod cookie_mss;
 mod fast_path_publish;
+mod fragments;
 mod handover;
 mod icmp_errors;
 mod idle_expiry;
