@@ -94,6 +94,7 @@ pub fn mtu(name: &str) -> io::Result<usize> {
 /// offload so the caller can log what the driver refused.
 pub fn disable_offloads(name: &str) -> io::Result<Vec<(&'static str, io::Result<()>)>> {
     let sock = ControlSocket::open()?;
+    // A name too long for an ifreq is one error, not one per offload.
     ifreq_for(name)?;
     Ok(OFFLOADS
         .into_iter()
