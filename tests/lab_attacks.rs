@@ -18,8 +18,9 @@
 //!   their backend SYNs reach the server (which drops them: no route back);
 //! - synguard's peak RSS (VmHWM) stays under 32 MiB;
 //! - the metrics account for the attack packets by reason (see [`Expect`]), with
-//!   the frames the kernel dropped before synguard read them
-//!   (`synguard_kernel_drops_total{port="client"}`) as the only allowance.
+//!   the frames the kernel dropped before synguard read them as the only
+//!   allowance: `synguard_kernel_drops_total{port="client"}` (the socket's) and
+//!   the client veth's tx_dropped (the gateway veth's receive ring was full).
 //!
 //! The one exception is the flood on the unprotected port 8081: it is bridged, and
 //! the server namespace does receive it (the gateway is not a firewall for what it
@@ -65,13 +66,9 @@ const BACKEND_SYN_SLACK: u64 = 3;
 /// SYNs the gateway may count beyond the attack's: the legitimate ones and their
 /// retransmissions.
 const LEGIT_SYN_SLACK: f64 = 2.0 * LEGIT_TOTAL as f64;
-/// hping3 can leave out of its summary the packet it was sending when timeout's
-/// SIGINT landed: one per process, and attack.sh runs up to 16 at once
-/// (deploy/lab/attack.sh run_hpings). Seen: 1 and 2 missing of about 196,000.
-const HPING_SUMMARY_SLACK: u64 = 16;
 /// Drops a reason may count beyond the attack's frames: stray legitimate
-/// segments, and the packets hping3 sent but left out of its summary.
-const STRAY_SLACK: f64 = 20.0 + HPING_SUMMARY_SLACK as f64;
+/// segments.
+const STRAY_SLACK: f64 = 20.0;
 /// Default per-source half-open share (`syn_queue.per_source_backlog`).
 const PER_SOURCE_BACKLOG: u64 = 128;
 /// Default half-open queue size (`syn_queue.backlog`).
@@ -95,6 +92,14 @@ const FORGERY_TAIL: f64 = 1e-6;
 const BACKEND_SYN_SENDS: u64 = 4;
 /// Everything the attack sends comes from these nets (attack.sh).
 const SPOOFED_FILTER: &str = "ip and ( src net 198.18.1.0/24 or src net 198.18.2.0/24 )";
+/// Counts the attack's frames as they leave the client veth. The netdev egress
+/// hook runs in the device's transmit path (net/core/dev.c, after neighbour
+/// resolution), so it counts what reached the wire: hping3's summary also
+/// counts frames the client's neighbour queue dropped while the server's
+/// address was unresolved, and leaves out the packet a process was sending
+/// when timeout's SIGINT landed (seen: 53 fragment frames fewer on the wire
+/// than 3 x the summary; 1 and 2 SYNs more).
+const WIRE_TABLE: &str = "netdev synguard_attack_wire";
 
 const RESULTS_FILE: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/attack-results.tsv");
 
@@ -277,7 +282,20 @@ fn run_scenario(test: &str, sc: Scenario) {
     let pcap = lab.dir.join("attack.pcap").display().to_string();
 
     let capture = lab.start_capture(&lab.srv, SRV_IF, SPOOFED_FILTER, 90);
+    lab.nft(
+        &lab.cli,
+        &format!(
+            "table {WIRE_TABLE} {{
+                counter frames {{}}
+                chain egress {{
+                    type filter hook egress device \"{CLI_IF}\" priority 0;
+                    ip saddr {{ 198.18.1.0/24, 198.18.2.0/24 }} counter name \"frames\"
+                }}
+            }}"
+        ),
+    );
     let m0 = lab.metrics();
+    let ring0 = lab.link_stat(&lab.cli, CLI_IF, "tx_dropped");
     let n0 = lab.nstat(&lab.srv);
     let syn0 = lab.server_syn_count_port(PROTECTED_PORT);
     let unprot_syn0 = lab.server_syn_count_port(UNPROTECTED_PORT);
@@ -329,6 +347,8 @@ fn run_scenario(test: &str, sc: Scenario) {
     let captured = lab.stop_capture(capture);
     let captured_lines: Vec<&str> = captured.lines().filter(|l| !l.trim().is_empty()).collect();
     let m1 = lab.metrics();
+    let ring = lab.link_stat(&lab.cli, CLI_IF, "tx_dropped") - ring0;
+    let wire = lab.nft_table_counter(&lab.cli, WIRE_TABLE, "frames");
     let n1 = lab.nstat(&lab.srv);
     let hwm = proc_status_kib(pid, "VmHWM").unwrap_or(0);
     let rss_peak = hwm.max(peaks.rss_kib);
@@ -385,13 +405,14 @@ fn run_scenario(test: &str, sc: Scenario) {
     );
 
     // ---- the attack happened -------------------------------------------------------
-    let frames = report.frames + report.recorded;
+    let frames = wire;
     let kd = d("synguard_kernel_drops_total{port=\"client\"}");
     let rx = d("synguard_frames_total{direction=\"rx\",port=\"client\"}");
     c.check(
         report.packets >= MIN_ATTACK_PACKETS,
         format!(
-            "attack.sh sent {} packets >= {MIN_ATTACK_PACKETS} ({} frames{}) in {} s, offered {} pps (asked {RATE} pps x {FLOOD_SECS} s)",
+            "attack.sh sent {} packets >= {MIN_ATTACK_PACKETS} ({} frames{}, {wire} on the \
+             wire) in {} s, offered {} pps (asked {RATE} pps x {FLOOD_SECS} s)",
             report.packets,
             report.frames,
             if report.recorded > 0 {
@@ -403,11 +424,20 @@ fn run_scenario(test: &str, sc: Scenario) {
             report.offered_pps
         ),
     );
+    // Frames the gateway's receive side had no room for never reach it: the
+    // kernel's AF_PACKET drops, and, before those, the veth's receive ring
+    // (256 frames, drivers/net/veth.c) when its NAPI falls behind, counted as
+    // the client veth's tx_dropped (a NIC's full receive ring, here visible).
+    // Frames that go up through the XDP program to the socket (fragments, and
+    // everything with XDP off) cost far more than those XDP answers itself.
     c.check(
-        rx + kd >= frames as f64,
-        format!("gateway client port: rx +{rx} + kernel drops +{kd} >= {frames} attack frames"),
+        rx + kd + ring as f64 >= frames as f64,
+        format!(
+            "gateway client port: rx +{rx} + kernel drops +{kd} + veth ring drops +{ring} >= \
+             {frames} attack frames"
+        ),
     );
-    let lower = frames as f64 - kd;
+    let lower = frames as f64 - kd - ring as f64;
 
     // ---- cookies the flood guessed right ---------------------------------------------
     // A blind ACK flood guesses cookies, and each ACK without timestamps passes with
@@ -477,10 +507,7 @@ fn run_scenario(test: &str, sc: Scenario) {
                 captured_lines.len()
             ),
         );
-        // hping3's summary can miss the packet each process was sending as
-        // timeout's SIGINT landed (seen: 198,675 SYNs captured at the server,
-        // 198,674 in the summary; 196,119 and 196,117).
-        let upper = report.packets + HPING_SUMMARY_SLACK;
+        let upper = frames;
         c.check(
             unprot_syns as f64 >= lower && unprot_syns <= upper,
             format!(
@@ -695,7 +722,7 @@ fn run_scenario(test: &str, sc: Scenario) {
         .collect();
     let verdict = if c.failed.is_empty() { "PASS" } else { "FAIL" };
     println!(
-        "== {} ({}, port {}): {verdict} in {:.1} s\n{}  gateway: rx +{rx}, kernel drops +{kd}, syn_received +{received}, \
+        "== {} ({}, port {}): {verdict} in {:.1} s\n{}  gateway: rx +{rx}, kernel drops +{kd}, veth ring drops +{ring}, syn_received +{received}, \
          SYN-ACKs +{answered} (queued +{queued}), cookies_failed +{}, rst_sent +{}, bridged +{}, \
          drops {}; peaks: RSS {:.1} MiB, syn_recv {}, cookie_mode {}",
         sc.label,

@@ -182,8 +182,8 @@ fn loss_test(name: &str, at: LossAt, connects: usize) {
         latency_summary(&ok)
     );
     let drops_after_connects = (
-        lab.nft_table_counter(&lab.cli, "synguard_loss", "dropped"),
-        lab.nft_table_counter(&lab.srv, "synguard_loss", "dropped"),
+        lab.nft_table_counter(&lab.cli, "inet synguard_loss", "dropped"),
+        lab.nft_table_counter(&lab.srv, "inet synguard_loss", "dropped"),
     );
     println!(
         "nft drops during the connects: client side {}, server side {}",
@@ -209,8 +209,8 @@ fn loss_test(name: &str, at: LossAt, connects: usize) {
 
     // The loss really happened, on both sides, at about the configured rate.
     for (side, ns) in [("client", &lab.cli), ("server", &lab.srv)] {
-        let seen = lab.nft_table_counter(ns, "synguard_loss", "seen");
-        let dropped = lab.nft_table_counter(ns, "synguard_loss", "dropped");
+        let seen = lab.nft_table_counter(ns, "inet synguard_loss", "seen");
+        let dropped = lab.nft_table_counter(ns, "inet synguard_loss", "dropped");
         let rate = dropped as f64 / seen.max(1) as f64;
         println!(
             "{side} namespace {hook}: {seen} TCP packets for port {p}, {dropped} dropped ({:.1}%)",

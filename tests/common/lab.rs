@@ -353,11 +353,17 @@ impl Lab {
 
     /// Packets counted by the named nft counter `name` of table `inet synguard_test` in `ns`.
     pub fn nft_counter(&self, ns: &str, name: &str) -> u64 {
-        let out = ns_run(
-            ns,
-            "nft",
-            &["list", "counter", "inet", "synguard_test", name],
-        );
+        self.nft_table_counter(ns, "inet synguard_test", name)
+    }
+
+    /// Packets counted by the named counter `name` of nft table `table` ("FAMILY
+    /// NAME", e.g. "inet synguard_loss") in `ns` (for tables a test adds itself
+    /// with [`Lab::nft`]).
+    pub fn nft_table_counter(&self, ns: &str, table: &str, name: &str) -> u64 {
+        let mut args = vec!["list", "counter"];
+        args.extend(table.split_whitespace());
+        args.push(name);
+        let out = ns_run(ns, "nft", &args);
         let toks: Vec<&str> = out.split_whitespace().collect();
         toks.windows(2)
             .find(|w| w[0] == "packets")
@@ -365,15 +371,14 @@ impl Lab {
             .unwrap_or_else(|| panic!("no packet count in nft output: {out}"))
     }
 
-    /// Packets counted by the named counter `name` of nft table `inet <table>` in `ns`
-    /// (for tables a test adds itself with [`Lab::nft`]).
-    pub fn nft_table_counter(&self, ns: &str, table: &str, name: &str) -> u64 {
-        let out = ns_run(ns, "nft", &["list", "counter", "inet", table, name]);
-        let toks: Vec<&str> = out.split_whitespace().collect();
-        toks.windows(2)
-            .find(|w| w[0] == "packets")
-            .and_then(|w| w[1].parse().ok())
-            .unwrap_or_else(|| panic!("no packet count in nft output: {out}"))
+    /// A statistic of interface `iface` in `ns`
+    /// (`/sys/class/net/IFACE/statistics/NAME`, e.g. "tx_dropped").
+    pub fn link_stat(&self, ns: &str, iface: &str, name: &str) -> u64 {
+        let path = format!("/sys/class/net/{iface}/statistics/{name}");
+        let out = ns_run(ns, "cat", &[&path]);
+        out.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{path} in {ns}: {out:?}: {e}"))
     }
 
     /// SYNs (SYN set, ACK clear) that reached the server's namespace for the protected port.
