@@ -142,13 +142,18 @@ fn xdp_map_cost() -> String {
 fn flow_file_cost(e: &synguard::engine::Engine) -> String {
     let path =
         std::env::temp_dir().join(format!("synguard-bench-flows-{}.json", std::process::id()));
+    let clocks = synguard::flow_file::Clocks {
+        engine_ms: NOW,
+        wall_ms: NOW,
+        boot_id: Some("bench".into()),
+    };
     let t0 = Instant::now();
-    let n = synguard::flow_file::save(&path, "gwc", "gws", NOW, e.export_flows()).unwrap();
+    let n = synguard::flow_file::save(&path, "gwc", "gws", &clocks, e.export_flows()).unwrap();
     let save = t0.elapsed();
     let bytes = std::fs::metadata(&path).unwrap().len();
     let mut fresh = engine(SyncookieMode::Always, 2 * N as usize, 2 * N as usize);
     let t1 = Instant::now();
-    let loaded = synguard::flow_file::take(&path, "gwc", "gws")
+    let loaded = synguard::flow_file::take(&path, "gwc", "gws", &clocks)
         .unwrap()
         .unwrap();
     let report = fresh.import_flows(loaded.flows);

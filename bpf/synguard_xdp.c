@@ -498,7 +498,7 @@ static __always_inline const struct sg_params *fresh_params(__u64 *now_ms)
 	__u64 age = mono > p->mono_ns ? mono - p->mono_ns : 0;
 	if (age > p->stale_after_ns)
 		return 0;
-	*now_ms = p->wall_ms + age / 1000000;
+	*now_ms = p->clock_ms + age / 1000000;
 	return p;
 }
 
@@ -630,6 +630,15 @@ static __always_inline void tcp_header(__u8 *tb, const struct parsed *p, __u32 s
 
 /* ---- SYN -> cookie SYN-ACK ---- */
 
+/* The cookie slot at engine time now_ms: slots count wall-clock seconds
+ * (instances sharing a secret agree on them), every timer counts the
+ * monotonic engine clock (src/engine/cookie_clock.rs). */
+static __always_inline __u32 cookie_slot(const struct sg_params *prm, __u64 now_ms)
+{
+	__u64 wall_ms = now_ms + (__u64)prm->wall_offset_ms;
+	return (__u32)((wall_ms / 1000) / prm->slot_seconds);
+}
+
 static __always_inline int on_syn(struct xdp_md *ctx, struct parsed *p,
 				  const struct sg_params *prm, __u64 now_ms, __u8 offer)
 {
@@ -653,7 +662,7 @@ static __always_inline int on_syn(struct xdp_md *ctx, struct parsed *p,
 			idx = i;
 	__u8 bits = ((ws ? p->opts.wscale : WSCALE_ABSENT) << 2) | (sack << 1) | ecn;
 
-	__u32 slot = (__u32)((now_ms / 1000) / prm->slot_seconds);
+	__u32 slot = cookie_slot(prm, now_ms);
 	struct mac_input m = {};
 	mac_fill((__u8 *)m.w, &p->key, p->seq);
 	__u64 mac = cookie_mac(prm, &m, slot, mode_byte(ts, p->v6), idx, bits);
@@ -715,7 +724,7 @@ static __always_inline int cookie_valid(const struct parsed *p, const struct sg_
 		idx = (cookie >> 6) & 7;
 		bits = cookie & TS_OPTION_BITS_MASK;
 	}
-	__u32 slot = (__u32)((now_ms / 1000) / prm->slot_seconds);
+	__u32 slot = cookie_slot(prm, now_ms);
 	struct mac_input m = {};
 	mac_fill((__u8 *)m.w, &p->key, p->seq - 1);
 	__u8 mode = mode_byte(p->opts.has_ts, p->v6);
@@ -858,7 +867,7 @@ static __always_inline __u64 engine_now_ms(void)
 	if (!prm || !prm->enabled)
 		return 0;
 	__u64 mono = bpf_ktime_get_ns();
-	return prm->wall_ms + (mono > prm->mono_ns ? mono - prm->mono_ns : 0) / 1000000;
+	return prm->clock_ms + (mono > prm->mono_ns ? mono - prm->mono_ns : 0) / 1000000;
 }
 
 /* A segment of a published flow, as translate_client / translate_server

@@ -14,10 +14,11 @@
  * I/O batch. The program never reads the secret file; it reads this. */
 struct sg_params {
 	__u64 k0, k1;              /* SipHash-2-4 key: secret bytes 0..8, 8..16 (LE) */
-	__u64 wall_ms;             /* engine clock (ms since the Unix epoch) ...     */
+	__u64 clock_ms;            /* engine clock (CLOCK_MONOTONIC ms) ...          */
 	__u64 mono_ns;             /* ... at this CLOCK_MONOTONIC (bpf_ktime_get_ns) */
 	__u64 stale_after_ns;      /* older than this: pass everything up            */
 	__u64 stateless_until_ms;  /* SYNs get cookies while now_ms < this           */
+	__s64 wall_offset_ms;      /* wall clock - engine clock: cookie slots        */
 	__u32 slot_seconds;
 	__u32 rst_per_second;
 	__u16 mss_v4, mss_v6;      /* MSS the SYN-ACK advertises                     */

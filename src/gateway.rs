@@ -12,6 +12,7 @@ use crate::cookie::CookieSecret;
 use crate::engine::Engine;
 use crate::flow_file;
 use crate::io::af_packet::PacketPort;
+use crate::io::clock::{engine_clock_ms, wall_clock_ms};
 use crate::io::runner::Runner;
 use crate::io::xdp::pins::PinDir;
 use crate::io::xdp::{XdpFastPath, XdpSetting};
@@ -35,6 +36,7 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
     let client = open_port(&io_cfg.client_iface, io_cfg)?;
     let server = open_port(&io_cfg.server_iface, io_cfg)?;
     let mut engine = Engine::new(settings.engine.clone(), secret);
+    engine.set_wall_clock(engine_clock_ms(), wall_clock_ms());
     let (mss_v4, mss_v6) = engine.set_port_mtus(client.mtu(), server.mtu());
     if (mss_v4, mss_v6) != (settings.engine.synack_mss_v4, settings.engine.synack_mss_v6) {
         tracing::warn!(
@@ -85,7 +87,7 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
     tracing::info!(client = %io_cfg.client_iface, server = %io_cfg.server_iface, protect = %protected.join(","), "synguard running");
     let mut runner = Runner::new(engine, client, server);
     if let Some(x) = xdp {
-        runner.set_fast_path(x, crate::io::runner::wall_clock_ms());
+        runner.set_fast_path(x, engine_clock_ms());
     }
     // Ready only now: ports open and SIGHUP handled (its default action
     // would end the process). Outside systemd this does nothing.
@@ -122,8 +124,9 @@ fn adopt_forwarded_flows(engine: &mut Engine, x: &mut XdpFastPath) {
         return;
     }
     let given = adopted.len();
-    let r = engine.adopt_forwarded_flows(adopted);
-    engine.handle_timeout(crate::io::runner::wall_clock_ms());
+    let now = engine_clock_ms();
+    let r = engine.adopt_forwarded_flows(now, adopted);
+    engine.handle_timeout(now);
     tracing::info!(
         restored = r.restored,
         given,
@@ -142,12 +145,17 @@ fn adopt_forwarded_flows(engine: &mut Engine, x: &mut XdpFastPath) {
 /// be written.
 fn restore_flows(engine: &mut Engine, path: &std::path::Path, io_cfg: &crate::io::IoConfig) {
     use flow_file::FlowFileError;
-    match flow_file::take(path, &io_cfg.client_iface, &io_cfg.server_iface) {
+    match flow_file::take(
+        path,
+        &io_cfg.client_iface,
+        &io_cfg.server_iface,
+        &flow_file::Clocks::now(),
+    ) {
         Ok(None) => tracing::info!(file = %path.display(), "no flows left by a previous run"),
         Ok(Some(loaded)) => {
             let given = loaded.flows.len();
             let r = engine.import_flows(loaded.flows);
-            let now = crate::io::runner::wall_clock_ms();
+            let now = engine_clock_ms();
             engine.handle_timeout(now);
             tracing::info!(
                 file = %path.display(),
@@ -158,7 +166,7 @@ fn restore_flows(engine: &mut Engine, path: &std::path::Path, io_cfg: &crate::io
                 duplicate = r.duplicate,
                 invalid = r.invalid,
                 still_open = engine.flow_count(),
-                written_ms_ago = now.saturating_sub(loaded.written_ms),
+                written_ms_ago = loaded.written_ago_ms,
                 "took over the flows of the previous run"
             );
             if let Some(e) = loaded.not_removed {
@@ -186,8 +194,14 @@ fn restore_flows(engine: &mut Engine, path: &std::path::Path, io_cfg: &crate::io
 /// Leave the engine's flows in `path` for the next start; logs the outcome.
 fn save_flows(engine: &Engine, path: &std::path::Path, io_cfg: &crate::io::IoConfig) {
     let flows = engine.export_flows();
-    let now = crate::io::runner::wall_clock_ms();
-    match flow_file::save(path, &io_cfg.client_iface, &io_cfg.server_iface, now, flows) {
+    let now = flow_file::Clocks::now();
+    match flow_file::save(
+        path,
+        &io_cfg.client_iface,
+        &io_cfg.server_iface,
+        &now,
+        flows,
+    ) {
         Ok(n) => tracing::info!(
             file = %path.display(),
             flows = n,

@@ -443,6 +443,43 @@ fn rst_budget_is_the_engines_token_bucket() {
     assert_eq!(t[maps::counter::COOKIES_FAILED as usize], 8);
 }
 
+/// Cookie slots are on the wall clock, everything else on the engine's
+/// monotonic clock, in the program as in the engine: with an engine clock
+/// of 90 s since boot and the wall clock at NOW, the program's SYN-ACK is
+/// the engine's byte for byte (TSval from the engine clock), its ISN the
+/// one an engine at NOW mints, and it validates in the engine.
+#[test]
+fn cookie_slots_follow_the_wall_clock_in_the_program_too() {
+    const BOOT: u64 = 90_000;
+    for (c, sv) in [("198.18.0.1", "198.18.0.2"), ("2001:db8::1", "2001:db8::2")] {
+        for with_ts in [false, true] {
+            let mut s = syn(c, sv);
+            if !with_ts {
+                s.opts.timestamps = None;
+            }
+            let mut e = engine(SyncookieMode::Always, InvalidAckAction::Rst);
+            e.set_wall_clock(BOOT, NOW);
+            let x = load(&e, BOOT);
+            let (ret, synack, v) = compare(&mut e, &x, BOOT, &frame(&s));
+            assert_eq!((ret, v), (XDP_TX, Verdict::Reply), "{c} ts={with_ts}");
+            let mut at_now = engine(SyncookieMode::Always, InvalidAckAction::Rst);
+            let mut f = frame(&s);
+            assert_eq!(at_now.handle(NOW, Port::Client, &mut f), Verdict::Reply);
+            assert_eq!(
+                tcp_of(&synack).tcp.seq,
+                tcp_of(&f).tcp.seq,
+                "{c} ts={with_ts}"
+            );
+            let ack = ack_for(&s, &synack, 0);
+            assert_eq!(
+                e.handle(BOOT + 1_000, Port::Client, &mut ack.clone()),
+                Verdict::Absorbed,
+                "{c} ts={with_ts}"
+            );
+        }
+    }
+}
+
 #[test]
 fn cookies_cross_validate_and_the_program_tracks_what_it_passes() {
     for (c, sv) in [("198.18.0.1", "198.18.0.2"), ("2001:db8::1", "2001:db8::2")] {
@@ -548,7 +585,7 @@ fn queued_handshakes_and_tracked_tuples_go_to_the_engine() {
 fn a_stale_parameter_entry_passes_everything_up() {
     let mut e = engine(SyncookieMode::Always, InvalidAckAction::Drop);
     let mut x = load(&e, NOW);
-    let old = synguard::io::xdp::monotonic_ns() - STALE_AFTER_NS - 1_000_000;
+    let old = synguard::io::clock::monotonic_ns() - STALE_AFTER_NS - 1_000_000;
     x.publish_params_at(&e, NOW, old).unwrap();
     let (ret, _, v) = compare(&mut e, &x, NOW, &frame(&syn("198.18.0.1", "198.18.0.2")));
     assert_eq!((ret, v), (XDP_PASS, Verdict::Reply));

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::engine::status::{is_state_name, StatusView};
-use crate::io::runner::wall_clock_ms;
+use crate::io::clock::engine_clock_ms;
 
 use super::protocol::{Connection, Reply, StateCount, StatusReply, StatusRequest};
 
@@ -99,7 +99,7 @@ fn serve_one(stream: UnixStream, view: &StatusView) -> io::Result<()> {
     let mut line = String::new();
     BufReader::new(io::Read::take(&stream, MAX_REQUEST)).read_line(&mut line)?;
     let reply = match serde_json::from_str::<StatusRequest>(&line) {
-        Ok(req) => answer(&req, view, wall_clock_ms()),
+        Ok(req) => answer(&req, view, engine_clock_ms()),
         Err(e) => Reply::Error(format!("bad request: {e}")),
     };
     let mut out = serde_json::to_vec(&reply).map_err(io::Error::other)?;
@@ -186,7 +186,7 @@ mod tests {
             ..EngineConfig::default()
         };
         let mut engine = Engine::new(cfg, CookieSecret::from_bytes([3; 16]));
-        let now = wall_clock_ms();
+        let now = engine_clock_ms();
         for port in [2001, 2002] {
             assert_eq!(
                 engine.handle(now - 1500, Port::Client, &mut syn(port)),

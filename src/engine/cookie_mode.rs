@@ -51,7 +51,7 @@ impl CookieModeSwitch {
         }
     }
 
-    /// Until when (wall-clock ms, exclusive) SYNs are answered statelessly
+    /// Until when (engine clock ms, exclusive) SYNs are answered statelessly
     /// as of now: `u64::MAX` for `always`, 0 for `off`, the end of the hold
     /// time after the last overflow for `auto`. Published to the XDP fast
     /// path, which answers SYNs itself only before this instant.

@@ -69,7 +69,11 @@ pub struct FastPathService {
 /// Everything the program reads from its parameter map, as of `now_ms`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FastPathParams {
+    /// Engine clock (monotonic ms) when taken.
     pub now_ms: u64,
+    /// Wall clock minus engine clock, ms: cookie slots are on the wall
+    /// clock (`cookie_clock.rs`).
+    pub wall_offset_ms: i64,
     pub siphash_key: [u8; 16],
     pub slot_seconds: u32,
     /// SYNs are answered statelessly while `now_ms` < this.
@@ -160,6 +164,7 @@ impl Engine {
         }));
         *out = FastPathParams {
             now_ms,
+            wall_offset_ms: self.cookie_clock.offset_ms(),
             siphash_key: self.minter.siphash_key(),
             slot_seconds: self.minter.slot_seconds().min(u64::from(u32::MAX)) as u32,
             stateless_until_ms: self.cookie_mode.stateless_until_ms(),

@@ -196,6 +196,14 @@ pub struct ServerSyn {
 }
 
 impl Flow {
+    /// Move the flow's times (deadline, last seen, birth) by `by_ms`: a
+    /// flow file's flows onto this process's engine clock (flow_file.rs).
+    pub fn shift_times(&mut self, by_ms: i64) {
+        for t in [&mut self.timer_at, &mut self.last_seen, &mut self.opened_ms] {
+            *t = t.saturating_add_signed(by_ms);
+        }
+    }
+
     /// The gateway's own TSval toward the client: its millisecond clock,
     /// never behind what it sent before (RFC 7323 5.3: a TSval that runs
     /// backwards fails the client's PAWS check).

@@ -231,11 +231,18 @@ impl Engine {
     /// entry's progress, which is newer: the program went on forwarding
     /// after the file was written. The program still forwards them all
     /// until the engine publishes them, so each one's progress is read
-    /// again right before that (`forward_change`).
+    /// again right before that (`forward_change`). A last-seen time after
+    /// `now_ms` (engine clock) is taken as `now_ms`: an entry written on
+    /// another clock (earlier builds kept the wall clock there)
+    /// would otherwise never go idle.
     pub fn adopt_forwarded_flows(
         &mut self,
-        entries: Vec<(FlowKey, ForwardEntry)>,
+        now_ms: u64,
+        mut entries: Vec<(FlowKey, ForwardEntry)>,
     ) -> super::ImportReport {
+        for (_, e) in &mut entries {
+            e.progress.last_seen_ms = e.progress.last_seen_ms.min(now_ms);
+        }
         for (key, e) in &entries {
             self.flows.with(key, |f| e.progress.fold_into(f));
         }

@@ -55,9 +55,10 @@ impl Engine {
     }
 
     /// Take flows exported by an earlier run into the table. Timers keep
-    /// their deadlines (wall-clock ms, so those that passed while no process
-    /// ran fire on the next tick: the caller runs one before any frame, and
-    /// idle flows and TIME_WAIT end then). TIME_WAIT flows queue for
+    /// their deadlines (engine clock: the flow file puts them on this
+    /// process's, flow_file.rs), so those that passed while no process ran
+    /// fire on the next tick: the caller runs one before any frame, and
+    /// idle flows and TIME_WAIT end then. TIME_WAIT flows queue for
     /// eviction in deadline order, the order they entered it. The XDP fast
     /// path, when on, learns the tuples like any new flow's.
     pub fn import_flows(&mut self, flows: Vec<(FlowKey, Flow)>) -> ImportReport {

@@ -185,9 +185,12 @@ impl Engine {
             // RFC 3168 6.1.1: an ECN-setup SYN carries both ECE and CWR.
             ecn: v.tcp.has(tcp::ECE | tcp::CWR) && offer.ecn,
         };
-        let cookie = self
-            .minter
-            .mint(&tuple(v), v.tcp.seq, &syn_opts, now_ms / 1000);
+        let cookie = self.minter.mint(
+            &tuple(v),
+            v.tcp.seq,
+            &syn_opts,
+            self.cookie_clock.seconds(now_ms),
+        );
         let timestamps = match (v.options.timestamps, cookie.ts_low_bits) {
             (Some((client_tsval, _)), Some(bits)) => {
                 Some(((now_ms as u32 & !0x3f) | u32::from(bits), client_tsval))
@@ -316,10 +319,13 @@ impl Engine {
                     ecn: e.ecn,
                 }
             }
-            None => match self
-                .minter
-                .check(&tuple(v), v.tcp.seq, v.tcp.ack, tsecr, now_ms / 1000)
-            {
+            None => match self.minter.check(
+                &tuple(v),
+                v.tcp.seq,
+                v.tcp.ack,
+                tsecr,
+                self.cookie_clock.seconds(now_ms),
+            ) {
                 Ok(c) => {
                     bump(&self.counters.cookies_validated);
                     c

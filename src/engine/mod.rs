@@ -2,12 +2,14 @@
 //! protected services with SYN cookies, opens backend connections, translates
 //! established flows and runs their timers. Owns the flow table. Never
 //! touches sockets, clocks, files or prometheus: time comes in as `now_ms`
-//! (wall-clock milliseconds since the Unix epoch, so cookie slots agree
+//! (the monotonic engine clock, so no clock step moves a timer) plus the
+//! wall clock for cookie slots ([`Engine::set_wall_clock`], so they agree
 //! across instances), the secret through the constructor, and output is a
 //! [`Verdict`] per frame plus frames to emit ([`Engine::drain_emitted`]).
 
 mod challenge_ack;
 pub mod config;
+pub mod cookie_clock;
 pub mod cookie_mode;
 pub mod counters;
 pub mod drop_reason;
@@ -93,6 +95,7 @@ pub struct Engine {
     /// [`Engine::set_port_mtus`].
     mss_ceiling: (u16, u16),
     fragments: fragments::FragmentMemory,
+    cookie_clock: cookie_clock::CookieClock,
 }
 
 impl Engine {
@@ -120,12 +123,22 @@ impl Engine {
             fast_path: Default::default(),
             mss_ceiling: (u16::MAX, u16::MAX),
             fragments: Default::default(),
+            cookie_clock: Default::default(),
             cfg,
         };
         // The gauge is right before the first SYN or tick (in always mode it
         // is 1 from the start; auto starts out of cookie mode).
         engine.publish_cookie_mode(0);
         engine
+    }
+
+    /// The wall clock `wall_ms` (ms since the Unix epoch) read at engine
+    /// time `now_ms`. The engine's clock, the `now_ms` of every call, is
+    /// monotonic (src/io/clock.rs); the wall clock only places cookie slots
+    /// (`cookie_clock.rs`), which instances sharing a secret must agree on.
+    /// Until called, the two are taken to be equal.
+    pub fn set_wall_clock(&mut self, now_ms: u64, wall_ms: u64) {
+        self.cookie_clock.set(now_ms, wall_ms);
     }
 
     /// The MTUs of the two ports, in bytes of IP packet. Every client segment

@@ -4,6 +4,7 @@
 //! it never decides what happens to a frame (the engine does).
 
 pub mod af_packet;
+pub mod clock;
 pub mod config;
 pub mod fixup;
 pub mod memory;

@@ -1,13 +1,14 @@
 //! The loop between two ports and the engine: receive, undo offloads, hand
 //! each frame to the engine, act on its verdict, send what it emitted, run
-//! its timers. Reads the wall clock (the engine never does).
+//! its timers. Reads the clocks (src/io/clock.rs; the engine never does).
 
 use std::io;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::engine::{DropReason, Engine, Port, Verdict};
 
 use super::af_packet::PacketPort;
+use super::clock::{engine_clock_ms, wall_clock_ms};
 use super::fixup::{max_frame_len, normalize};
 use super::{signals, FramePort, RxBatch};
 
@@ -24,13 +25,6 @@ const KERNEL_STATS_INTERVAL_MS: u64 = 1000;
 /// engine's (a handful of map reads): what it answered or dropped shows in
 /// /metrics this late at most, plus one idle wait.
 const XDP_COUNTERS_INTERVAL_MS: u64 = 100;
-
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn wall_clock_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// A frame to send after the batch: a received frame (by index, rewritten
 /// in place) or one the engine originated.
@@ -234,9 +228,10 @@ impl Runner<PacketPort> {
             if signals::take_reload_request() {
                 on_reload(&mut self.engine);
             }
-            // The clock is read per batch, so cookies, timestamps and timers
-            // stay current under a sustained flood.
-            let now = wall_clock_ms();
+            // The clocks are read per batch, so cookies, timestamps and
+            // timers stay current under a sustained flood.
+            let now = engine_clock_ms();
+            self.engine.set_wall_clock(now, wall_clock_ms());
             let busy = self.pump(now, Port::Client)? + self.pump(now, Port::Server)? > 0;
             self.tick(now);
             if now >= next_xdp_fold {

@@ -227,7 +227,7 @@ fn only_an_adopted_flow_has_its_progress_read_before_it_is_published() {
         server_port: 9999,
         ..key_a
     };
-    let report = e.adopt_forwarded_flows(vec![(key_a, adopted), (unprotected, adopted)]);
+    let report = e.adopt_forwarded_flows(T0 + 1000, vec![(key_a, adopted), (unprotected, adopted)]);
     assert_eq!((report.duplicate, report.not_protected), (1, 1));
     // Folded in at adoption already.
     let after = flow(&e, &key_a);

@@ -16,10 +16,11 @@ use crate::engine::FlowKey;
 pub struct SgParams {
     pub k0: u64,
     pub k1: u64,
-    pub wall_ms: u64,
+    pub clock_ms: u64,
     pub mono_ns: u64,
     pub stale_after_ns: u64,
     pub stateless_until_ms: u64,
+    pub wall_offset_ms: i64,
     pub slot_seconds: u32,
     pub rst_per_second: u32,
     pub mss_v4: u16,
@@ -336,10 +337,11 @@ impl SgParams {
         SgParams {
             k0,
             k1,
-            wall_ms: p.now_ms,
+            clock_ms: p.now_ms,
             mono_ns,
             stale_after_ns,
             stateless_until_ms: p.stateless_until_ms,
+            wall_offset_ms: p.wall_offset_ms,
             slot_seconds: p.slot_seconds,
             rst_per_second: p.rst_per_second,
             mss_v4: p.synack_mss_v4,
@@ -360,7 +362,7 @@ mod tests {
     #[test]
     fn sizes_match_the_c_header() {
         // sizeof() of the C structs (x86-64 and BPF agree: natural alignment).
-        assert_eq!(std::mem::size_of::<SgParams>(), 72);
+        assert_eq!(std::mem::size_of::<SgParams>(), 80);
         assert_eq!(std::mem::size_of::<SgServiceKey>(), 20);
         assert_eq!(std::mem::size_of::<SgService>(), 4);
         assert_eq!(std::mem::size_of::<SgFlowKey>(), 40);

@@ -23,6 +23,7 @@ use aya::maps::{Array, DevMap, HashMap, Map, MapData, PerCpuArray, Queue};
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
 
+use super::clock::monotonic_ns;
 use crate::engine::fast_path::{FastPathParams, FastPathService, TrackedChange};
 use crate::engine::forward::ForwardEntry;
 use crate::engine::{Counters, DropReason, Engine, FlowKey, Port};
@@ -211,21 +212,10 @@ const ENGINE_FILTER_SLOTS: usize = 65536;
 /// refresh.
 fn timeless(p: &SgParams) -> SgParams {
     SgParams {
-        wall_ms: 0,
+        clock_ms: 0,
         mono_ns: 0,
         ..*p
     }
-}
-
-/// CLOCK_MONOTONIC in ns: bpf_ktime_get_ns's clock.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec to a valid pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl XdpFastPath {
