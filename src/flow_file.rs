@@ -376,6 +376,7 @@ mod tests {
             client_window_max: 14,
             server_window_max: 15,
             client_fin_end: None,
+            client_fin_pending: None,
             server_fin_end: Some(16),
             backend_syn: vec![1, 2, 3],
             backend_syn_sent: 1,

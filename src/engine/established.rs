@@ -14,7 +14,7 @@ use crate::wire::tcp_options::{self, SynOptionSet};
 use crate::wire::{parse_frame, ParsedFrame, TcpView};
 
 use super::counters::bump;
-use super::flow::{check_rst, seq_ge, seq_plausible, Flow, FlowKey, RstCheck};
+use super::flow::{check_rst, seq_ge, seq_gt, seq_plausible, Flow, FlowKey, RstCheck};
 use super::handshake::TIMESTAMP_OPTION_SPACE;
 use super::state::CloseEvent;
 use super::{DropReason, Engine, TcpState, Verdict};
@@ -91,16 +91,61 @@ fn translate_client(f: &mut Flow, frame: &mut [u8], v: &TcpView, now_ms: u64) ->
     }
     if !v.tcp.has(tcp::RST) {
         let end = v.tcp.seq.wrapping_add(v.seq_len());
-        if seq_ge(end, f.client_next) {
+        let next = f.client_next;
+        if seq_ge(end, next) {
             f.client_next = end;
         }
+        if f.client_fin_pending
+            .is_some_and(|fin_end| seq_gt(end, fin_end))
+        {
+            f.client_fin_pending = None;
+        }
         if v.tcp.has(tcp::FIN) {
-            f.client_fin_end = Some(end);
-            events[1] = Some(CloseEvent::ClientFin);
+            match client_fin(v.tcp.seq, end, next) {
+                ClientFin::InOrder => {
+                    f.client_fin_end = Some(end);
+                    f.client_fin_pending = None;
+                    events[1] = Some(CloseEvent::ClientFin);
+                }
+                ClientFin::Ahead if f.client_fin_end.is_none() => {
+                    f.client_fin_pending = Some(end);
+                }
+                ClientFin::Ahead | ClientFin::Old => {}
+            }
         }
     }
     correct_client_segment(f, frame, v)
         .unwrap_or_else(|| Step::Forward(fold_events(f.state, &events), None))
+}
+
+/// Where a client FIN sits against `next`, the end of the client's
+/// sequence space seen so far (what the server's RCV.NXT becomes once the
+/// segments in flight arrive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientFin {
+    /// The segment reaches `next` and its FIN follows it: the receiver
+    /// takes the FIN now (RFC 9293 3.10.7.4, eighth step: a FIN is
+    /// processed in sequence, at RCV.NXT). Seen on its own by the gateway,
+    /// a bare FIN must name exactly `next`, not anything in the window.
+    InOrder,
+    /// After a hole: the receiver queues it until the hole is filled (or
+    /// never, if it was not the client's). Taken when the server
+    /// acknowledges it.
+    Ahead,
+    /// Wholly before `next`: a duplicate (or a blind guess behind the
+    /// window's edge); the receiver ignores its FIN.
+    Old,
+}
+
+/// `seq`, `end` (SEQ + LEN, FIN included) of a client FIN segment.
+fn client_fin(seq: u32, end: u32, next: u32) -> ClientFin {
+    if seq_gt(seq, next) {
+        ClientFin::Ahead
+    } else if seq_gt(end, next) {
+        ClientFin::InOrder
+    } else {
+        ClientFin::Old
+    }
 }
 
 /// Options the client was promised but the server declined: the client
@@ -157,11 +202,12 @@ fn translate_server(f: &mut Flow, frame: &mut [u8], v: &TcpView, now_ms: u64) ->
         };
     }
     f.last_seen = now_ms;
-    let mut events = [None];
+    // [the client's FIN, taken by the server; this segment's FIN or RST]
+    let mut events = [None, None];
     if v.tcp.has(tcp::RST) {
         match check_rst(v.tcp.seq, f.server_next, f.client_window_max) {
             RstCheck::Outside => return Step::Drop(DropReason::OutOfWindow),
-            RstCheck::Exact => events[0] = Some(CloseEvent::Rst),
+            RstCheck::Exact => events[1] = Some(CloseEvent::Rst),
             RstCheck::InWindow => {} // the client answers with a challenge ACK
         }
     } else if !seq_plausible(v.tcp.seq, f.server_next, f.client_window_max) {
@@ -179,6 +225,12 @@ fn translate_server(f: &mut Flow, frame: &mut [u8], v: &TcpView, now_ms: u64) ->
         }
     }
     if v.tcp.has(tcp::ACK) {
+        // The server acknowledges a client FIN that came after a hole: it
+        // has the whole stream and the FIN now (and only then).
+        if f.client_fin_pending == Some(v.tcp.ack) {
+            f.client_fin_end = f.client_fin_pending.take();
+            events[0] = Some(CloseEvent::ClientFin);
+        }
         let window = u32::from(v.tcp.window) << f.server_to_client_window.from_shift;
         f.server_window_max = f.server_window_max.max(window);
         f.server_last_window = v.tcp.window;
@@ -201,7 +253,7 @@ fn translate_server(f: &mut Flow, frame: &mut [u8], v: &TcpView, now_ms: u64) ->
         }
         if v.tcp.has(tcp::FIN) {
             f.server_fin_end = Some(end);
-            events[0] = Some(CloseEvent::ServerFin);
+            events[1] = Some(CloseEvent::ServerFin);
         }
     }
     // RFC 7323 3.2: once timestamps are negotiated every segment but a RST
@@ -349,6 +401,10 @@ impl Engine {
             None if v.tcp.has(tcp::FIN) && self.flows.state(key) == Some(TcpState::TimeWait) => {
                 self.arm_timer(key, now_ms + self.cfg.time_wait_ms());
             }
+            // A client FIN ahead of a hole: the XDP program must stop
+            // forwarding the flow, so the server's ACK that takes it
+            // reaches the engine (`forwardable`).
+            None if v.tcp.has(tcp::FIN) => self.flows.touch(key),
             None => {}
         }
         bump(&self.counters.translated);

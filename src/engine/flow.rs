@@ -164,8 +164,15 @@ pub struct Flow {
     /// side may plausibly send.
     pub client_window_max: u32,
     pub server_window_max: u32,
-    /// Sequence number that acknowledges the client's FIN (client space).
+    /// Sequence number that acknowledges the client's FIN (client space),
+    /// once the server takes it (in order, or acknowledged).
     pub client_fin_end: Option<u32>,
+    /// A client FIN seen ahead of the client's data (a hole before it):
+    /// the sequence number that acknowledges it. It closes nothing until
+    /// the server acknowledges exactly that, and client data past it
+    /// proves it was never the client's (`established.rs`).
+    #[serde(default)]
+    pub client_fin_pending: Option<u32>,
     /// Sequence number that acknowledges the server's FIN (server space).
     pub server_fin_end: Option<u32>,
     /// The backend SYN, kept for retransmission until ESTABLISHED.
@@ -219,6 +226,11 @@ impl Flow {
 /// Serial-number comparison (RFC 1982): a >= b within half the space.
 pub fn seq_ge(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) >= 0
+}
+
+/// Serial-number comparison (RFC 1982): a > b within half the space.
+pub fn seq_gt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
 }
 
 /// Windows smaller than this are widened for the plausibility test: the

@@ -137,6 +137,12 @@ impl FlowTable {
         }
     }
 
+    /// Report `key` among the changed tuples (the XDP fast path looks at
+    /// it again at the next drain) without changing it.
+    pub fn touch(&mut self, key: &FlowKey) {
+        self.touched.note(*key);
+    }
+
     /// A shared handle for readers on other threads (status).
     pub fn shared(&self) -> Arc<DashMap<FlowKey, Flow>> {
         self.map.clone()

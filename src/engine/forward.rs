@@ -30,6 +30,7 @@ pub const FORWARD_AFTER_BYTES: u64 = 64 * 1024;
 /// See [`forward_entry`].
 fn forwardable(f: &Flow) -> bool {
     f.state == TcpState::Established
+        && f.client_fin_pending.is_none()
         && f.held.is_empty()
         && !f.sack_declined
         && !f.ecn_declined
@@ -128,6 +129,7 @@ impl ForwardEntry {
             client_window_max: p.client_window_max,
             server_window_max: p.server_window_max,
             client_fin_end: None,
+            client_fin_pending: None,
             server_fin_end: None,
             backend_syn: Vec::new(),
             backend_syn_sent: r.backend_syn_sent,

@@ -382,6 +382,7 @@ impl Engine {
             client_window_max: u32::from(v.tcp.window) << client_shift,
             server_window_max: 0,
             client_fin_end: None,
+            client_fin_pending: None,
             server_fin_end: None,
             backend_syn: backend_syn.clone(),
             backend_syn_sent: 1,

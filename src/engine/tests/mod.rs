@@ -1795,6 +1795,7 @@ fn remaining_drop_reasons() {
 }
 
 mod backend_syn_sent;
+mod client_fin;
 mod clock_steps;
 mod cookie_mss;
 mod fast_path_publish;

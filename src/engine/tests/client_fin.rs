@@ -1,0 +1,174 @@
+//! A client FIN changes a flow's state only where the server takes it: in
+//! order at the end of the client's stream (RFC 9293 3.10.7.4), or, after a
+//! hole, once the server acknowledges exactly it. A blind FIN anywhere else
+//! in the window is forwarded (the server decides what it is worth) and
+//! moves the flow to no shorter timer.
+
+use super::*;
+
+const ESTABLISHED_MS: u64 = 60_000;
+const CLOSE_WAIT_MS: u64 = 5_000;
+
+fn fin_engine() -> Engine {
+    engine_with(EngineConfig {
+        established_idle_timeout_ms: ESTABLISHED_MS,
+        close_wait_timeout_ms: CLOSE_WAIT_MS,
+        ..config()
+    })
+}
+
+fn client_seg(cookie: u32, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    segment(
+        client_v4(),
+        server_v4(),
+        seq,
+        cookie + 1,
+        flags,
+        502,
+        &[],
+        payload,
+    )
+}
+
+fn server_ack(ack: u32, flags: u8) -> Vec<u8> {
+    segment(
+        server_v4(),
+        client_v4(),
+        SERVER_ISN + 1,
+        ack,
+        flags,
+        100,
+        &[],
+        &[],
+    )
+}
+
+fn state(e: &Engine) -> Option<TcpState> {
+    e.flow_state(&key_v4())
+}
+
+#[test]
+fn blind_fins_in_the_window_change_nothing() {
+    let mut e = fin_engine();
+    let (cookie, _, _) = establish(&mut e, client_v4(), server_v4(), &[]);
+    let next = CLIENT_ISN + 1;
+    let blind = [
+        // Ahead of the stream, in the window: the server would queue it.
+        (next + 1000, &b""[..]),
+        (next + 30_000, &b"xyz"[..]),
+        // Behind it: the server would take it for a duplicate.
+        (next - 1000, &b""[..]),
+        (next - 1, &b""[..]),
+        (next - 10, &b"0123456789"[..]),
+    ];
+    for (i, (seq, payload)) in blind.into_iter().enumerate() {
+        let mut f = client_seg(cookie, seq, tcp::FIN | tcp::ACK, payload);
+        assert_eq!(
+            e.handle(T0 + 100 + i as u64, Port::Client, &mut f),
+            Verdict::Forward,
+            "the server decides ({i})"
+        );
+        assert_eq!(state(&e), Some(TcpState::Established), "blind FIN {i}");
+    }
+    // The client's own data runs past the first blind FIN: it was never
+    // the client's, so the server acknowledging exactly its end (a data
+    // boundary) closes nothing.
+    let mut data = client_seg(cookie, next, tcp::ACK | tcp::PSH, &[7; 1200]);
+    assert_eq!(
+        e.handle(T0 + 200, Port::Client, &mut data),
+        Verdict::Forward
+    );
+    let mut ack = server_ack(next + 1001, tcp::ACK);
+    assert_eq!(e.handle(T0 + 201, Port::Server, &mut ack), Verdict::Forward);
+    assert_eq!(state(&e), Some(TcpState::Established));
+    // And the flow lives by the established timeout, not CLOSE_WAIT's.
+    e.handle_timeout(T0 + 201 + CLOSE_WAIT_MS + 1);
+    assert_eq!(state(&e), Some(TcpState::Established));
+}
+
+#[test]
+fn an_in_order_fin_closes_at_once_with_or_without_data() {
+    for payload in [&b""[..], &b"bye"[..]] {
+        let mut e = fin_engine();
+        let (cookie, _, _) = establish(&mut e, client_v4(), server_v4(), &[]);
+        let mut f = client_seg(cookie, CLIENT_ISN + 1, tcp::FIN | tcp::ACK, payload);
+        assert_eq!(e.handle(T0 + 100, Port::Client, &mut f), Verdict::Forward);
+        assert_eq!(state(&e), Some(TcpState::CloseWait), "{payload:?}");
+        // Its retransmission changes nothing more.
+        let mut again = client_seg(cookie, CLIENT_ISN + 1, tcp::FIN | tcp::ACK, payload);
+        assert_eq!(
+            e.handle(T0 + 300, Port::Client, &mut again),
+            Verdict::Forward
+        );
+        assert_eq!(state(&e), Some(TcpState::CloseWait), "{payload:?}");
+    }
+}
+
+/// The last data segment is lost between the client and the gateway (or
+/// overtaken): the FIN comes first, after a hole, and closes the flow when
+/// the server, having the retransmitted data, acknowledges it.
+#[test]
+fn a_fin_after_a_hole_closes_when_the_server_acknowledges_it() {
+    let mut e = fin_engine();
+    let (cookie, _, _) = establish(&mut e, client_v4(), server_v4(), &[]);
+    let next = CLIENT_ISN + 1;
+    let mut fin = client_seg(cookie, next + 100, tcp::FIN | tcp::ACK, &[]);
+    assert_eq!(e.handle(T0 + 100, Port::Client, &mut fin), Verdict::Forward);
+    assert_eq!(state(&e), Some(TcpState::Established));
+    // The server's duplicate ACK: it lacks the hole.
+    let mut dup = server_ack(next, tcp::ACK);
+    assert_eq!(e.handle(T0 + 101, Port::Server, &mut dup), Verdict::Forward);
+    assert_eq!(state(&e), Some(TcpState::Established));
+    let mut hole = client_seg(cookie, next, tcp::ACK | tcp::PSH, &[1; 100]);
+    assert_eq!(
+        e.handle(T0 + 300, Port::Client, &mut hole),
+        Verdict::Forward
+    );
+    assert_eq!(state(&e), Some(TcpState::Established));
+    // Everything and the FIN: the server is in CLOSE_WAIT now, and so the
+    // flow. Its own FIN with the same ACK, then the client's last ACK.
+    let mut ack = server_ack(next + 101, tcp::ACK);
+    assert_eq!(e.handle(T0 + 301, Port::Server, &mut ack), Verdict::Forward);
+    assert_eq!(state(&e), Some(TcpState::CloseWait));
+    let mut sfin = server_ack(next + 101, tcp::FIN | tcp::ACK);
+    assert_eq!(
+        e.handle(T0 + 302, Port::Server, &mut sfin),
+        Verdict::Forward
+    );
+    assert_eq!(state(&e), Some(TcpState::LastAck));
+    // It acknowledges the server's FIN: cookie + 1 + 1.
+    let mut last = segment(
+        client_v4(),
+        server_v4(),
+        next + 101,
+        cookie + 2,
+        tcp::ACK,
+        502,
+        &[],
+        &[],
+    );
+    assert_eq!(
+        e.handle(T0 + 303, Port::Client, &mut last),
+        Verdict::Forward
+    );
+    assert_eq!(state(&e), Some(TcpState::TimeWait));
+}
+
+/// The FIN that follows a hole and the server's FIN in one segment: the
+/// server took the client's FIN first.
+#[test]
+fn the_server_may_acknowledge_a_pending_fin_with_its_own() {
+    let mut e = fin_engine();
+    let (cookie, _, _) = establish(&mut e, client_v4(), server_v4(), &[]);
+    let next = CLIENT_ISN + 1;
+    let mut fin = client_seg(cookie, next + 10, tcp::FIN | tcp::ACK, &[]);
+    e.handle(T0 + 100, Port::Client, &mut fin);
+    let mut hole = client_seg(cookie, next, tcp::ACK, &[1; 10]);
+    e.handle(T0 + 200, Port::Client, &mut hole);
+    let mut sfin = server_ack(next + 11, tcp::FIN | tcp::ACK);
+    assert_eq!(
+        e.handle(T0 + 201, Port::Server, &mut sfin),
+        Verdict::Forward
+    );
+    assert_eq!(state(&e), Some(TcpState::LastAck));
+}
