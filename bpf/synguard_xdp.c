@@ -115,6 +115,13 @@ struct {
 	__type(value, struct sg_rst_budget);
 } sg_rst_budget SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u8[16]);
+	__type(value, struct sg_rst_source);
+} sg_rst_sources SEC(".maps");
+
 /* Sized by the loader like sg_tracked (every flow may be published). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -733,28 +740,71 @@ static __always_inline int cookie_valid(const struct parsed *p, const struct sg_
 	return ((__u32)cookie_mac(prm, &m, slot - 1, mode, idx, bits) & mac_bits) == mac_got;
 }
 
-/* src/engine/rst_budget.rs try_take, shared by all CPUs. */
+/* src/engine/send_budget.rs allowance: ceil(rate / 2) + SipHash(second,
+ * tag) mod rate, the 47-byte input as there. */
+static __always_inline __u32 budget_allowance(const struct sg_params *prm, __u8 tag,
+					      __u32 rate, __u64 second)
+{
+	if (rate == 0)
+		return 0;
+	struct mac_input m = {};
+	__u8 *b = (__u8 *)m.w;
+	__u64 be = bpf_cpu_to_be64(second);
+	__builtin_memcpy(b, &be, 8);
+	b[44] = tag;
+	b[47] = MAC_INPUT_LEN;
+	return (rate + 1) / 2 + (__u32)(sg_siphash24(prm->k0, prm->k1, &m) % rate);
+}
+
+/* SendBudget::try_take, shared by all CPUs. The draw is made outside the
+ * lock (no calls while holding it), only by a CPU that sees a new second;
+ * a CPU whose clock is behind another's counts against the newer second. */
 static __always_inline int rst_budget_take(const struct sg_params *prm, __u64 now_ms)
 {
 	__u32 zero = 0;
 	struct sg_rst_budget *b = bpf_map_lookup_elem(&sg_rst_budget, &zero);
 	if (!b)
 		return 0;
-	__u64 rate = prm->rst_per_second;
-	__u64 cap = rate * 1000;
+	__u64 second = now_ms / 1000;
+	__u32 fresh = 0;
+	if (b->second < second)
+		fresh = budget_allowance(prm, SG_TAG_RST, prm->rst_per_second, second);
 	int ok = 0;
 	bpf_spin_lock(&b->lock);
-	__u64 elapsed = now_ms > b->last_ms ? now_ms - b->last_ms : 0;
-	if (now_ms > b->last_ms)
-		b->last_ms = now_ms;
-	__u64 t = b->milli_tokens + elapsed * rate;
-	b->milli_tokens = t < cap ? t : cap;
-	if (b->milli_tokens >= 1000) {
-		b->milli_tokens -= 1000;
+	if (b->second < second) {
+		b->second = second;
+		b->allowed = fresh;
+		b->sent = 0;
+	}
+	if (b->sent < b->allowed) {
+		b->sent++;
 		ok = 1;
 	}
 	bpf_spin_unlock(&b->lock);
 	return ok;
+}
+
+/* SourceBudgets::try_take for the segment's source. Unlocked: CPUs taking
+ * the same source's last answer at once may each send it (a few more than
+ * rst_per_source, never another source's). */
+static __always_inline int rst_source_take(const struct parsed *p, const struct sg_params *prm,
+					   __u64 now_ms)
+{
+	__u64 second = now_ms / 1000;
+	struct sg_rst_source *s = bpf_map_lookup_elem(&sg_rst_sources, p->key.client);
+	if (!s) {
+		struct sg_rst_source n = {.second = second, .sent = 1};
+		bpf_map_update_elem(&sg_rst_sources, p->key.client, &n, BPF_ANY);
+		return prm->rst_per_source > 0;
+	}
+	if (s->second != second) {
+		s->second = second;
+		s->sent = 0;
+	}
+	if (s->sent >= prm->rst_per_source)
+		return 0;
+	__sync_fetch_and_add(&s->sent, 1);
+	return 1;
 }
 
 static __always_inline int on_ack(struct xdp_md *ctx, struct parsed *p,
@@ -781,7 +831,7 @@ static __always_inline int on_ack(struct xdp_md *ctx, struct parsed *p,
 		count(SG_C_DROP_INVALID_COOKIE);
 		return XDP_DROP;
 	}
-	if (!rst_budget_take(prm, now_ms)) {
+	if (!rst_source_take(p, prm, now_ms) || !rst_budget_take(prm, now_ms)) {
 		count(SG_C_DROP_RST_BUDGET);
 		return XDP_DROP;
 	}

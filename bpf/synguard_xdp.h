@@ -26,7 +26,8 @@ struct sg_params {
 	__u8 synack_wscale;
 	__u8 invalid_ack_rst;      /* 1: RST (seq = SEG.ACK) within budget, 0: drop  */
 	__u8 enabled;              /* 0 until the engine wrote the entry             */
-	__u8 pad[7];
+	__u8 pad[3];
+	__u32 rst_per_source;      /* RSTs per second to one source address          */
 };
 
 /* sg_services (HASH): protected (address, port). IPv4 as v4-mapped IPv6. */
@@ -149,13 +150,25 @@ struct sg_flow {
 #define SG_PORT_CLIENT 0
 #define SG_PORT_SERVER 1
 
-/* sg_rst_budget (ARRAY, 1 entry): the engine's SendBudget token bucket
- * (src/engine/rst_budget.rs), same arithmetic, shared by all CPUs. */
+/* sg_rst_budget (ARRAY, 1 entry): the engine's SendBudget
+ * (src/engine/send_budget.rs): this second's random allowance and what it
+ * sent, shared by all CPUs. */
 struct sg_rst_budget {
 	struct bpf_spin_lock lock;
 	__u32 pad;
-	__u64 milli_tokens;
-	__u64 last_ms;
+	__u64 second;              /* engine clock, s */
+	__u32 allowed, sent;
 };
+
+/* sg_rst_sources (LRU_HASH, key: source address as sg_flow_key.client):
+ * the engine's SourceBudgets, this second's RSTs to one source. */
+struct sg_rst_source {
+	__u64 second;
+	__u32 sent;
+	__u32 pad;
+};
+
+/* Hash input tag of the RST budget's draws (send_budget.rs TAG_RST). */
+#define SG_TAG_RST 0xb1
 
 #endif

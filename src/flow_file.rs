@@ -385,6 +385,7 @@ mod tests {
             timer_at: 17,
             last_seen: 18,
             opened_ms: 19,
+            last_challenge_ms: None,
         };
         (key, flow)
     }

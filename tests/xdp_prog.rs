@@ -14,6 +14,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use proptest::prelude::*;
 
 use synguard::cookie::CookieSecret;
+use synguard::engine::send_budget;
 use synguard::engine::{
     Engine, EngineConfig, FlowKey, InvalidAckAction, Port, SyncookieMode, Verdict,
 };
@@ -417,30 +418,53 @@ fn forged_acks_are_dropped_or_reset_like_the_engine() {
 }
 
 #[test]
-fn rst_budget_is_the_engines_token_bucket() {
-    let cfg = EngineConfig {
-        protected: vec!["198.18.0.2:8080".parse().unwrap()],
-        syncookies: SyncookieMode::Always,
-        rst_per_second: 5,
-        ..EngineConfig::default()
+fn rst_budgets_are_the_engines() {
+    let budget = |rst_per_second| {
+        let cfg = EngineConfig {
+            protected: vec![
+                "198.18.0.2:8080".parse().unwrap(),
+                "[2001:db8::2]:8080".parse().unwrap(),
+            ],
+            syncookies: SyncookieMode::Always,
+            rst_per_second,
+            ..EngineConfig::default()
+        };
+        let e = Engine::new(cfg, CookieSecret::from_bytes(SECRET));
+        load(&e, NOW)
     };
-    let e = Engine::new(cfg, CookieSecret::from_bytes(SECRET));
-    let x = load(&e, NOW);
-    let s = Seg {
+    let ack_from = |client: &'static str| Seg {
         seq: 1,
         ack: 2,
         flags: tcp::ACK,
         opts: SynOptionSet::default(),
-        ..syn("198.18.0.1", "198.18.0.2")
+        ..syn(
+            client,
+            if client.contains(':') {
+                "2001:db8::2"
+            } else {
+                "198.18.0.2"
+            },
+        )
     };
-    let verdicts: Vec<u32> = (0..8).map(|_| run(&x, &frame(&s)).0).collect();
-    assert_eq!(
-        verdicts,
-        [XDP_TX, XDP_TX, XDP_TX, XDP_TX, XDP_TX, XDP_DROP, XDP_DROP, XDP_DROP]
-    );
+    let txs = |x: &XdpFastPath, s: &Seg, n: usize| {
+        (0..n).filter(|_| run(x, &frame(s)).0 == XDP_TX).count() as u32
+    };
+    // The global budget: this second's draw, as the engine draws it.
+    let x = budget(5);
+    let allowed = send_budget::allowance(&SECRET, send_budget::TAG_RST, 5, NOW / 1000);
+    assert_eq!(txs(&x, &ack_from("198.18.0.1"), 8), allowed);
     let t = x.counter_totals();
-    assert_eq!(t[maps::counter::DROP_RST_BUDGET as usize], 3);
+    assert_eq!(
+        t[maps::counter::DROP_RST_BUDGET as usize],
+        u64::from(8 - allowed)
+    );
     assert_eq!(t[maps::counter::COOKIES_FAILED as usize], 8);
+    // Per source: one address's ACKs leave another's answers alone.
+    let x = budget(1000);
+    let per_source = send_budget::RST_PER_SOURCE_PER_SECOND;
+    assert_eq!(txs(&x, &ack_from("198.18.1.66"), 30), per_source);
+    assert_eq!(txs(&x, &ack_from("198.18.0.1"), 1), 1);
+    assert_eq!(txs(&x, &ack_from("2001:db8::66"), 30), per_source);
 }
 
 /// Cookie slots are on the wall clock, everything else on the engine's
@@ -602,6 +626,7 @@ fn a_stale_parameter_entry_passes_everything_up() {
 
 thread_local! {
     static SHARED: std::cell::RefCell<Option<XdpFastPath>> = const { std::cell::RefCell::new(None) };
+    static CASE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 proptest! {
@@ -619,7 +644,15 @@ proptest! {
         sack in any::<bool>(), ts in proptest::option::of((any::<u32>(), any::<u32>())),
         flags in any::<u8>(), rst in any::<bool>(),
     ) {
-        let (c, sv) = if v6 { ("2001:db8::1", "2001:db8::2") } else { ("198.18.0.1", "198.18.0.2") };
+        // Each case from its own client address: the program, loaded once,
+        // keeps its RST counts per source (a fresh engine each case does not).
+        let n = CASE.with(|c| { c.set(c.get() + 1); c.get() });
+        let c: &'static str = if v6 {
+            Box::leak(format!("2001:db8::1:{n:x}").into_boxed_str())
+        } else {
+            Box::leak(format!("198.18.{}.{}", 8 + n / 250, 1 + n % 250).into_boxed_str())
+        };
+        let sv = if v6 { "2001:db8::2" } else { "198.18.0.2" };
         let s = Seg {
             vlan,
             flags: if is_ack { tcp::ACK } else { flags },

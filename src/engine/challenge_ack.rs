@@ -1,7 +1,9 @@
 //! RFC 5961 section 4 challenge ACKs for SYNs on connections the gateway
 //! tracks as open: the SYN frame becomes an ACK in the server's name,
-//! <SEQ=SND.NXT><ACK=RCV.NXT> as the client knows them, within the
-//! `challenge_ack_per_second` budget (Linux tcp_challenge_ack_limit). Owns
+//! <SEQ=SND.NXT><ACK=RCV.NXT> as the client knows them, at most one per
+//! flow per `CHALLENGE_ACK_INTERVAL_MS` (Linux `tcp_invalid_ratelimit`) and
+//! within the `challenge_ack_per_second` budget (Linux
+//! `tcp_challenge_ack_limit`, drawn at random per second: send_budget.rs). Owns
 //! only building that answer; the client's RST that follows ends the flow
 //! through the ordinary RST check (established.rs).
 
@@ -13,6 +15,11 @@ use super::counters::bump;
 use super::flow::{Flow, FlowKey};
 use super::handshake::reply_in_place;
 use super::{DropReason, Engine, TcpState, Verdict};
+
+/// Least time between two challenge ACKs of one flow: Linux's
+/// `net.ipv4.tcp_invalid_ratelimit` default (500 ms, `tcp_oow_rate_limited`).
+/// A flow's own limit is seen only by its own client.
+pub const CHALLENGE_ACK_INTERVAL_MS: u64 = 500;
 
 /// Sequence fields, window and timestamps of a challenge ACK, as the client
 /// sees the connection.
@@ -57,14 +64,23 @@ impl Engine {
         v: &TcpView,
         key: &FlowKey,
     ) -> Verdict {
+        let recent = |f: &mut Flow| {
+            f.last_challenge_ms
+                .is_some_and(|t| now_ms < t + CHALLENGE_ACK_INTERVAL_MS)
+        };
+        match self.flows.with(key, recent) {
+            None => return Verdict::Drop(DropReason::NoFlow),
+            Some(true) => return Verdict::Drop(DropReason::ChallengeAckBudget),
+            Some(false) => {}
+        }
         if !self.challenge_budget.try_take(now_ms) {
             return Verdict::Drop(DropReason::ChallengeAckBudget);
         }
         let pending_window = self.cfg.synack_window;
-        let Some(c) = self
-            .flows
-            .with(key, |f| challenge_fields(f, now_ms, pending_window))
-        else {
+        let Some(c) = self.flows.with(key, |f| {
+            f.last_challenge_ms = Some(now_ms);
+            challenge_fields(f, now_ms, pending_window)
+        }) else {
             return Verdict::Drop(DropReason::NoFlow);
         };
         let options = SynOptionSet {

@@ -85,6 +85,8 @@ pub struct FastPathParams {
     /// true: RST (within `rst_per_second`), false: drop.
     pub invalid_ack_rst: bool,
     pub rst_per_second: u32,
+    /// `send_budget::RST_PER_SOURCE_PER_SECOND`.
+    pub rst_per_source: u32,
     pub services: Vec<FastPathService>,
 }
 
@@ -174,6 +176,7 @@ impl Engine {
             synack_wscale: self.cfg.synack_wscale,
             invalid_ack_rst: self.cfg.invalid_ack_action == InvalidAckAction::Rst,
             rst_per_second: self.cfg.rst_per_second,
+            rst_per_source: super::send_budget::RST_PER_SOURCE_PER_SECOND,
             services,
         };
     }

@@ -186,6 +186,11 @@ pub struct Flow {
     pub last_seen: u64,
     /// When the backend SYN was first sent (the flow's birth), ms.
     pub opened_ms: u64,
+    /// When the gateway last sent a challenge ACK for the flow (at most one
+    /// per `CHALLENGE_ACK_INTERVAL_MS`, challenge_ack.rs). Not kept across
+    /// restarts.
+    #[serde(skip)]
+    pub last_challenge_ms: Option<u64>,
 }
 
 /// What the server's SYN (with or without ACK) said: what the backend

@@ -138,6 +138,7 @@ impl ForwardEntry {
             timer_at: p.last_seen_ms.saturating_add(idle_timeout_ms),
             last_seen: p.last_seen_ms,
             opened_ms: r.opened_ms,
+            last_challenge_ms: None,
         }
     }
 }

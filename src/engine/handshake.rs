@@ -391,6 +391,7 @@ impl Engine {
             timer_at: 0,
             last_seen: now_ms,
             opened_ms: now_ms,
+            last_challenge_ms: None,
         };
         self.flows.insert(key, flow);
         // The ACK itself is held: translated after the server's SYN-ACK it is
@@ -403,11 +404,16 @@ impl Engine {
     }
 
     /// RFC 9293 3.10.7.1 / 3.10.7.2: an unacceptable ACK is answered with
-    /// <SEQ=SEG.ACK><CTL=RST>, here within the RST budget, or dropped.
+    /// <SEQ=SEG.ACK><CTL=RST>, here within the source's and then the global
+    /// RST budget (send_budget.rs: neither tells an attacker about other
+    /// connections), or dropped.
     fn answer_invalid_ack(&mut self, now_ms: u64, frame: &mut Vec<u8>, v: &TcpView) -> Verdict {
         match self.cfg.invalid_ack_action {
             InvalidAckAction::Drop => Verdict::Drop(DropReason::InvalidCookie),
-            InvalidAckAction::Rst if !self.rst_budget.try_take(now_ms) => {
+            InvalidAckAction::Rst
+                if !(self.rst_sources.try_take(now_ms, v.ip.src)
+                    && self.rst_budget.try_take(now_ms)) =>
+            {
                 Verdict::Drop(DropReason::RstBudget)
             }
             InvalidAckAction::Rst => {

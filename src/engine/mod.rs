@@ -52,7 +52,7 @@ use counters::bump;
 use flow_table::FlowTable;
 use half_open::HalfOpenQueue;
 use protected::ProtectedServices;
-use send_budget::SendBudget;
+use send_budget::{SendBudget, SourceBudgets, TAG_CHALLENGE_ACK, TAG_RST};
 use service_profile::ServiceProfiles;
 use timers::{TimerQueue, TimerTarget};
 
@@ -85,6 +85,7 @@ pub struct Engine {
     cookie_mode: CookieModeSwitch,
     timers: TimerQueue,
     rst_budget: SendBudget,
+    rst_sources: SourceBudgets,
     challenge_budget: SendBudget,
     profiles: ServiceProfiles,
     held_total: usize,
@@ -107,15 +108,18 @@ impl Engine {
         counters
             .flows_limit
             .store(cfg.max_flows as u64, std::sync::atomic::Ordering::Relaxed);
+        let minter = CookieMinter::new(secret, cfg.cookie_slot_seconds);
+        let key = minter.siphash_key();
         let engine = Engine {
-            minter: CookieMinter::new(secret, cfg.cookie_slot_seconds),
+            minter,
             protected: ProtectedServices::new(&cfg.protected),
             flows: FlowTable::new(cfg.max_flows, counters.clone()),
             half_open: HalfOpenQueue::new(cfg.backlog, cfg.per_source_backlog),
             cookie_mode: CookieModeSwitch::new(cfg.syncookies, cfg.cookie_hold_ms),
             timers: TimerQueue::default(),
-            rst_budget: SendBudget::new(cfg.rst_per_second),
-            challenge_budget: SendBudget::new(cfg.challenge_ack_per_second),
+            rst_budget: SendBudget::new(cfg.rst_per_second, key, TAG_RST),
+            rst_sources: SourceBudgets::default(),
+            challenge_budget: SendBudget::new(cfg.challenge_ack_per_second, key, TAG_CHALLENGE_ACK),
             profiles: ServiceProfiles::default(),
             held_total: 0,
             emitted: Vec::new(),

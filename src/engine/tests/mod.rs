@@ -7,6 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::cookie::CookieSecret;
+use crate::engine::send_budget::RST_PER_SOURCE_PER_SECOND;
 use crate::wire::tcp::{self, TcpSegmentSpec};
 use crate::wire::tcp_options::SynOptionSet;
 use crate::wire::{parse_frame, write_tcp_frame, ParsedFrame, TcpView};
@@ -615,11 +616,14 @@ fn invalid_ack_gets_rst_within_budget_then_drops() {
         ..config()
     };
     let mut e = engine_with(cfg);
+    // This second's draw: 1 or 2 (send_budget.rs).
+    let allowed = send_budget::allowance(&e.minter.siphash_key(), TAG_RST, 2, T0 / 1000);
+    assert!((1..=2).contains(&allowed));
     let (c, s) = (client_v4(), server_v4());
     for i in 0..3u32 {
         let mut f = segment(c, s, 1234, 0xdead_0000 + i, tcp::ACK, 502, &[], &[]);
         let verdict = e.handle(T0, Port::Client, &mut f);
-        if i < 2 {
+        if i < allowed {
             assert_eq!(verdict, Verdict::Reply);
             let r = view(&f);
             assert_eq!(r.tcp.flags, tcp::RST);
@@ -635,12 +639,46 @@ fn invalid_ack_gets_rst_within_budget_then_drops() {
     }
     let k = e.counters();
     assert_eq!(Counters::get(&k.cookies_failed), 3);
-    assert_eq!(Counters::get(&k.rst_sent), 2);
+    assert_eq!(Counters::get(&k.rst_sent), u64::from(allowed));
     assert_eq!(Counters::get(&k.backend_started), 0);
     assert_eq!(
         e.drain_emitted().count(),
         0,
         "no backend SYN for a bad cookie"
+    );
+}
+
+/// The RSTs a source can see depend on its own invalid ACKs only: a
+/// spoofed probe from another address spends that address's count
+/// (CVE-2016-5696, send_budget.rs).
+#[test]
+fn invalid_ack_rsts_are_counted_per_source_too() {
+    let mut e = engine();
+    let s = server_v4();
+    let attacker = Host {
+        ip: "198.18.1.66".parse().unwrap(),
+        ..client_v4()
+    };
+    let probe_src = client_v4();
+    let rsts_to = |e: &mut Engine, c: Host, n: u32, now: u64| {
+        (0..n)
+            .filter(|i| {
+                let mut f = segment(c, s, 1234, 0xbeef_0000 + i, tcp::ACK, 502, &[], &[]);
+                e.handle(now, Port::Client, &mut f) == Verdict::Reply
+            })
+            .count() as u32
+    };
+    // A spoofed probe (no such flow) from the client's address...
+    assert_eq!(rsts_to(&mut e, probe_src, 1, T0), 1);
+    // ... changes nothing the attacker's own address sees.
+    assert_eq!(rsts_to(&mut e, attacker, 50, T0), RST_PER_SOURCE_PER_SECOND);
+    assert_eq!(
+        rsts_to(&mut e, attacker, 50, T0 + 1000),
+        RST_PER_SOURCE_PER_SECOND
+    );
+    assert_eq!(
+        e.counters().dropped(DropReason::RstBudget),
+        u64::from(2 * (50 - RST_PER_SOURCE_PER_SECOND))
     );
 }
 

@@ -181,27 +181,35 @@ fn flow_waiting_for_its_backend_gets_a_challenge_ack_too() {
 }
 
 #[test]
-fn challenge_acks_are_rate_limited() {
+fn challenge_acks_are_rate_limited_per_flow_and_in_all() {
     let (c, s) = (client_v4(), server_v4());
+    let other = Host {
+        port: 40001,
+        ..client_v4()
+    };
+    // A global budget of 1 draws exactly 1 each second (send_budget.rs).
     let mut e = engine_with(EngineConfig {
-        challenge_ack_per_second: 2,
+        challenge_ack_per_second: 1,
         ..config()
     });
     establish(&mut e, c, s, &[]);
+    establish(&mut e, other, s, &[]);
     let t = T0 + 1000;
     assert_eq!(new_syn(&mut e, c, s, t).0, Verdict::Reply);
-    assert_eq!(new_syn(&mut e, c, s, t).0, Verdict::Reply);
+    let budget = Verdict::Drop(DropReason::ChallengeAckBudget);
     assert_eq!(
-        new_syn(&mut e, c, s, t).0,
-        Verdict::Drop(DropReason::ChallengeAckBudget)
+        new_syn(&mut e, other, s, t + 1).0,
+        budget,
+        "this second's one is spent"
     );
-    assert_eq!(
-        new_syn(&mut e, c, s, t + 500).0,
-        Verdict::Reply,
-        "refilled at 2/s"
-    );
-    assert_eq!(Counters::get(&e.counters().challenge_acks), 3);
-    assert_eq!(e.counters().dropped(DropReason::ChallengeAckBudget), 1);
+    assert_eq!(new_syn(&mut e, other, s, t + 1000).0, Verdict::Reply);
+    // One per flow per 500 ms (tcp_invalid_ratelimit), whatever the global.
+    e.challenge_budget.set_rate(1000);
+    assert_eq!(new_syn(&mut e, c, s, t + 2000).0, Verdict::Reply);
+    assert_eq!(new_syn(&mut e, c, s, t + 2499).0, budget);
+    assert_eq!(new_syn(&mut e, c, s, t + 2500).0, Verdict::Reply);
+    assert_eq!(Counters::get(&e.counters().challenge_acks), 4);
+    assert_eq!(e.counters().dropped(DropReason::ChallengeAckBudget), 2);
     // A blind attacker's SYNs change nothing: the flow is still there.
     assert_eq!(e.flow_state(&key(c, s)), Some(TcpState::Established));
 }

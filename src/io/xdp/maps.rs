@@ -29,7 +29,8 @@ pub struct SgParams {
     pub synack_wscale: u8,
     pub invalid_ack_rst: u8,
     pub enabled: u8,
-    pub pad: [u8; 7],
+    pub pad: [u8; 3],
+    pub rst_per_source: u32,
 }
 
 /// `struct sg_service_key`.
@@ -350,7 +351,8 @@ impl SgParams {
             synack_wscale: p.synack_wscale,
             invalid_ack_rst: u8::from(p.invalid_ack_rst),
             enabled: 1,
-            pad: [0; 7],
+            pad: [0; 3],
+            rst_per_source: p.rst_per_source,
         }
     }
 }
