@@ -1172,6 +1172,8 @@ int sg_fast_path(struct xdp_md *ctx)
 	if (f & TCP_SYN) {
 		if (now_ms >= prm->stateless_until_ms)
 			return pass(); /* the half-open queue is in charge */
+		if (svc->flags & SG_SERVICE_SYNS_UP)
+			return pass(); /* its backend is down */
 		if (p.l4_len != p.tcp_hlen)
 			return pass(); /* payload: checksum not verified here */
 		if (!tcp_checksum_ok(ctx, &p))

@@ -46,8 +46,13 @@ struct sg_service_key {
 
 struct sg_service {
 	__u8 offer_mask;
-	__u8 pad[3];
+	__u8 flags;                /* SG_SERVICE_* */
+	__u8 pad[2];
 };
+
+/* The service's backend is down: its SYNs go up, the engine bridges them
+ * to the server (src/engine/pass_through.rs). */
+#define SG_SERVICE_SYNS_UP (1u << 0)
 
 /* sg_tracked (HASH, no LRU): 4-tuples the engine must see (flows, half-open
  * entries), published by the engine; the program inserts a tuple itself when

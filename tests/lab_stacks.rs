@@ -681,3 +681,86 @@ fn lab_server_port_with_a_smaller_mtu_carries_uploads() {
     }
     assert_eq!(lab.server_errors(), 0);
 }
+
+// ---------------------------------------------------------------------------------
+// A stopped server looks stopped.
+
+/// The protected port closes (the server's kernel answers SYNs with a RST,
+/// as for a port nobody listens on). Through a bridge every connect() is
+/// refused at once. Through synguard, connect() succeeds (the gateway
+/// completes the handshake) and the connection is reset when the backend
+/// refuses, until `backend_down_after` (3) backend handshakes have failed
+/// in a row (a client's data arriving after the reset validates its cookie
+/// again and makes a second one, so that can be fewer clients); from then
+/// on the service's SYNs go to the server, and connect() is refused as
+/// through the bridge: connect-only health checks see the truth. When the
+/// port opens again, the next connection is the server's own and the
+/// following ones are proxied again.
+#[test]
+fn lab_a_stopped_server_looks_stopped_and_comes_back() {
+    const DOWN_AFTER: f64 = 3.0;
+    let lab = Lab::new("lab_stopped_server");
+    lab.start_server();
+    lab.start_gateway(&[]);
+    let server = srv_v4(PROTECTED_PORT);
+    lab.nft(
+        &lab.srv,
+        &format!(
+            "table inet synguard_closed {{\n chain input {{\n type filter hook input priority 0;\n \
+             tcp dport {PROTECTED_PORT} tcp flags syn reject with tcp reset\n }}\n}}\n"
+        ),
+    );
+    let refused = |r: &Result<Duration, String>| {
+        r.as_ref()
+            .is_err_and(|e| e.starts_with("connect") && e.contains("Connection refused"))
+    };
+    let mut outcomes = Vec::new();
+    while outcomes.len() < 6 && !outcomes.last().is_some_and(refused) {
+        outcomes.push(lab.client(|| connect_once(server)));
+    }
+    outcomes.extend((0..2).map(|_| lab.client(|| connect_once(server))));
+    eprintln!("port closed: {outcomes:#?}");
+    let first_refused = outcomes.iter().position(refused).expect("refused at last");
+    assert!(
+        outcomes[first_refused..].iter().all(refused),
+        "refused from then on, as through a bridge"
+    );
+    if lab.standin() {
+        assert_eq!(first_refused, 0, "a bridge refuses every connect");
+    } else {
+        assert!(
+            (1..=3).contains(&first_refused),
+            "at most backend_down_after connections are reset first"
+        );
+        // Reset right after the handshake (connect() itself may see it).
+        assert!(outcomes[..first_refused]
+            .iter()
+            .all(|r| r.as_ref().is_err_and(|e| e.contains("reset by peer"))));
+        let m = lab.metrics();
+        // Cookie ACKs still validate while it is down (a client's late
+        // data): their backend handshakes fail too.
+        assert!(m.val("synguard_backend_handshakes_total{result=\"refused\"}") >= DOWN_AFTER);
+        assert_eq!(m.val("synguard_backends_down"), 1.0);
+        assert_eq!(
+            m.val("synguard_backend_down_syns_total"),
+            (outcomes.len() - first_refused) as f64
+        );
+    }
+
+    lab.nft(&lab.srv, "delete table inet synguard_closed");
+    lab.client(|| connect_once(server))
+        .expect("the server's own connection");
+    if !lab.standin() {
+        let m = lab.metrics();
+        assert_eq!(m.val("synguard_backends_down"), 0.0, "up again");
+        let started = m.val("synguard_backend_handshakes_total{result=\"started\"}");
+        lab.client(|| connect_once(server)).expect("proxied again");
+        assert_eq!(
+            lab.metrics()
+                .val("synguard_backend_handshakes_total{result=\"started\"}"),
+            started + 1.0,
+            "the gateway made this backend handshake itself"
+        );
+    }
+    assert_eq!(lab.server_errors(), 0);
+}

@@ -28,6 +28,7 @@ const ALERTS: &[(&str, &str)] = &[
     ("HalfOpenQueueNearFull", "warning"),
     ("FlowTableNearFull", "critical"),
     ("BackendHandshakesFailing", "critical"),
+    ("BackendDown", "critical"),
     ("CloseWaitPilingUp", "warning"),
     ("KernelDrops", "warning"),
     ("GatewayDown", "critical"),

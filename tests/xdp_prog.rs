@@ -677,6 +677,51 @@ proptest! {
     }
 }
 
+/// A service whose backend is down: the program leaves its SYNs to the
+/// engine, which bridges them to the server (src/engine/pass_through.rs).
+#[test]
+fn syns_of_a_service_whose_backend_is_down_go_up() {
+    let cfg = EngineConfig {
+        protected: vec!["198.18.0.2:8080".parse().unwrap()],
+        syncookies: SyncookieMode::Always,
+        backend_down_after: 1,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(cfg, CookieSecret::from_bytes(SECRET));
+    e.enable_fast_path();
+    let mut x = load(&e, NOW);
+    let s = syn("198.18.0.1", "198.18.0.2");
+    assert_eq!(run(&x, &frame(&s)).0, XDP_TX, "up: answered in XDP");
+    // One refused backend handshake: SYN, cookie ACK, the server's RST.
+    let mut f = frame(&s);
+    assert_eq!(e.handle(NOW, Port::Client, &mut f), Verdict::Reply);
+    let mut ack = ack_for(&s, &f, 0);
+    assert_eq!(e.handle(NOW + 1, Port::Client, &mut ack), Verdict::Absorbed);
+    let rst = Seg {
+        client: "198.18.0.2",
+        server: "198.18.0.1",
+        cport: 8080,
+        sport: 40000,
+        seq: 0,
+        ack: s.seq + 1,
+        flags: tcp::RST | tcp::ACK,
+        opts: SynOptionSet::default(),
+        ..s
+    };
+    assert_eq!(
+        e.handle(NOW + 2, Port::Server, &mut frame(&rst)),
+        Verdict::Absorbed
+    );
+    x.sync(&mut e, NOW + 2);
+    let next = Seg { cport: 40001, ..s };
+    let (ret, _, v) = compare(&mut e, &x, NOW + 3, &frame(&next));
+    assert_eq!(
+        (ret, v),
+        (XDP_PASS, Verdict::Forward),
+        "down: up to the engine, bridged"
+    );
+}
+
 #[test]
 fn a_service_removed_by_reload_is_no_longer_answered_in_xdp() {
     let mut e = engine(SyncookieMode::Always, InvalidAckAction::Rst);

@@ -59,6 +59,7 @@ pub(crate) struct Handshake {
     pub synack_wscale: Option<i64>,
     pub backend_syn_timeout_ms: Option<i64>,
     pub backend_syn_retries: Option<i64>,
+    pub backend_down_after: Option<i64>,
     pub signed_segments: Option<SignedName>,
 }
 

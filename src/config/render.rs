@@ -46,6 +46,7 @@ pub fn render(s: &Settings) -> String {
     let _ = writeln!(out, "synack_wscale = {}", e.synack_wscale);
     let _ = writeln!(out, "backend_syn_timeout_ms = {}", e.backend_syn_timeout_ms);
     let _ = writeln!(out, "backend_syn_retries = {}", e.backend_syn_retries);
+    let _ = writeln!(out, "backend_down_after = {}", e.backend_down_after);
     let _ = writeln!(
         out,
         "signed_segments = {}",

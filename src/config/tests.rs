@@ -115,7 +115,7 @@ fn minimal_file_gives_documented_defaults() {
 fn defaults_are_within_their_own_bounds() {
     let e = EngineConfig::default();
     let i = IoConfig::default();
-    let cases: [(&str, i64, std::ops::RangeInclusive<i64>); 22] = [
+    let cases: [(&str, i64, std::ops::RangeInclusive<i64>); 23] = [
         ("slot", e.cookie_slot_seconds as i64, validate::SLOT_SECONDS),
         ("mss4", e.synack_mss_v4.into(), validate::MSS_V4),
         ("mss6", e.synack_mss_v6.into(), validate::MSS_V6),
@@ -130,6 +130,11 @@ fn defaults_are_within_their_own_bounds() {
             "retries",
             e.backend_syn_retries.into(),
             validate::BACKEND_SYN_RETRIES,
+        ),
+        (
+            "down_after",
+            e.backend_down_after.into(),
+            validate::BACKEND_DOWN_AFTER,
         ),
         ("backlog", e.backlog as i64, validate::BACKLOG),
         (
@@ -291,6 +296,12 @@ fn every_range_check_rejects_and_names_the_key() {
             "backend_syn_retries",
             "-1",
             "out of range 0..=10",
+        ),
+        (
+            "handshake",
+            "backend_down_after",
+            "1001",
+            "out of range 0..=1000",
         ),
         (
             "syn_queue",
@@ -461,6 +472,8 @@ fn range_edges_are_accepted() {
         ("handshake", "synack_wscale = 0"),
         ("handshake", "synack_wscale = 14"),
         ("handshake", "backend_syn_retries = 0"),
+        ("handshake", "backend_down_after = 0"),
+        ("handshake", "backend_down_after = 1000"),
         ("invalid_ack", "rst_per_second = 0"),
         ("syn_queue", "backlog = 1\nper_source_backlog = 1"),
         (

@@ -27,6 +27,7 @@ pub(crate) const SYNACK_WINDOW: RangeInclusive<i64> = 1..=65535;
 pub(crate) const WSCALE: RangeInclusive<i64> = 0..=14;
 pub(crate) const BACKEND_SYN_TIMEOUT_MS: RangeInclusive<i64> = 100..=60_000;
 pub(crate) const BACKEND_SYN_RETRIES: RangeInclusive<i64> = 0..=10;
+pub(crate) const BACKEND_DOWN_AFTER: RangeInclusive<i64> = 0..=1000;
 /// Half-open queue entries: at least one, at most 2^24.
 pub(crate) const BACKLOG: RangeInclusive<i64> = 1..=(1 << 24);
 /// Checked against this first, then against the resolved backlog.
@@ -202,6 +203,12 @@ pub(crate) fn resolve(file: FileConfig, ov: &Overrides) -> Result<Settings, Conf
             h.backend_syn_retries,
             ed.backend_syn_retries,
             BACKEND_SYN_RETRIES,
+        )?,
+        backend_down_after: int(
+            "handshake.backend_down_after",
+            h.backend_down_after,
+            ed.backend_down_after,
+            BACKEND_DOWN_AFTER,
         )?,
         signed_segments: match h.signed_segments {
             None => ed.signed_segments,

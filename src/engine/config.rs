@@ -95,6 +95,10 @@ pub struct EngineConfig {
     pub backend_syn_timeout_ms: u64,
     /// Backend SYN retransmissions before the client is reset.
     pub backend_syn_retries: u8,
+    /// Backend handshakes of one service that must fail in a row (refused
+    /// or timed out) before its backend counts as down and its new SYNs are
+    /// bridged to the server (`backend_health.rs`); 0: never.
+    pub backend_down_after: u32,
     pub signed_segments: SignedSegmentAction,
     /// Upper bound on tracked flows; a valid ACK beyond it is dropped
     /// (`DropReason::FlowTableFull`).
@@ -151,6 +155,7 @@ impl Default for EngineConfig {
             cookie_hold_ms: 30_000,
             backend_syn_timeout_ms: 1000,
             backend_syn_retries: 3,
+            backend_down_after: 3,
             signed_segments: SignedSegmentAction::Bridge,
             max_flows: 1_000_000,
             held_bytes_per_flow: 65535,

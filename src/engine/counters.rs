@@ -75,6 +75,10 @@ pub struct Counters {
     /// Backend never answered the SYN and its retransmissions.
     pub backend_timeout: AtomicU64,
     pub backend_syn_retransmits: AtomicU64,
+    /// Protected services whose backend is down (`backend_health.rs`).
+    pub backends_down: AtomicI64,
+    /// SYNs bridged to the server because its backend was down.
+    pub backend_down_syns: AtomicU64,
     /// RSTs the gateway originated.
     pub rst_sent: AtomicU64,
     /// RFC 5961 challenge ACKs sent for SYNs on open flows

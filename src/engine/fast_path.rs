@@ -64,6 +64,9 @@ pub struct FastPathService {
     pub addr: IpAddr,
     pub port: u16,
     pub offer_mask: u8,
+    /// Its backend is down: its SYNs go to the engine, which bridges them
+    /// (`pass_through.rs`).
+    pub syns_up: bool,
 }
 
 /// Everything the program reads from its parameter map, as of `now_ms`.
@@ -162,6 +165,7 @@ impl Engine {
                 // What the service's server is not known to decline
                 // (service_profile.rs), as the engine offers it too.
                 offer_mask: offer_mask(self.profiles.offer((addr, s.port()), now_ms)),
+                syns_up: self.backend_health.is_down((addr, s.port())),
             }
         }));
         *out = FastPathParams {

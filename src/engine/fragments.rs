@@ -5,13 +5,12 @@
 //! protected service is dropped whole. Bounded in entries and time; never
 //! reassembles and never looks past the first fragment's ports.
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use crate::wire::fragment::Fragment;
 use crate::wire::{tcp, IpInfo};
 
+use super::expiring_map::ExpiringMap;
 use super::{DropReason, Engine, Verdict};
 
 /// How long a datagram's verdict is kept for its later fragments: Linux's
@@ -43,19 +42,26 @@ pub enum FragmentVerdict {
     Drop,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FragmentMemory {
     /// Datagram -> bridge it.
-    verdicts: HashMap<DatagramKey, bool>,
-    /// The same keys in insertion order with their insertion time, for
-    /// expiry and eviction.
-    order: VecDeque<(DatagramKey, u64)>,
+    verdicts: ExpiringMap<DatagramKey, bool>,
+}
+
+impl Default for FragmentMemory {
+    fn default() -> Self {
+        FragmentMemory {
+            verdicts: ExpiringMap::new(FRAGMENT_MEMORY_MS, FRAGMENT_MEMORY_ENTRIES),
+        }
+    }
 }
 
 impl FragmentMemory {
     /// The verdict for one fragment. `protected_port` is the first
     /// fragment's TCP destination port and whether a service protects it
     /// (`None`: the fragment is not first, or too short to hold the port).
+    /// A repeated first fragment updates the verdict and keeps the
+    /// datagram's first time.
     pub fn verdict(
         &mut self,
         now_ms: u64,
@@ -63,13 +69,12 @@ impl FragmentMemory {
         fragment: Fragment,
         protected_port: Option<bool>,
     ) -> FragmentVerdict {
-        self.expire(now_ms);
         let bridge = if fragment.first {
             let bridge = protected_port == Some(false);
-            self.remember(now_ms, key, bridge);
+            self.verdicts.insert(now_ms, key, bridge);
             bridge
         } else {
-            self.verdicts.get(&key).copied().unwrap_or(false)
+            self.verdicts.get(now_ms, &key).copied().unwrap_or(false)
         };
         if bridge {
             FragmentVerdict::Bridge
@@ -81,37 +86,6 @@ impl FragmentMemory {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.verdicts.len()
-    }
-
-    /// A repeated first fragment updates the verdict and keeps the
-    /// datagram's first time, so the two collections stay one to one.
-    fn remember(&mut self, now_ms: u64, key: DatagramKey, bridge: bool) {
-        match self.verdicts.entry(key) {
-            Entry::Occupied(mut e) => *e.get_mut() = bridge,
-            Entry::Vacant(e) => {
-                e.insert(bridge);
-                self.order.push_back((key, now_ms));
-            }
-        }
-        while self.verdicts.len() > FRAGMENT_MEMORY_ENTRIES {
-            self.pop_oldest();
-        }
-    }
-
-    fn expire(&mut self, now_ms: u64) {
-        while self
-            .order
-            .front()
-            .is_some_and(|&(_, at)| at + FRAGMENT_MEMORY_MS <= now_ms)
-        {
-            self.pop_oldest();
-        }
-    }
-
-    fn pop_oldest(&mut self) {
-        if let Some((key, _)) = self.order.pop_front() {
-            self.verdicts.remove(&key);
-        }
     }
 }
 

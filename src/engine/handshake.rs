@@ -151,6 +151,9 @@ impl Engine {
             None => {}
         }
         bump(&self.counters.syn_received);
+        if self.backend_health.is_down((key.server, key.server_port)) {
+            return self.bridge_syn_while_down(now_ms, frame, v, key);
+        }
         if let Some(entry) = self.half_open.get(&key) {
             if entry.client_isn == v.tcp.seq {
                 // A retransmitted SYN: the same SYN-ACK again, not a new entry.
@@ -560,6 +563,7 @@ impl Engine {
         }
         self.flows.set_state(key, TcpState::Established);
         bump(&self.counters.backend_completed);
+        self.note_backend_success(service);
         if let Some(opened) = self.flows.with(key, |f| f.opened_ms) {
             self.counters
                 .backend_handshake_latency
@@ -642,6 +646,7 @@ impl Engine {
             BackendFailure::Refused => &self.counters.backend_refused,
             BackendFailure::Timeout => &self.counters.backend_timeout,
         });
+        self.note_backend_failure((key.server, key.server_port));
         self.remove_flow(key);
     }
 

@@ -7,6 +7,7 @@
 //! across instances), the secret through the constructor, and output is a
 //! [`Verdict`] per frame plus frames to emit ([`Engine::drain_emitted`]).
 
+mod backend_health;
 mod challenge_ack;
 pub mod config;
 pub mod cookie_clock;
@@ -14,6 +15,7 @@ pub mod cookie_mode;
 pub mod counters;
 pub mod drop_reason;
 mod established;
+mod expiring_map;
 mod expiry;
 pub mod fast_path;
 pub mod flow;
@@ -26,6 +28,7 @@ mod handshake;
 pub mod histogram;
 mod icmp;
 mod key_log;
+mod pass_through;
 mod protected;
 pub mod reconfigure;
 pub mod send_budget;
@@ -97,6 +100,8 @@ pub struct Engine {
     mss_ceiling: (u16, u16),
     fragments: fragments::FragmentMemory,
     cookie_clock: cookie_clock::CookieClock,
+    backend_health: backend_health::BackendHealth,
+    bridged_syns: pass_through::BridgedSyns,
 }
 
 impl Engine {
@@ -128,6 +133,8 @@ impl Engine {
             mss_ceiling: (u16::MAX, u16::MAX),
             fragments: Default::default(),
             cookie_clock: Default::default(),
+            backend_health: Default::default(),
+            bridged_syns: pass_through::bridged_syns(),
             cfg,
         };
         // The gauge is right before the first SYN or tick (in always mode it
@@ -143,6 +150,14 @@ impl Engine {
     /// Until called, the two are taken to be equal.
     pub fn set_wall_clock(&mut self, now_ms: u64, wall_ms: u64) {
         self.cookie_clock.set(now_ms, wall_ms);
+    }
+
+    /// Backends that went down or came back since the last call, oldest
+    /// first, for the I/O layer to log (`backend_health.rs`).
+    pub fn drain_backend_transitions(
+        &mut self,
+    ) -> impl Iterator<Item = backend_health::BackendTransition> + '_ {
+        self.backend_health.drain_transitions()
     }
 
     /// The MTUs of the two ports, in bytes of IP packet. Every client segment

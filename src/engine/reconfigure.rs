@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use super::config::EngineConfig;
+use super::counters::add_signed;
 use super::protected::ProtectedServices;
 use super::{Engine, FlowKey};
 
@@ -68,6 +69,7 @@ impl Engine {
             cookie_hold_ms,
             backend_syn_timeout_ms,
             backend_syn_retries,
+            backend_down_after,
             signed_segments,
             max_flows,
             held_bytes_per_flow,
@@ -104,7 +106,7 @@ impl Engine {
         }
 
         // Read from `self.cfg` where used, so replacing cfg applies them.
-        let read_where_used: [(&'static str, bool); 17] = [
+        let read_where_used: [(&'static str, bool); 18] = [
             (
                 "handshake.signed_segments",
                 signed_segments != old.signed_segments,
@@ -128,6 +130,10 @@ impl Engine {
             (
                 "handshake.backend_syn_retries",
                 backend_syn_retries != old.backend_syn_retries,
+            ),
+            (
+                "handshake.backend_down_after",
+                backend_down_after != old.backend_down_after,
             ),
             (
                 "syn_queue.synack_retries",
@@ -250,6 +256,10 @@ impl Engine {
         }
         report.connections_forgotten = flows.len() + half_open.len();
         self.profiles.retain(|(ip, port)| kept.contains(ip, port));
+        let down = self
+            .backend_health
+            .retain(|(ip, port)| kept.contains(*ip, *port));
+        add_signed(&self.counters.backends_down, -(down as i64));
         self.protected = kept;
     }
 }

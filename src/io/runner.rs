@@ -147,6 +147,20 @@ impl<P: FramePort> Runner<P> {
         self.collect_emitted();
         self.sync_fast_path(now_ms);
         self.flush();
+        self.log_backend_transitions();
+    }
+
+    /// Say which service's backend went down or came back (the loop ticks
+    /// after every batch, so this is as prompt as the transition).
+    fn log_backend_transitions(&mut self) {
+        for t in self.engine.drain_backend_transitions() {
+            let service = std::net::SocketAddr::from(t.service);
+            if t.down {
+                tracing::warn!(%service, failures = t.failures, "backend down: its handshakes failed in a row; its new SYNs are bridged to the server until it answers one");
+            } else {
+                tracing::info!(%service, "backend up: the server answered a SYN; its new SYNs are proxied again");
+            }
+        }
     }
 
     /// Fold what the XDP program answered and dropped into the engine

@@ -194,6 +194,16 @@ pub fn families(c: &Counters) -> Vec<MetricFamily> {
             .sample(&[("result", "completed")], load(&c.backend_completed))
             .sample(&[("result", "refused")], load(&c.backend_refused))
             .sample(&[("result", "timeout")], load(&c.backend_timeout)),
+        gauge(
+            "synguard_backends_down",
+            "Protected services whose backend failed handshake.backend_down_after handshakes in a row: their SYNs are bridged to the server until it answers one.",
+        )
+        .sample(&[], c.backends_down.load(Ordering::Relaxed) as f64),
+        counter(
+            "synguard_backend_down_syns_total",
+            "SYNs bridged to the server because its service's backend was down.",
+        )
+        .sample(&[], load(&c.backend_down_syns)),
         counter(
             "synguard_backend_syn_retransmits_total",
             "Backend SYNs retransmitted.",

@@ -1832,6 +1832,7 @@ fn remaining_drop_reasons() {
     assert_eq!(e.counters().dropped(DropReason::UnexpectedSegment), 2);
 }
 
+mod backend_down;
 mod backend_syn_sent;
 mod client_fin;
 mod clock_steps;

@@ -49,8 +49,13 @@ pub struct SgServiceKey {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SgService {
     pub offer_mask: u8,
-    pub pad: [u8; 3],
+    /// `SG_SERVICE_*`.
+    pub flags: u8,
+    pub pad: [u8; 2],
 }
+
+/// `SG_SERVICE_SYNS_UP`.
+pub const SERVICE_SYNS_UP: u8 = 1 << 0;
 
 /// `struct sg_flow_key`.
 #[repr(C)]
@@ -226,7 +231,8 @@ impl SgServiceKey {
             },
             SgService {
                 offer_mask: s.offer_mask,
-                pad: [0; 3],
+                flags: if s.syns_up { SERVICE_SYNS_UP } else { 0 },
+                pad: [0; 2],
             },
         )
     }

@@ -1,0 +1,176 @@
+//! SYNs of a service whose backend is down (`backend_health.rs`), bridged
+//! to the server instead of answered, so the client sees what it would see
+//! without the gateway: the server's RST from a closed port, silence from a
+//! dead host, or, once the server listens again, its SYN-ACK. Owns the
+//! memory of those SYNs and the flow a SYN-ACK opens: a proxied flow whose
+//! translation is the identity (sequence delta and timestamp offset 0, no
+//! window rescaling, nothing corrected), so state tracking, timers and the
+//! XDP fast path treat it as any other. Never answers a SYN itself.
+
+use crate::wire::{tcp, TcpView};
+
+use super::backend_health::Service;
+use super::counters::{add_signed, bump};
+use super::expiring_map::ExpiringMap;
+use super::flow::{Flow, FlowKey, L2Template, WindowRescale};
+use super::{DropReason, Engine, TcpState, Verdict};
+
+/// How long a bridged SYN waits for the server's answer: Linux clients
+/// retransmit a SYN for 63 s (`tcp_syn_retries` 6: 1, 2, 4, 8, 16, 32 s).
+pub const BRIDGED_SYN_MS: u64 = 75_000;
+/// Bridged SYNs remembered at once, the oldest forgotten first: a flood
+/// while the backend is down costs at most this (about 100 bytes each).
+pub const BRIDGED_SYNS: usize = 16_384;
+
+/// What a bridged SYN said, for the flow its SYN-ACK opens.
+#[derive(Debug, Clone, Copy)]
+pub struct BridgedSyn {
+    isn: u32,
+    window: u16,
+    mss: Option<u16>,
+    wscale: Option<u8>,
+    tsval: Option<u32>,
+    sack_permitted: bool,
+    l2: L2Template,
+}
+
+pub type BridgedSyns = ExpiringMap<FlowKey, BridgedSyn>;
+
+pub fn bridged_syns() -> BridgedSyns {
+    ExpiringMap::new(BRIDGED_SYN_MS, BRIDGED_SYNS)
+}
+
+/// The flow of a handshake the client and the server made themselves:
+/// `syn` the client's SYN, `v` the server's SYN-ACK. Option use as RFC 7323
+/// and RFC 2018 settle it: each only if both SYNs carried it.
+fn pass_through_flow(now_ms: u64, syn: &BridgedSyn, v: &TcpView) -> Flow {
+    let o = &v.options;
+    let scaling = syn.wscale.is_some() && o.wscale.is_some();
+    let client_shift = if scaling { syn.wscale.unwrap_or(0) } else { 0 };
+    let server_shift = if scaling { o.wscale.unwrap_or(0) } else { 0 };
+    let timestamps = syn.tsval.is_some() && o.timestamps.is_some();
+    let server_tsval = o.timestamps.map_or(0, |(val, _)| val);
+    Flow {
+        state: TcpState::Established,
+        l2: syn.l2,
+        client_isn: syn.isn,
+        // The gateway's "ISN" toward the client is the server's own.
+        gateway_isn: v.tcp.seq,
+        seq_delta: 0,
+        gateway_tsval: server_tsval,
+        ts_offset: 0,
+        timestamps,
+        client_timestamps: timestamps,
+        client_sack: syn.sack_permitted && o.sack_permitted,
+        client_ecn: false,
+        sack_declined: false,
+        ecn_declined: false,
+        gateway_last_tsval: server_tsval,
+        server_last_tsval: server_tsval,
+        server_last_window: v.tcp.window,
+        client_mss: syn.mss.unwrap_or(536),
+        server_syn: None,
+        client_to_server_window: WindowRescale {
+            from_shift: client_shift,
+            to_shift: client_shift,
+        },
+        server_to_client_window: WindowRescale {
+            from_shift: server_shift,
+            to_shift: server_shift,
+        },
+        client_wscale: syn.wscale,
+        client_last_tsval: syn.tsval.unwrap_or(0),
+        client_last_window: syn.window,
+        server_isn: v.tcp.seq,
+        client_next: syn.isn.wrapping_add(1),
+        server_next: v.tcp.seq.wrapping_add(1),
+        // SYN windows are never scaled (RFC 7323 2.2).
+        client_window_max: u32::from(syn.window),
+        server_window_max: u32::from(v.tcp.window),
+        client_fin_end: None,
+        client_fin_pending: None,
+        server_fin_end: None,
+        backend_syn: Vec::new(),
+        backend_syn_sent: 0,
+        held: Vec::new(),
+        held_bytes: 0,
+        timer_at: 0,
+        last_seen: now_ms,
+        opened_ms: now_ms,
+        last_challenge_ms: None,
+    }
+}
+
+impl Engine {
+    /// A SYN for `service`, whose backend is down: remembered and passed to
+    /// the server unchanged.
+    pub(super) fn bridge_syn_while_down(
+        &mut self,
+        now_ms: u64,
+        frame: &[u8],
+        v: &TcpView,
+        key: FlowKey,
+    ) -> Verdict {
+        let o = &v.options;
+        let syn = BridgedSyn {
+            isn: v.tcp.seq,
+            window: v.tcp.window,
+            mss: o.mss,
+            wscale: o.wscale,
+            tsval: o.timestamps.map(|(val, _)| val),
+            sack_permitted: o.sack_permitted,
+            l2: L2Template::from_frame(frame, v.ip.l3_offset),
+        };
+        self.bridged_syns.insert(now_ms, key, syn);
+        bump(&self.counters.backend_down_syns);
+        self.bridge()
+    }
+
+    /// A server segment for no flow: the answer to a bridged SYN, or
+    /// nothing the gateway knows of (`no_flow`).
+    pub(super) fn server_segment_without_flow(
+        &mut self,
+        now_ms: u64,
+        v: &TcpView,
+        key: &FlowKey,
+    ) -> Verdict {
+        let Some(syn) = self.bridged_syns.get(now_ms, key).copied() else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        let flags = v.tcp.flags & (tcp::SYN | tcp::ACK | tcp::RST);
+        if flags == tcp::SYN | tcp::ACK && v.tcp.ack == syn.isn.wrapping_add(1) {
+            // The server completes handshakes again.
+            self.bridged_syns.remove(key);
+            if !self.flows.make_room() {
+                return Verdict::Drop(DropReason::FlowTableFull);
+            }
+            self.flows.insert(*key, pass_through_flow(now_ms, &syn, v));
+            self.arm_timer(key, now_ms + self.cfg.established_idle_timeout_ms);
+            self.note_backend_success((key.server, key.server_port));
+            return self.bridge();
+        }
+        if v.tcp.has(tcp::RST) {
+            // Refused, as the client learns from this very RST.
+            self.bridged_syns.remove(key);
+            return self.bridge();
+        }
+        Verdict::Drop(DropReason::NoFlow)
+    }
+
+    /// A backend handshake of `service` failed (refused or timed out).
+    pub(super) fn note_backend_failure(&mut self, service: Service) {
+        if self
+            .backend_health
+            .record_failure(service, self.cfg.backend_down_after)
+        {
+            add_signed(&self.counters.backends_down, 1);
+        }
+    }
+
+    /// A backend handshake of `service` succeeded.
+    pub(super) fn note_backend_success(&mut self, service: Service) {
+        if self.backend_health.record_success(service) {
+            add_signed(&self.counters.backends_down, -1);
+        }
+    }
+}
