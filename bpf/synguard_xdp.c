@@ -1141,8 +1141,9 @@ int sg_fast_path(struct xdp_md *ctx)
 	if (p.opts.auth_option)
 		return pass();
 	__u8 f = p.flags;
+	int retired = svc->flags & SG_SERVICE_RETIRED;
 	/* src/engine/mod.rs client_segment: a SYN with ACK, RST or FIN. */
-	if ((f & TCP_SYN) && (f & (TCP_ACK | TCP_RST | TCP_FIN))) {
+	if (!retired && (f & TCP_SYN) && (f & (TCP_ACK | TCP_RST | TCP_FIN))) {
 		count(SG_C_DROP_INVALID_FLAGS);
 		return XDP_DROP;
 	}
@@ -1167,6 +1168,14 @@ int sg_fast_path(struct xdp_md *ctx)
 	if (!(f & TCP_SYN) || engine_may_track(&p.key)) {
 		if (bpf_map_lookup_elem(&sg_tracked, &p.key))
 			return pass();
+	}
+
+	if (retired) {
+		/* src/engine/mod.rs retired_client_segment: an ACK with a cookie
+		 * minted before the reload completes its handshake. */
+		if ((f & (TCP_SYN | TCP_RST | TCP_ACK)) == TCP_ACK && cookie_valid(&p, prm, now_ms))
+			return pass();
+		return bridge(SG_PORT_SERVER);
 	}
 
 	if (f & TCP_SYN) {

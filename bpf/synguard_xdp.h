@@ -53,6 +53,10 @@ struct sg_service {
 /* The service's backend is down: its SYNs go up, the engine bridges them
  * to the server (src/engine/pass_through.rs). */
 #define SG_SERVICE_SYNS_UP (1u << 0)
+/* No longer protected since a reload (src/engine/protected.rs): only the
+ * tuples the engine tracks and ACKs with a valid cookie are its; the rest
+ * is bridged. */
+#define SG_SERVICE_RETIRED (1u << 1)
 
 /* sg_tracked (HASH, no LRU): 4-tuples the engine must see (flows, half-open
  * entries), published by the engine; the program inserts a tuple itself when

@@ -236,9 +236,9 @@ fn describe(file: &str, s: &ReloadSummary) -> String {
     }
     if !s.engine.services_removed.is_empty() {
         parts.push(format!(
-            "services removed: {} ({} tracked connections forgotten)",
+            "services removed: {} ({} tracked connections finish as they started)",
             addrs(&s.engine.services_removed),
-            s.engine.connections_forgotten
+            s.engine.connections_kept
         ));
     }
     if !s.needs_restart().is_empty() {
@@ -377,7 +377,7 @@ mod tests {
         assert_eq!(
             describe("f.toml", &s),
             "configuration reloaded from f.toml; applied: limits.max_flows, protect.services, \
-             log.level, state.flow_file; services removed: [2001:db8::2]:8080 (0 tracked connections forgotten); \
+             log.level, state.flow_file; services removed: [2001:db8::2]:8080 (0 tracked connections finish as they started); \
              needs a restart (running value kept): metrics.listen"
         );
 

@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -903,5 +904,110 @@ fn backlog_full_syncookies_always() {
     );
     assert_eq!(m1.val("synguard_syn_recv"), 0.0);
     assert_server_syns(&lab, 1);
+    finish(&lab);
+}
+
+// ---------------------------------------------------------------------------------
+// protect.services changed on a live gateway.
+
+/// A gateway started from a config file that a test rewrites and reloads
+/// (SIGHUP): the lab's usual flags, but the services from the file.
+fn lab_with_reloadable_services(name: &str, services: &str) -> (Lab, std::path::PathBuf) {
+    let lab = Lab::new(name);
+    lab.start_server();
+    let path = lab.dir.join("reloaded.toml");
+    fs::write(&path, format!("[protect]\nservices = [{services}]\n")).unwrap();
+    let control = lab.control_socket().display().to_string();
+    let config = path.display().to_string();
+    let mut args = vec![
+        "run",
+        "--control-socket",
+        &control,
+        "--client-iface",
+        GW_CLIENT_IF,
+        "--server-iface",
+        GW_SERVER_IF,
+        "--metrics-listen",
+        METRICS_ADDR,
+        "--config",
+        &config,
+    ];
+    let xdp = lab_xdp_from_env();
+    if let Some(mode) = &xdp {
+        args.extend_from_slice(&["--xdp", mode]);
+    }
+    lab.start_gateway_with(SYNGUARD_BIN, &args);
+    (lab, path)
+}
+
+/// Rewrite the services and reload; waits for the gateway's report line.
+fn reload_services(lab: &Lab, path: &std::path::Path, services: &str) -> String {
+    let before = fs::read_to_string(&lab.gateway_log)
+        .unwrap_or_default()
+        .len();
+    fs::write(path, format!("[protect]\nservices = [{services}]\n")).unwrap();
+    let pid = lab.gateway_pid().expect("gateway pid");
+    // SAFETY: kill(2) on the gateway this lab started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = fs::read_to_string(&lab.gateway_log).unwrap_or_default();
+        if let Some(line) = log[before..]
+            .lines()
+            .find(|l| l.contains("configuration reloaded"))
+        {
+            return line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reload line in 5 s:\n{}",
+            &log[before..]
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A download proxied through a service that a reload then removes keeps
+/// going, intact, to its end (the gateway keeps translating it; before, it
+/// was forgotten and bridged untranslated, and the two ends exchanged
+/// out-of-window ACKs until a timeout); new connections to the removed
+/// service pass the gateway untouched.
+#[test]
+fn a_removed_service_finishes_its_connections() {
+    let (lab, path) = lab_with_reloadable_services(
+        "removed_service_finishes",
+        "\"198.18.0.2:8080\", \"[2001:db8::2]:8080\"",
+    );
+    let server = srv_v4(PROTECTED_PORT);
+    let download = lab.spawn_client(move || {
+        download_paced(
+            server,
+            4 << 20,
+            ClientTimeouts::BULK,
+            Duration::from_millis(40),
+        )
+    });
+    thread::sleep(Duration::from_millis(1000));
+    let line = reload_services(&lab, &path, "\"[2001:db8::2]:8080\"");
+    eprintln!("{line}");
+    assert!(
+        line.contains(
+            "services removed: 198.18.0.2:8080 (1 tracked connections finish as they started)"
+        ),
+        "{line}"
+    );
+    let took = download.join().expect("download thread");
+    eprintln!("download across the reload: {took:?}");
+    took.expect("the download of the removed service completes intact");
+
+    let m0 = lab.metrics();
+    lab.client(|| connect_once(server))
+        .expect("a new connection, unproxied");
+    // What the XDP program bridged is folded into the metrics every 100 ms.
+    thread::sleep(Duration::from_millis(300));
+    let m1 = lab.metrics();
+    let d = |k: &str| m1.val(k) - m0.val(k);
+    assert_eq!(d("synguard_syn_received_total"), 0.0, "not proxied");
+    assert!(d("synguard_bridged_frames_total") >= 6.0);
     finish(&lab);
 }

@@ -67,6 +67,9 @@ pub struct FastPathService {
     /// Its backend is down: its SYNs go to the engine, which bridges them
     /// (`pass_through.rs`).
     pub syns_up: bool,
+    /// No longer protected since a reload (`protected.rs`): only its
+    /// connections are the engine's, everything else is bridged.
+    pub retired: bool,
 }
 
 /// Everything the program reads from its parameter map, as of `now_ms`.
@@ -166,8 +169,21 @@ impl Engine {
                 // (service_profile.rs), as the engine offers it too.
                 offer_mask: offer_mask(self.profiles.offer((addr, s.port()), now_ms)),
                 syns_up: self.backend_health.is_down((addr, s.port())),
+                retired: false,
             }
         }));
+        services.extend(
+            self.protected
+                .retired()
+                .iter()
+                .map(|&(addr, port)| FastPathService {
+                    addr,
+                    port,
+                    offer_mask: 0,
+                    syns_up: false,
+                    retired: true,
+                }),
+        );
         *out = FastPathParams {
             now_ms,
             wall_offset_ms: self.cookie_clock.offset_ms(),

@@ -333,6 +333,11 @@ impl Engine {
                     bump(&self.counters.cookies_validated);
                     c
                 }
+                Err(_) if self.protected.is_retired(key.server, key.server_port) => {
+                    // Not a handshake of the service before it was retired:
+                    // some connection made since, not the gateway's.
+                    return self.bridge();
+                }
                 Err(_) => {
                     bump(&self.counters.cookies_failed);
                     return self.answer_invalid_ack(now_ms, frame, v);

@@ -19,7 +19,9 @@ impl Engine {
             return;
         };
         let key = quoted_flow_key(port, &q);
-        if !self.protected.contains(key.server, key.server_port) {
+        if !self.protected.contains(key.server, key.server_port)
+            && !self.protected.is_retired(key.server, key.server_port)
+        {
             return;
         }
         let Some(delta) = self

@@ -271,7 +271,31 @@ impl Engine {
             Port::Server if self.protected.contains(view.ip.src, view.tcp.src_port) => {
                 self.server_segment(now_ms, frame, &view)
             }
+            Port::Client if self.protected.is_retired(view.ip.dst, view.tcp.dst_port) => {
+                self.retired_client_segment(now_ms, frame, &view)
+            }
+            Port::Server
+                if self.protected.is_retired(view.ip.src, view.tcp.src_port)
+                    && self.flows.contains(&FlowKey::from_server_segment(&view)) =>
+            {
+                self.server_segment(now_ms, frame, &view)
+            }
             _ => self.bridge(),
+        }
+    }
+
+    /// A segment to a service a reload retired: its connections (flows,
+    /// handshakes, and ACKs that may carry a cookie minted before the
+    /// reload) are handled as before, anything else is bridged
+    /// (`on_handshake_ack` bridges a failed cookie of a retired service).
+    fn retired_client_segment(&mut self, now_ms: u64, frame: &mut Vec<u8>, v: &TcpView) -> Verdict {
+        let key = FlowKey::from_client_segment(v);
+        let flags = v.tcp.flags;
+        let maybe_cookie = flags & (tcp::SYN | tcp::RST) == 0 && flags & tcp::ACK != 0;
+        if self.flows.contains(&key) || self.half_open.contains(&key) || maybe_cookie {
+            self.client_segment(now_ms, frame, v)
+        } else {
+            self.bridge()
         }
     }
 

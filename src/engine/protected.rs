@@ -1,22 +1,48 @@
-//! The set of protected services (address, port). A handful of entries, so
-//! a linear scan beats hashing on the per-frame path.
+//! The set of protected services (address, port), and the retired ones: no
+//! longer protected since a reload, whose connections the gateway still
+//! carries until they end. A handful of entries, so a linear scan beats
+//! hashing on the per-frame path.
 
 use std::net::{IpAddr, SocketAddr};
 
+/// A service: canonical address and port.
+pub type ServiceAddr = (IpAddr, u16);
+
 #[derive(Debug, Clone)]
 pub struct ProtectedServices {
-    services: Vec<(IpAddr, u16)>,
+    services: Vec<ServiceAddr>,
+    retired: Vec<ServiceAddr>,
 }
 
 impl ProtectedServices {
     pub fn new(list: &[SocketAddr]) -> ProtectedServices {
         ProtectedServices {
             services: list.iter().map(|s| (canonical(s.ip()), s.port())).collect(),
+            retired: Vec::new(),
         }
     }
 
     pub fn contains(&self, ip: IpAddr, port: u16) -> bool {
         self.services.iter().any(|&(a, p)| p == port && a == ip)
+    }
+
+    /// Removed by a reload while the gateway carried connections of it:
+    /// those finish as they started, everything else of it is bridged.
+    pub fn is_retired(&self, ip: IpAddr, port: u16) -> bool {
+        self.retired.iter().any(|&(a, p)| p == port && a == ip)
+    }
+
+    pub fn retired(&self) -> &[ServiceAddr] {
+        &self.retired
+    }
+
+    /// Set the retired services (those also protected are not).
+    pub fn set_retired(&mut self, retired: Vec<ServiceAddr>) {
+        self.retired = retired;
+        let services = &self.services;
+        self.retired.retain(|s| !services.contains(s));
+        self.retired.sort_unstable();
+        self.retired.dedup();
     }
 
     pub fn has_address(&self, ip: IpAddr) -> bool {

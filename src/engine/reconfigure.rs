@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use super::config::EngineConfig;
 use super::counters::add_signed;
-use super::protected::ProtectedServices;
+use super::protected::{canonical, ProtectedServices, ServiceAddr};
 use super::{Engine, FlowKey};
 
 /// What [`Engine::reconfigure`] did, by config file key.
@@ -25,10 +25,10 @@ pub struct ReconfigureReport {
     pub services_removed: Vec<SocketAddr>,
     /// Services newly protected.
     pub services_added: Vec<SocketAddr>,
-    /// Flows and half-open entries of removed services, forgotten (their
-    /// segments are bridged untranslated from now on, so they could not
-    /// continue anyway).
-    pub connections_forgotten: usize,
+    /// Flows and half-open entries of removed services, carried on until
+    /// they end (translated as before; everything else of those services
+    /// is bridged).
+    pub connections_kept: usize,
 }
 
 impl ReconfigureReport {
@@ -218,6 +218,9 @@ impl Engine {
         if protected != old.protected {
             self.replace_protected(&old.protected, &protected, &mut report);
             report.applied.push("protect.services");
+        } else if !self.protected.retired().is_empty() {
+            // Retired services whose connections all ended leave now.
+            self.replace_protected(&old.protected, &protected, &mut report);
         }
 
         self.cfg = next;
@@ -230,31 +233,40 @@ impl Engine {
         new: &[SocketAddr],
         report: &mut ReconfigureReport,
     ) {
-        let kept = ProtectedServices::new(new);
+        let mut kept = ProtectedServices::new(new);
         report.services_removed = old.iter().filter(|s| !new.contains(s)).copied().collect();
         report.services_added = new.iter().filter(|s| !old.contains(s)).copied().collect();
+        // Connections of services no longer protected finish as they
+        // started: a proxied flow bridged untranslated would leave both ends
+        // exchanging out-of-window ACKs until a timeout, and a handshake in
+        // flight would end in a RST. Retired: the services removed now (a
+        // cookie minted just before may still come back), and those retired
+        // before that still have connections.
         let orphaned = |k: &FlowKey| !kept.contains(k.server, k.server_port);
-        let flows: Vec<FlowKey> = self
+        let busy: HashSet<ServiceAddr> = self
             .flows
             .shared()
             .iter()
             .map(|e| *e.key())
+            .chain(self.half_open.shared().iter().map(|e| *e.key()))
             .filter(orphaned)
+            .map(|k| (k.server, k.server_port))
             .collect();
-        let half_open: HashSet<FlowKey> = self
-            .half_open
+        let mut retired: Vec<ServiceAddr> = report
+            .services_removed
+            .iter()
+            .map(|s| (canonical(s.ip()), s.port()))
+            .collect();
+        retired.extend(self.protected.retired().iter().filter(|s| busy.contains(s)));
+        kept.set_retired(retired);
+        report.connections_kept = self
+            .flows
             .shared()
             .iter()
             .map(|e| *e.key())
-            .filter(orphaned)
-            .collect();
-        for key in &flows {
-            self.remove_flow(key);
-        }
-        for key in &half_open {
-            self.remove_half_open(key);
-        }
-        report.connections_forgotten = flows.len() + half_open.len();
+            .chain(self.half_open.shared().iter().map(|e| *e.key()))
+            .filter(|k| kept.is_retired(k.server, k.server_port))
+            .count();
         self.profiles.retain(|(ip, port)| kept.contains(ip, port));
         let down = self
             .backend_health
@@ -393,7 +405,7 @@ mod tests {
     }
 
     #[test]
-    fn removing_a_service_forgets_its_connections_and_bridges_it() {
+    fn removing_a_service_keeps_its_connections_and_bridges_the_rest() {
         let mut e = Engine::new(config(), CookieSecret::from_bytes([3; 16]));
         assert_eq!(send_syn(&mut e, 1000, SERVICE), Verdict::Reply);
         assert_eq!(send_syn(&mut e, 1001, OTHER_SERVICE), Verdict::Reply);
@@ -414,11 +426,11 @@ mod tests {
             report.services_added,
             vec!["198.18.0.4:22".parse().unwrap()]
         );
-        assert_eq!(report.connections_forgotten, 1);
-        assert_eq!(e.half_open_count(), 1, "the kept service's entry stays");
-        assert_eq!(counters.half_open.load(Ordering::Relaxed), 1);
+        assert_eq!(report.connections_kept, 1);
+        assert_eq!(e.half_open_count(), 2, "both handshakes may complete");
+        assert_eq!(counters.half_open.load(Ordering::Relaxed), 2);
         assert_eq!(counters.synack_queued.load(Ordering::Relaxed), queued);
-        // The removed service is bridged, the added one answered.
+        // The removed service's new SYNs are bridged, the added one answered.
         assert_eq!(send_syn(&mut e, 1002, OTHER_SERVICE), Verdict::Forward);
         assert_eq!(send_syn(&mut e, 1003, "198.18.0.4:22"), Verdict::Reply);
     }

@@ -1843,5 +1843,6 @@ mod handover;
 mod icmp_errors;
 mod idle_expiry;
 mod option_mismatch;
+mod retired_service;
 mod signed_segments;
 mod syn_on_open_flow;

@@ -56,6 +56,8 @@ pub struct SgService {
 
 /// `SG_SERVICE_SYNS_UP`.
 pub const SERVICE_SYNS_UP: u8 = 1 << 0;
+/// `SG_SERVICE_RETIRED`.
+pub const SERVICE_RETIRED: u8 = 1 << 1;
 
 /// `struct sg_flow_key`.
 #[repr(C)]
@@ -231,7 +233,8 @@ impl SgServiceKey {
             },
             SgService {
                 offer_mask: s.offer_mask,
-                flags: if s.syns_up { SERVICE_SYNS_UP } else { 0 },
+                flags: if s.syns_up { SERVICE_SYNS_UP } else { 0 }
+                    | if s.retired { SERVICE_RETIRED } else { 0 },
                 pad: [0; 2],
             },
         )
