@@ -1170,9 +1170,10 @@ int sg_fast_path(struct xdp_md *ctx)
 			return pass();
 	}
 
-	if (retired) {
-		/* src/engine/mod.rs retired_client_segment: an ACK with a cookie
-		 * minted before the reload completes its handshake. */
+	if (retired || ((svc->flags & SG_SERVICE_ADOPTING) && !(f & TCP_SYN))) {
+		/* src/engine/mod.rs retired_client_segment and `unclaimed`: an
+		 * ACK with a valid cookie is a handshake of the engine's; the rest
+		 * belongs to connections it does not carry. */
 		if ((f & (TCP_SYN | TCP_RST | TCP_ACK)) == TCP_ACK && cookie_valid(&p, prm, now_ms))
 			return pass();
 		return bridge(SG_PORT_SERVER);

@@ -57,6 +57,10 @@ struct sg_service {
  * tuples the engine tracks and ACKs with a valid cookie are its; the rest
  * is bridged. */
 #define SG_SERVICE_RETIRED (1u << 1)
+/* Added by a reload, taking over connections made before (src/engine/
+ * pass_through.rs): its segments that are no connection of the engine's
+ * are bridged, SYNs answered as usual. */
+#define SG_SERVICE_ADOPTING (1u << 2)
 
 /* sg_tracked (HASH, no LRU): 4-tuples the engine must see (flows, half-open
  * entries), published by the engine; the program inserts a tuple itself when

@@ -177,7 +177,7 @@ impl Reloader {
                 None => summary.needs_restart.push("log.level"),
             }
         }
-        summary.engine = engine.reconfigure(new_engine);
+        summary.engine = engine.reconfigure(crate::io::clock::engine_clock_ms(), new_engine);
         if flow_file_changed {
             summary.applied.push("state.flow_file");
             self.running.flow_file = flow_file;

@@ -990,15 +990,15 @@ fn a_removed_service_finishes_its_connections() {
     thread::sleep(Duration::from_millis(1000));
     let line = reload_services(&lab, &path, "\"[2001:db8::2]:8080\"");
     eprintln!("{line}");
+    let took = download.join().expect("download thread");
+    eprintln!("download across the reload: {took:?}");
+    took.expect("the download of the removed service completes intact");
     assert!(
         line.contains(
             "services removed: 198.18.0.2:8080 (1 tracked connections finish as they started)"
         ),
         "{line}"
     );
-    let took = download.join().expect("download thread");
-    eprintln!("download across the reload: {took:?}");
-    took.expect("the download of the removed service completes intact");
 
     let m0 = lab.metrics();
     lab.client(|| connect_once(server))
@@ -1009,5 +1009,42 @@ fn a_removed_service_finishes_its_connections() {
     let d = |k: &str| m1.val(k) - m0.val(k);
     assert_eq!(d("synguard_syn_received_total"), 0.0, "not proxied");
     assert!(d("synguard_bridged_frames_total") >= 6.0);
+    finish(&lab);
+}
+
+/// A download running to a service that a reload then protects keeps going,
+/// intact, to its end: the gateway takes the connection over at the
+/// server's next segment, unproxied (before, the client's next ACK met the
+/// cookie check and was answered with a RST); new connections to the
+/// service are proxied.
+#[test]
+fn an_added_service_takes_over_older_connections() {
+    let (lab, path) =
+        lab_with_reloadable_services("added_service_takes_over", "\"[2001:db8::2]:8080\"");
+    let server = srv_v4(PROTECTED_PORT);
+    let download = lab.spawn_client(move || {
+        download_paced(
+            server,
+            4 << 20,
+            ClientTimeouts::BULK,
+            Duration::from_millis(40),
+        )
+    });
+    thread::sleep(Duration::from_millis(1000));
+    let line = reload_services(&lab, &path, "\"198.18.0.2:8080\", \"[2001:db8::2]:8080\"");
+    eprintln!("{line}");
+    assert!(line.contains("services added: 198.18.0.2:8080"), "{line}");
+    let took = download.join().expect("download thread");
+    eprintln!("download across the reload: {took:?}");
+    took.expect("the older download completes intact");
+    let m0 = lab.metrics();
+    assert_eq!(m0.val("synguard_flows_adopted_total"), 1.0);
+    lab.client(|| connect_once(server))
+        .expect("a new connection, proxied");
+    let m1 = lab.metrics();
+    assert_eq!(
+        m1.val("synguard_syn_received_total") - m0.val("synguard_syn_received_total"),
+        1.0
+    );
     finish(&lab);
 }

@@ -730,7 +730,7 @@ fn a_service_removed_by_reload_is_no_longer_answered_in_xdp() {
     assert_eq!(run(&x, &v6_syn).0, XDP_TX, "protected: answered in XDP");
     let mut cfg = e.config().clone();
     cfg.protected.retain(|s| s.is_ipv4());
-    e.reconfigure(cfg);
+    e.reconfigure(NOW, cfg);
     x.publish_params(&e, NOW).unwrap();
     assert_eq!(
         run(&x, &v6_syn).0,

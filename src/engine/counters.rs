@@ -79,6 +79,9 @@ pub struct Counters {
     pub backends_down: AtomicI64,
     /// SYNs bridged to the server because its backend was down.
     pub backend_down_syns: AtomicU64,
+    /// Connections made while their service was not protected, taken over
+    /// after a reload added it (`pass_through.rs`).
+    pub flows_adopted: AtomicU64,
     /// RSTs the gateway originated.
     pub rst_sent: AtomicU64,
     /// RFC 5961 challenge ACKs sent for SYNs on open flows

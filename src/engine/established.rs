@@ -334,7 +334,7 @@ impl Engine {
             .flows
             .with(key, |f| translate_server(f, frame, v, now_ms))
         else {
-            return self.server_segment_without_flow(now_ms, v, key);
+            return self.server_segment_without_flow(now_ms, frame, v, key);
         };
         match step {
             Step::Pending => self.on_backend_reply(now_ms, frame, v, key),

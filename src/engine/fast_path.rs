@@ -70,6 +70,11 @@ pub struct FastPathService {
     /// No longer protected since a reload (`protected.rs`): only its
     /// connections are the engine's, everything else is bridged.
     pub retired: bool,
+    /// Added by a reload and taking over older connections: its segments
+    /// that are no connection of the engine's (no tracked tuple, no valid
+    /// cookie) are bridged; the engine takes the connection over at the
+    /// server's next segment.
+    pub adopting: bool,
 }
 
 /// Everything the program reads from its parameter map, as of `now_ms`.
@@ -170,6 +175,7 @@ impl Engine {
                 offer_mask: offer_mask(self.profiles.offer((addr, s.port()), now_ms)),
                 syns_up: self.backend_health.is_down((addr, s.port())),
                 retired: false,
+                adopting: self.protected.is_adopting(addr, s.port(), now_ms),
             }
         }));
         services.extend(
@@ -182,6 +188,7 @@ impl Engine {
                     offer_mask: 0,
                     syns_up: false,
                     retired: true,
+                    adopting: false,
                 }),
         );
         *out = FastPathParams {

@@ -333,9 +333,9 @@ impl Engine {
                     bump(&self.counters.cookies_validated);
                     c
                 }
-                Err(_) if self.protected.is_retired(key.server, key.server_port) => {
-                    // Not a handshake of the service before it was retired:
-                    // some connection made since, not the gateway's.
+                Err(_) if self.unclaimed(now_ms, &key) => {
+                    // A connection the gateway does not carry: made while the
+                    // service was not protected (pass_through.rs).
                     return self.bridge();
                 }
                 Err(_) => {

@@ -323,6 +323,9 @@ impl Engine {
         if let Some(verdict) = self.client_flow_segment(now_ms, frame, v, &key) {
             return verdict;
         }
+        if flags & (tcp::RST | tcp::ACK) != tcp::ACK && self.unclaimed(now_ms, &key) {
+            return self.bridge();
+        }
         if flags & tcp::RST != 0 {
             return self.on_client_rst_without_flow(v, &key);
         }
@@ -330,6 +333,18 @@ impl Engine {
             return Verdict::Drop(DropReason::InvalidFlags);
         }
         self.on_handshake_ack(now_ms, frame, v, key)
+    }
+
+    /// Whether a segment of `key` that is no connection of the gateway's
+    /// (no flow, no handshake, no cookie) may belong to one it does not
+    /// carry and must pass untouched: its service was retired by a reload,
+    /// or added by one and still takes over older connections
+    /// (`protected.rs`, `pass_through.rs`).
+    fn unclaimed(&self, now_ms: u64, key: &FlowKey) -> bool {
+        self.protected.is_retired(key.server, key.server_port)
+            || self
+                .protected
+                .is_adopting(key.server, key.server_port, now_ms)
     }
 
     /// A segment from a protected service toward a client.

@@ -1,11 +1,17 @@
-//! SYNs of a service whose backend is down (`backend_health.rs`), bridged
-//! to the server instead of answered, so the client sees what it would see
-//! without the gateway: the server's RST from a closed port, silence from a
-//! dead host, or, once the server listens again, its SYN-ACK. Owns the
-//! memory of those SYNs and the flow a SYN-ACK opens: a proxied flow whose
+//! Connections the gateway carries without having proxied them: flows whose
 //! translation is the identity (sequence delta and timestamp offset 0, no
 //! window rescaling, nothing corrected), so state tracking, timers and the
-//! XDP fast path treat it as any other. Never answers a SYN itself.
+//! XDP fast path treat them as any other. Two kinds:
+//! - SYNs of a service whose backend is down (`backend_health.rs`), bridged
+//!   to the server instead of answered, so the client sees what it would
+//!   without the gateway (the server's RST from a closed port, silence from
+//!   a dead host); the server's SYN-ACK, once it listens again, opens the
+//!   flow. Owns the memory of those SYNs.
+//! - connections made while their service was not protected, taken over
+//!   after a reload adds it: the first server segment of one (never a RST,
+//!   which is how a server answers a forged segment) opens the flow; the
+//!   client's segments before it are bridged.
+//! Never answers a segment itself.
 
 use crate::wire::{tcp, TcpView};
 
@@ -101,6 +107,67 @@ fn pass_through_flow(now_ms: u64, syn: &BridgedSyn, v: &TcpView) -> Flow {
     }
 }
 
+/// The flow of a connection the gateway first sees mid-stream, from a
+/// server segment `v` (in `frame`): where each side's stream stands is what
+/// this segment says (its SEQ, and its ACK for the client's); the window
+/// scales are unknown, so windows are tracked as if both used the largest
+/// (RFC 7323 2.3: 14), which only widens the plausibility checks, and
+/// timestamps are on if the segment has them. The segment itself is then
+/// translated as any, so `server_next` is where it starts.
+fn adopted_flow(now_ms: u64, frame: &[u8], v: &TcpView) -> Flow {
+    const UNKNOWN_SCALE: u8 = 14;
+    let server_isn = v.tcp.seq.wrapping_sub(1);
+    let client_isn = v.tcp.ack.wrapping_sub(1);
+    let (tsval, tsecr) = v.options.timestamps.unwrap_or((0, 0));
+    let timestamps = v.options.timestamps.is_some();
+    let scaled = WindowRescale {
+        from_shift: UNKNOWN_SCALE,
+        to_shift: UNKNOWN_SCALE,
+    };
+    Flow {
+        state: TcpState::Established,
+        // The server's frame: swapped into the client -> server direction.
+        l2: L2Template::from_frame(frame, v.ip.l3_offset).to_client(),
+        client_isn,
+        gateway_isn: server_isn,
+        seq_delta: 0,
+        gateway_tsval: tsval,
+        ts_offset: 0,
+        timestamps,
+        client_timestamps: timestamps,
+        client_sack: true,
+        client_ecn: false,
+        sack_declined: false,
+        ecn_declined: false,
+        gateway_last_tsval: tsval,
+        server_last_tsval: tsval,
+        server_last_window: v.tcp.window,
+        client_mss: 536,
+        server_syn: None,
+        client_to_server_window: scaled,
+        server_to_client_window: scaled,
+        client_wscale: Some(UNKNOWN_SCALE),
+        client_last_tsval: tsecr,
+        client_last_window: u16::MAX,
+        server_isn,
+        client_next: v.tcp.ack,
+        server_next: v.tcp.seq,
+        client_window_max: u32::from(u16::MAX) << UNKNOWN_SCALE,
+        server_window_max: u32::from(v.tcp.window) << UNKNOWN_SCALE,
+        client_fin_end: None,
+        client_fin_pending: None,
+        server_fin_end: None,
+        backend_syn: Vec::new(),
+        backend_syn_sent: 0,
+        held: Vec::new(),
+        held_bytes: 0,
+        timer_at: 0,
+        last_seen: now_ms,
+        opened_ms: now_ms,
+        last_challenge_ms: None,
+    }
+}
+
 impl Engine {
     /// A SYN for `service`, whose backend is down: remembered and passed to
     /// the server unchanged.
@@ -126,16 +193,18 @@ impl Engine {
         self.bridge()
     }
 
-    /// A server segment for no flow: the answer to a bridged SYN, or
-    /// nothing the gateway knows of (`no_flow`).
+    /// A server segment for no flow: the answer to a bridged SYN, a
+    /// connection older than its service's protection, or nothing the
+    /// gateway knows of (`no_flow`).
     pub(super) fn server_segment_without_flow(
         &mut self,
         now_ms: u64,
+        frame: &mut Vec<u8>,
         v: &TcpView,
         key: &FlowKey,
     ) -> Verdict {
         let Some(syn) = self.bridged_syns.get(now_ms, key).copied() else {
-            return Verdict::Drop(DropReason::NoFlow);
+            return self.adopt_server_segment(now_ms, frame, v, key);
         };
         let flags = v.tcp.flags & (tcp::SYN | tcp::ACK | tcp::RST);
         if flags == tcp::SYN | tcp::ACK && v.tcp.ack == syn.isn.wrapping_add(1) {
@@ -155,6 +224,39 @@ impl Engine {
             return self.bridge();
         }
         Verdict::Drop(DropReason::NoFlow)
+    }
+
+    /// A server segment of a connection made before its service was
+    /// protected: taken over, then translated (the identity) as any flow's.
+    fn adopt_server_segment(
+        &mut self,
+        now_ms: u64,
+        frame: &mut Vec<u8>,
+        v: &TcpView,
+        key: &FlowKey,
+    ) -> Verdict {
+        if !self
+            .protected
+            .is_adopting(key.server, key.server_port, now_ms)
+            || v.tcp.has(tcp::SYN)
+        {
+            return Verdict::Drop(DropReason::NoFlow);
+        }
+        if v.tcp.has(tcp::RST) {
+            // Ends a connection the gateway does not carry (or answers a
+            // segment it bridged): passed on as a bridge would.
+            return self.bridge();
+        }
+        if !v.tcp.has(tcp::ACK) {
+            return Verdict::Drop(DropReason::NoFlow);
+        }
+        if !self.flows.make_room() {
+            return Verdict::Drop(DropReason::FlowTableFull);
+        }
+        self.flows.insert(*key, adopted_flow(now_ms, frame, v));
+        self.arm_timer(key, now_ms + self.cfg.established_idle_timeout_ms);
+        bump(&self.counters.flows_adopted);
+        self.server_flow_segment(now_ms, frame, v, key)
     }
 
     /// A backend handshake of `service` failed (refused or timed out).

@@ -12,6 +12,9 @@ pub type ServiceAddr = (IpAddr, u16);
 pub struct ProtectedServices {
     services: Vec<ServiceAddr>,
     retired: Vec<ServiceAddr>,
+    /// Protected services added by a reload, until when (engine clock) they
+    /// take over connections made before they were protected.
+    adopting: Vec<(ServiceAddr, u64)>,
 }
 
 impl ProtectedServices {
@@ -19,6 +22,7 @@ impl ProtectedServices {
         ProtectedServices {
             services: list.iter().map(|s| (canonical(s.ip()), s.port())).collect(),
             retired: Vec::new(),
+            adopting: Vec::new(),
         }
     }
 
@@ -34,6 +38,28 @@ impl ProtectedServices {
 
     pub fn retired(&self) -> &[ServiceAddr] {
         &self.retired
+    }
+
+    /// Added by a reload less than an idle timeout before `now_ms`:
+    /// segments of connections the gateway does not carry may belong to
+    /// connections made before, which it bridges and takes over.
+    pub fn is_adopting(&self, ip: IpAddr, port: u16, now_ms: u64) -> bool {
+        self.adopting
+            .iter()
+            .any(|&((a, p), until)| p == port && a == ip && now_ms < until)
+    }
+
+    pub fn adopting(&self) -> &[(ServiceAddr, u64)] {
+        &self.adopting
+    }
+
+    /// Set the adopting services (only protected ones whose time has not
+    /// passed are kept).
+    pub fn set_adopting(&mut self, now_ms: u64, adopting: Vec<(ServiceAddr, u64)>) {
+        let services = &self.services;
+        self.adopting = adopting;
+        self.adopting
+            .retain(|(s, until)| services.contains(s) && now_ms < *until);
     }
 
     /// Set the retired services (those also protected are not).

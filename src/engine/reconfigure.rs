@@ -43,12 +43,14 @@ impl Engine {
         &self.cfg
     }
 
-    /// Apply `new` to the running engine. Counters, flows and half-open
-    /// entries survive, except the connections of services removed from
-    /// `protected`. Limits lowered below the current occupancy evict
-    /// nothing: new entries are refused until occupancy falls below them.
-    /// Changed timeouts apply to timers armed from now on.
-    pub fn reconfigure(&mut self, new: EngineConfig) -> ReconfigureReport {
+    /// Apply `new` to the running engine at engine time `now_ms`. Counters,
+    /// flows and half-open entries survive, also those of services removed
+    /// from `protected` (retired: they finish as they started), and
+    /// services added take over the connections that predate them
+    /// (adopting, `protected.rs`). Limits lowered below the current
+    /// occupancy evict nothing: new entries are refused until occupancy
+    /// falls below them. Changed timeouts apply to timers armed from now on.
+    pub fn reconfigure(&mut self, now_ms: u64, new: EngineConfig) -> ReconfigureReport {
         let mut report = ReconfigureReport::default();
         let old = self.cfg.clone();
         let mut next = new.clone();
@@ -216,11 +218,11 @@ impl Engine {
             report.applied.push("limits.challenge_ack_per_second");
         }
         if protected != old.protected {
-            self.replace_protected(&old.protected, &protected, &mut report);
+            self.replace_protected(now_ms, &old.protected, &protected, &mut report);
             report.applied.push("protect.services");
         } else if !self.protected.retired().is_empty() {
             // Retired services whose connections all ended leave now.
-            self.replace_protected(&old.protected, &protected, &mut report);
+            self.replace_protected(now_ms, &old.protected, &protected, &mut report);
         }
 
         self.cfg = next;
@@ -229,6 +231,7 @@ impl Engine {
 
     fn replace_protected(
         &mut self,
+        now_ms: u64,
         old: &[SocketAddr],
         new: &[SocketAddr],
         report: &mut ReconfigureReport,
@@ -259,6 +262,17 @@ impl Engine {
             .collect();
         retired.extend(self.protected.retired().iter().filter(|s| busy.contains(s)));
         kept.set_retired(retired);
+        // Services added now take over, for as long as an established flow
+        // may stay idle, the connections made while they were not
+        // protected (pass_through.rs); those added before keep their time.
+        let until = now_ms + self.cfg.established_idle_timeout_ms;
+        let mut adopting: Vec<(ServiceAddr, u64)> = report
+            .services_added
+            .iter()
+            .map(|s| ((canonical(s.ip()), s.port()), until))
+            .collect();
+        adopting.extend(self.protected.adopting().iter().copied());
+        kept.set_adopting(now_ms, adopting);
         report.connections_kept = self
             .flows
             .shared()
@@ -325,7 +339,7 @@ mod tests {
     #[test]
     fn unchanged_config_reports_nothing() {
         let mut e = Engine::new(config(), CookieSecret::from_bytes([3; 16]));
-        let report = e.reconfigure(config());
+        let report = e.reconfigure(T0, config());
         assert!(report.is_empty(), "{report:?}");
         assert_eq!(e.config(), &config());
     }
@@ -348,7 +362,7 @@ mod tests {
             established_idle_timeout_ms: 60_000,
             ..config()
         };
-        let report = e.reconfigure(new.clone());
+        let report = e.reconfigure(T0, new.clone());
         assert_eq!(
             report.applied,
             vec![
@@ -385,7 +399,7 @@ mod tests {
             synack_mss_v4: 1400,
             ..config()
         };
-        let report = e.reconfigure(new);
+        let report = e.reconfigure(T0, new);
         assert_eq!(
             report.needs_restart,
             vec![
@@ -416,7 +430,7 @@ mod tests {
             protected: vec![SERVICE.parse().unwrap(), "198.18.0.4:22".parse().unwrap()],
             ..config()
         };
-        let report = e.reconfigure(new);
+        let report = e.reconfigure(T0, new);
         assert_eq!(report.applied, vec!["protect.services"]);
         assert_eq!(
             report.services_removed,

@@ -200,6 +200,11 @@ pub fn families(c: &Counters) -> Vec<MetricFamily> {
         )
         .sample(&[], c.backends_down.load(Ordering::Relaxed) as f64),
         counter(
+            "synguard_flows_adopted_total",
+            "Connections made while their service was not protected, taken over unproxied after a reload added it.",
+        )
+        .sample(&[], load(&c.flows_adopted)),
+        counter(
             "synguard_backend_down_syns_total",
             "SYNs bridged to the server because its service's backend was down.",
         )

@@ -258,6 +258,7 @@ pub const EXPORTED_FAMILIES: &[ExportedFamily] = &[
     fam("synguard_backend_syn_retransmits_total", "counter"),
     fam("synguard_backends_down", "gauge"),
     fam("synguard_backend_down_syns_total", "counter"),
+    fam("synguard_flows_adopted_total", "counter"),
     fam("synguard_rst_sent_total", "counter"),
     fam("synguard_challenge_acks_sent_total", "counter"),
     fam("synguard_signed_syns_total", "counter"),

@@ -311,15 +311,21 @@ fn synack_mss_fits_the_smaller_port_mtu_in_every_mode() {
         let params = e.fast_path_params(T0);
         assert_eq!((params.synack_mss_v4, params.synack_mss_v6), (1240, 1220));
         // A reload keeps the ceiling; a configured MSS below it applies.
-        e.reconfigure(EngineConfig {
-            synack_mss_v4: 1400,
-            ..e.config().clone()
-        });
+        e.reconfigure(
+            T0,
+            EngineConfig {
+                synack_mss_v4: 1400,
+                ..e.config().clone()
+            },
+        );
         assert_eq!((e.synack_mss_v4(), e.synack_mss_v6()), (1240, 1220));
-        e.reconfigure(EngineConfig {
-            synack_mss_v4: 1200,
-            ..e.config().clone()
-        });
+        e.reconfigure(
+            T0,
+            EngineConfig {
+                synack_mss_v4: 1200,
+                ..e.config().clone()
+            },
+        );
         assert_eq!(e.synack_mss_v4(), 1200);
         // Ports that carry more leave the configured MSS alone.
         assert_eq!(e.set_port_mtus(9000, 9000), (1200, 1440));
@@ -1832,6 +1838,7 @@ fn remaining_drop_reasons() {
     assert_eq!(e.counters().dropped(DropReason::UnexpectedSegment), 2);
 }
 
+mod adopted_flows;
 mod backend_down;
 mod backend_syn_sent;
 mod client_fin;

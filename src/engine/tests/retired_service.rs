@@ -10,7 +10,7 @@ fn remove_all_services(e: &mut Engine) -> usize {
         protected: vec![],
         ..e.config().clone()
     };
-    e.reconfigure(cfg).connections_kept
+    e.reconfigure(T0, cfg).connections_kept
 }
 
 #[test]

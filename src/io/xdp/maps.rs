@@ -58,6 +58,8 @@ pub struct SgService {
 pub const SERVICE_SYNS_UP: u8 = 1 << 0;
 /// `SG_SERVICE_RETIRED`.
 pub const SERVICE_RETIRED: u8 = 1 << 1;
+/// `SG_SERVICE_ADOPTING`.
+pub const SERVICE_ADOPTING: u8 = 1 << 2;
 
 /// `struct sg_flow_key`.
 #[repr(C)]
@@ -234,7 +236,8 @@ impl SgServiceKey {
             SgService {
                 offer_mask: s.offer_mask,
                 flags: if s.syns_up { SERVICE_SYNS_UP } else { 0 }
-                    | if s.retired { SERVICE_RETIRED } else { 0 },
+                    | if s.retired { SERVICE_RETIRED } else { 0 }
+                    | if s.adopting { SERVICE_ADOPTING } else { 0 },
                 pad: [0; 2],
             },
         )
