@@ -11,6 +11,7 @@
 //!   after a reload adds it: the first server segment of one (never a RST,
 //!   which is how a server answers a forged segment) opens the flow; the
 //!   client's segments before it are bridged.
+//!
 //! Never answers a segment itself.
 
 use crate::wire::{tcp, TcpView};
