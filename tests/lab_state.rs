@@ -1048,3 +1048,96 @@ fn an_added_service_takes_over_older_connections() {
     );
     finish(&lab);
 }
+
+/// A blind FIN in the window (spoofed from the client's address and port, a
+/// sequence number 5000 past the client's stream, hping3) against an upload
+/// that pauses: the server's kernel queues it out of order and never takes
+/// it, so the upload completes, as through a kernel bridge. The gateway
+/// must not take it either: before, it moved the flow to CLOSE_WAIT and its
+/// timer (here 1 s), expired it and reset both ends during the pause.
+#[test]
+fn a_blind_fin_closes_nothing() {
+    const LOCAL: u16 = 40123;
+    let lab = Lab::new("a_blind_fin_closes_nothing");
+    lab.start_server();
+    if lab.standin() {
+        lab.start_gateway(&[]);
+    } else {
+        lab.start_gateway_with_config("[timeouts]\nclose_wait_seconds = 1\n", &[]);
+    }
+    let server = srv_v4(PROTECTED_PORT);
+    let capture = lab.start_capture(
+        &lab.cli,
+        CLI_IF,
+        &format!("tcp and src port {LOCAL} and dst port {PROTECTED_PORT}"),
+        60,
+    );
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let upload = lab.spawn_client(move || -> Result<(), String> {
+        use std::hash::Hasher;
+        use std::io::{Read, Write};
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .map_err(|e| e.to_string())?;
+        s.set_reuse_address(true).map_err(|e| e.to_string())?;
+        let local = SocketAddr::new(CLIENT_V4.into(), LOCAL);
+        s.bind(&local.into()).map_err(|e| format!("bind: {e}"))?;
+        s.connect_timeout(&server.into(), Duration::from_secs(5))
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut s: std::net::TcpStream = s.into();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let body: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+        let mut hdr = vec![b'U'];
+        hdr.extend_from_slice(&2000u64.to_be_bytes());
+        s.write_all(&hdr).map_err(|e| e.to_string())?;
+        s.write_all(&body[..1000]).map_err(|e| e.to_string())?;
+        sent_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        s.write_all(&body[1000..])
+            .map_err(|e| format!("the rest of the upload: {e}"))?;
+        let mut got = [0u8; 8];
+        s.read_exact(&mut got)
+            .map_err(|e| format!("the server's hash: {e}"))?;
+        let mut h = new_hasher();
+        h.write(&body);
+        if u64::from_be_bytes(got) != h.finish() {
+            return Err("hash mismatch".into());
+        }
+        Ok(())
+    });
+    sent_rx.recv_timeout(Duration::from_secs(10)).expect("first half sent");
+    thread::sleep(Duration::from_millis(200));
+    let text = lab.stop_capture(capture);
+    // tcpdump -S: "seq A:B" absolute; the client's stream ends at the largest B.
+    let next = text
+        .lines()
+        .filter_map(|l| l.split("seq ").nth(1))
+        .filter_map(|r| r.split([',', ' ']).next())
+        .filter_map(|r| r.split(':').nth(1))
+        .filter_map(|b| b.parse::<u32>().ok())
+        .max()
+        .unwrap_or_else(|| panic!("no client data in the capture:\n{text}"));
+    let blind_seq = next.wrapping_add(5000).to_string();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.cli, "hping3", "-c", "1", "-F", "-A", "-a"])
+        .arg(CLIENT_V4.to_string())
+        .args(["-s", &LOCAL.to_string(), "-k", "-p", &PROTECTED_PORT.to_string()])
+        .args(["-M", &blind_seq, "-L", "1"])
+        .arg(server.ip().to_string())
+        .output()
+        .expect("run hping3");
+    eprintln!(
+        "blind FIN at {blind_seq} (stream at {next}): hping3 {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    // Idle past the CLOSE_WAIT timeout the FIN would have started.
+    thread::sleep(Duration::from_millis(2500));
+    go_tx.send(()).unwrap();
+    let r = upload.join().expect("upload thread");
+    eprintln!("upload across the blind FIN: {r:?}");
+    r.expect("the upload completes");
+    if !lab.standin() {
+        assert_eq!(lab.metrics().val("synguard_flows_expired_total"), 0.0);
+    }
+    assert_eq!(lab.server_errors(), 0);
+}
