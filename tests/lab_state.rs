@@ -917,27 +917,32 @@ fn lab_with_reloadable_services(name: &str, services: &str) -> (Lab, std::path::
     lab.start_server();
     let path = lab.dir.join("reloaded.toml");
     fs::write(&path, format!("[protect]\nservices = [{services}]\n")).unwrap();
-    let control = lab.control_socket().display().to_string();
-    let config = path.display().to_string();
-    let mut args = vec![
-        "run",
-        "--control-socket",
-        &control,
-        "--client-iface",
-        GW_CLIENT_IF,
-        "--server-iface",
-        GW_SERVER_IF,
-        "--metrics-listen",
-        METRICS_ADDR,
-        "--config",
-        &config,
-    ];
-    let xdp = lab_xdp_from_env();
-    if let Some(mode) = &xdp {
-        args.extend_from_slice(&["--xdp", mode]);
-    }
-    lab.start_gateway_with(SYNGUARD_BIN, &args);
+    lab.start_gateway_without_services(&["--config", &path.display().to_string()]);
     (lab, path)
+}
+
+/// A 4 MiB download paced over about 2.7 s to 198.18.0.2:8080, the services
+/// changed to `services` and reloaded 1 s into it: the reload's report line
+/// and how the download ended.
+fn download_across_reload(
+    lab: &Lab,
+    path: &std::path::Path,
+    services: &str,
+) -> (String, Result<Duration, String>) {
+    let server = srv_v4(PROTECTED_PORT);
+    let download = lab.spawn_client(move || {
+        download_paced(
+            server,
+            4 << 20,
+            ClientTimeouts::BULK,
+            Duration::from_millis(40),
+        )
+    });
+    thread::sleep(Duration::from_millis(1000));
+    let line = reload_services(lab, path, services);
+    let took = download.join().expect("download thread");
+    eprintln!("{line}\ndownload across the reload: {took:?}");
+    (line, took)
 }
 
 /// Rewrite the services and reload; waits for the gateway's report line.
@@ -979,19 +984,7 @@ fn a_removed_service_finishes_its_connections() {
         "\"198.18.0.2:8080\", \"[2001:db8::2]:8080\"",
     );
     let server = srv_v4(PROTECTED_PORT);
-    let download = lab.spawn_client(move || {
-        download_paced(
-            server,
-            4 << 20,
-            ClientTimeouts::BULK,
-            Duration::from_millis(40),
-        )
-    });
-    thread::sleep(Duration::from_millis(1000));
-    let line = reload_services(&lab, &path, "\"[2001:db8::2]:8080\"");
-    eprintln!("{line}");
-    let took = download.join().expect("download thread");
-    eprintln!("download across the reload: {took:?}");
+    let (line, took) = download_across_reload(&lab, &path, "\"[2001:db8::2]:8080\"");
     took.expect("the download of the removed service completes intact");
     assert!(
         line.contains(
@@ -1022,21 +1015,10 @@ fn an_added_service_takes_over_older_connections() {
     let (lab, path) =
         lab_with_reloadable_services("added_service_takes_over", "\"[2001:db8::2]:8080\"");
     let server = srv_v4(PROTECTED_PORT);
-    let download = lab.spawn_client(move || {
-        download_paced(
-            server,
-            4 << 20,
-            ClientTimeouts::BULK,
-            Duration::from_millis(40),
-        )
-    });
-    thread::sleep(Duration::from_millis(1000));
-    let line = reload_services(&lab, &path, "\"198.18.0.2:8080\", \"[2001:db8::2]:8080\"");
-    eprintln!("{line}");
-    assert!(line.contains("services added: 198.18.0.2:8080"), "{line}");
-    let took = download.join().expect("download thread");
-    eprintln!("download across the reload: {took:?}");
+    let (line, took) =
+        download_across_reload(&lab, &path, "\"198.18.0.2:8080\", \"[2001:db8::2]:8080\"");
     took.expect("the older download completes intact");
+    assert!(line.contains("services added: 198.18.0.2:8080"), "{line}");
     let m0 = lab.metrics();
     assert_eq!(m0.val("synguard_flows_adopted_total"), 1.0);
     lab.client(|| connect_once(server))
@@ -1105,7 +1087,9 @@ fn a_blind_fin_closes_nothing() {
         }
         Ok(())
     });
-    sent_rx.recv_timeout(Duration::from_secs(10)).expect("first half sent");
+    sent_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("first half sent");
     thread::sleep(Duration::from_millis(200));
     let text = lab.stop_capture(capture);
     // tcpdump -S: "seq A:B" absolute; the client's stream ends at the largest B.
@@ -1119,9 +1103,17 @@ fn a_blind_fin_closes_nothing() {
         .unwrap_or_else(|| panic!("no client data in the capture:\n{text}"));
     let blind_seq = next.wrapping_add(5000).to_string();
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.cli, "hping3", "-c", "1", "-F", "-A", "-a"])
+        .args([
+            "netns", "exec", &lab.cli, "hping3", "-c", "1", "-F", "-A", "-a",
+        ])
         .arg(CLIENT_V4.to_string())
-        .args(["-s", &LOCAL.to_string(), "-k", "-p", &PROTECTED_PORT.to_string()])
+        .args([
+            "-s",
+            &LOCAL.to_string(),
+            "-k",
+            "-p",
+            &PROTECTED_PORT.to_string(),
+        ])
         .args(["-M", &blind_seq, "-L", "1"])
         .arg(server.ip().to_string())
         .output()

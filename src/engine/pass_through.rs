@@ -47,53 +47,67 @@ pub fn bridged_syns() -> BridgedSyns {
     ExpiringMap::new(BRIDGED_SYN_MS, BRIDGED_SYNS)
 }
 
-/// The flow of a handshake the client and the server made themselves:
-/// `syn` the client's SYN, `v` the server's SYN-ACK. Option use as RFC 7323
-/// and RFC 2018 settle it: each only if both SYNs carried it.
-fn pass_through_flow(now_ms: u64, syn: &BridgedSyn, v: &TcpView) -> Flow {
-    let o = &v.options;
-    let scaling = syn.wscale.is_some() && o.wscale.is_some();
-    let client_shift = if scaling { syn.wscale.unwrap_or(0) } else { 0 };
-    let server_shift = if scaling { o.wscale.unwrap_or(0) } else { 0 };
-    let timestamps = syn.tsval.is_some() && o.timestamps.is_some();
-    let server_tsval = o.timestamps.map_or(0, |(val, _)| val);
+/// What a flow with the identity translation is built from.
+struct Sides {
+    l2: L2Template,
+    client_isn: u32,
+    server_isn: u32,
+    /// Where each stream stands: the next sequence number each side sends.
+    client_next: u32,
+    server_next: u32,
+    /// Window scale of each side (0: none), and the client's as offered.
+    client_shift: u8,
+    server_shift: u8,
+    client_wscale: Option<u8>,
+    /// Last TSval of (client, server), if the connection uses timestamps.
+    timestamps: Option<(u32, u32)>,
+    client_sack: bool,
+    client_mss: u16,
+    /// Last window fields of each side, and the largest windows in bytes.
+    client_window: u16,
+    server_window: u16,
+    client_window_max: u32,
+    server_window_max: u32,
+}
+
+/// A flow the gateway carries unchanged: sequence delta and timestamp
+/// offset 0, both sides' windows at their own scale, nothing to correct.
+fn identity_flow(now_ms: u64, s: Sides) -> Flow {
+    let (client_tsval, server_tsval) = s.timestamps.unwrap_or((0, 0));
+    let same = |shift| WindowRescale {
+        from_shift: shift,
+        to_shift: shift,
+    };
     Flow {
         state: TcpState::Established,
-        l2: syn.l2,
-        client_isn: syn.isn,
+        l2: s.l2,
+        client_isn: s.client_isn,
         // The gateway's "ISN" toward the client is the server's own.
-        gateway_isn: v.tcp.seq,
+        gateway_isn: s.server_isn,
         seq_delta: 0,
         gateway_tsval: server_tsval,
         ts_offset: 0,
-        timestamps,
-        client_timestamps: timestamps,
-        client_sack: syn.sack_permitted && o.sack_permitted,
+        timestamps: s.timestamps.is_some(),
+        client_timestamps: s.timestamps.is_some(),
+        client_sack: s.client_sack,
         client_ecn: false,
         sack_declined: false,
         ecn_declined: false,
         gateway_last_tsval: server_tsval,
         server_last_tsval: server_tsval,
-        server_last_window: v.tcp.window,
-        client_mss: syn.mss.unwrap_or(536),
+        server_last_window: s.server_window,
+        client_mss: s.client_mss,
         server_syn: None,
-        client_to_server_window: WindowRescale {
-            from_shift: client_shift,
-            to_shift: client_shift,
-        },
-        server_to_client_window: WindowRescale {
-            from_shift: server_shift,
-            to_shift: server_shift,
-        },
-        client_wscale: syn.wscale,
-        client_last_tsval: syn.tsval.unwrap_or(0),
-        client_last_window: syn.window,
-        server_isn: v.tcp.seq,
-        client_next: syn.isn.wrapping_add(1),
-        server_next: v.tcp.seq.wrapping_add(1),
-        // SYN windows are never scaled (RFC 7323 2.2).
-        client_window_max: u32::from(syn.window),
-        server_window_max: u32::from(v.tcp.window),
+        client_to_server_window: same(s.client_shift),
+        server_to_client_window: same(s.server_shift),
+        client_wscale: s.client_wscale,
+        client_last_tsval: client_tsval,
+        client_last_window: s.client_window,
+        server_isn: s.server_isn,
+        client_next: s.client_next,
+        server_next: s.server_next,
+        client_window_max: s.client_window_max,
+        server_window_max: s.server_window_max,
         client_fin_end: None,
         client_fin_pending: None,
         server_fin_end: None,
@@ -108,6 +122,40 @@ fn pass_through_flow(now_ms: u64, syn: &BridgedSyn, v: &TcpView) -> Flow {
     }
 }
 
+/// The flow of a handshake the client and the server made themselves:
+/// `syn` the client's SYN, `v` the server's SYN-ACK. Option use as RFC 7323
+/// and RFC 2018 settle it: each only if both SYNs carried it.
+fn pass_through_flow(now_ms: u64, syn: &BridgedSyn, v: &TcpView) -> Flow {
+    let o = &v.options;
+    let scaling = syn.wscale.is_some() && o.wscale.is_some();
+    let shift = |w: Option<u8>| if scaling { w.unwrap_or(0) } else { 0 };
+    let timestamps = syn
+        .tsval
+        .zip(o.timestamps)
+        .map(|(client, (server, _))| (client, server));
+    identity_flow(
+        now_ms,
+        Sides {
+            l2: syn.l2,
+            client_isn: syn.isn,
+            server_isn: v.tcp.seq,
+            client_next: syn.isn.wrapping_add(1),
+            server_next: v.tcp.seq.wrapping_add(1),
+            client_shift: shift(syn.wscale),
+            server_shift: shift(o.wscale),
+            client_wscale: syn.wscale,
+            timestamps,
+            client_sack: syn.sack_permitted && o.sack_permitted,
+            client_mss: syn.mss.unwrap_or(536),
+            client_window: syn.window,
+            server_window: v.tcp.window,
+            // SYN windows are never scaled (RFC 7323 2.2).
+            client_window_max: u32::from(syn.window),
+            server_window_max: u32::from(v.tcp.window),
+        },
+    )
+}
+
 /// The flow of a connection the gateway first sees mid-stream, from a
 /// server segment `v` (in `frame`): where each side's stream stands is what
 /// this segment says (its SEQ, and its ACK for the client's); the window
@@ -117,56 +165,28 @@ fn pass_through_flow(now_ms: u64, syn: &BridgedSyn, v: &TcpView) -> Flow {
 /// translated as any, so `server_next` is where it starts.
 fn adopted_flow(now_ms: u64, frame: &[u8], v: &TcpView) -> Flow {
     const UNKNOWN_SCALE: u8 = 14;
-    let server_isn = v.tcp.seq.wrapping_sub(1);
-    let client_isn = v.tcp.ack.wrapping_sub(1);
-    let (tsval, tsecr) = v.options.timestamps.unwrap_or((0, 0));
-    let timestamps = v.options.timestamps.is_some();
-    let scaled = WindowRescale {
-        from_shift: UNKNOWN_SCALE,
-        to_shift: UNKNOWN_SCALE,
-    };
-    Flow {
-        state: TcpState::Established,
-        // The server's frame: swapped into the client -> server direction.
-        l2: L2Template::from_frame(frame, v.ip.l3_offset).to_client(),
-        client_isn,
-        gateway_isn: server_isn,
-        seq_delta: 0,
-        gateway_tsval: tsval,
-        ts_offset: 0,
-        timestamps,
-        client_timestamps: timestamps,
-        client_sack: true,
-        client_ecn: false,
-        sack_declined: false,
-        ecn_declined: false,
-        gateway_last_tsval: tsval,
-        server_last_tsval: tsval,
-        server_last_window: v.tcp.window,
-        client_mss: 536,
-        server_syn: None,
-        client_to_server_window: scaled,
-        server_to_client_window: scaled,
-        client_wscale: Some(UNKNOWN_SCALE),
-        client_last_tsval: tsecr,
-        client_last_window: u16::MAX,
-        server_isn,
-        client_next: v.tcp.ack,
-        server_next: v.tcp.seq,
-        client_window_max: u32::from(u16::MAX) << UNKNOWN_SCALE,
-        server_window_max: u32::from(v.tcp.window) << UNKNOWN_SCALE,
-        client_fin_end: None,
-        client_fin_pending: None,
-        server_fin_end: None,
-        backend_syn: Vec::new(),
-        backend_syn_sent: 0,
-        held: Vec::new(),
-        held_bytes: 0,
-        timer_at: 0,
-        last_seen: now_ms,
-        opened_ms: now_ms,
-        last_challenge_ms: None,
-    }
+    identity_flow(
+        now_ms,
+        Sides {
+            // The server's frame: swapped into the client -> server direction.
+            l2: L2Template::from_frame(frame, v.ip.l3_offset).to_client(),
+            client_isn: v.tcp.ack.wrapping_sub(1),
+            server_isn: v.tcp.seq.wrapping_sub(1),
+            client_next: v.tcp.ack,
+            server_next: v.tcp.seq,
+            client_shift: UNKNOWN_SCALE,
+            server_shift: UNKNOWN_SCALE,
+            client_wscale: Some(UNKNOWN_SCALE),
+            // (TSecr: the client's last TSval, TSval: the server's.)
+            timestamps: v.options.timestamps.map(|(val, ecr)| (ecr, val)),
+            client_sack: true,
+            client_mss: 536,
+            client_window: u16::MAX,
+            server_window: v.tcp.window,
+            client_window_max: u32::from(u16::MAX) << UNKNOWN_SCALE,
+            server_window_max: u32::from(v.tcp.window) << UNKNOWN_SCALE,
+        },
+    )
 }
 
 impl Engine {

@@ -45,8 +45,16 @@ impl Lab {
     pub fn start_gateway(&self, extra_args: &[&str]) {
         let v4 = srv_v4(PROTECTED_PORT).to_string();
         let v6 = srv_v6(PROTECTED_PORT).to_string();
+        let mut args = vec!["--protect", &v4, "--protect", &v6];
+        args.extend_from_slice(extra_args);
+        self.start_gateway_without_services(&args);
+    }
+
+    /// [`Lab::start_gateway`] without the `--protect` flags: the services
+    /// come from `args` (flags or a config file, which a reload re-reads).
+    pub fn start_gateway_without_services(&self, args: &[&str]) {
         let control = self.control_socket().display().to_string();
-        let mut args = vec![
+        let mut all = vec![
             "run",
             "--control-socket",
             &control,
@@ -54,10 +62,6 @@ impl Lab {
             GW_CLIENT_IF,
             "--server-iface",
             GW_SERVER_IF,
-            "--protect",
-            &v4,
-            "--protect",
-            &v6,
             "--metrics-listen",
             METRICS_ADDR,
         ];
@@ -66,10 +70,10 @@ impl Lab {
         // the lab suite both ways).
         let xdp = lab_xdp_from_env();
         if let Some(mode) = &xdp {
-            args.extend_from_slice(&["--xdp", mode]);
+            all.extend_from_slice(&["--xdp", mode]);
         }
-        args.extend_from_slice(extra_args);
-        self.start_gateway_with(SYNGUARD_BIN, &args);
+        all.extend_from_slice(args);
+        self.start_gateway_with(SYNGUARD_BIN, &all);
     }
 
     /// This lab's gateway control socket (for `synguard status`), so labs never
