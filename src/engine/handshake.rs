@@ -574,6 +574,11 @@ impl Engine {
                 .backend_handshake_latency
                 .record(now_ms.saturating_sub(opened));
         }
+        // The timer first: a held FIN changes the state, and its state's
+        // timer must be the one that stays (arming replaces the flow's one
+        // timer; armed after, the established idle timeout replaced a held
+        // FIN's CLOSE_WAIT timer, and such a flow never expired).
+        self.arm_timer(key, now_ms + self.cfg.established_idle_timeout_ms);
         let released: usize = held.iter().map(Vec::len).sum();
         self.release_held_budget(released);
         for mut held_frame in held {
@@ -581,7 +586,6 @@ impl Engine {
                 self.emit(Port::Server, held_frame);
             }
         }
-        self.arm_timer(key, now_ms + self.cfg.established_idle_timeout_ms);
         Verdict::Absorbed
     }
 

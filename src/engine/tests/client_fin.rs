@@ -172,3 +172,38 @@ fn the_server_may_acknowledge_a_pending_fin_with_its_own() {
     );
     assert_eq!(state(&e), Some(TcpState::LastAck));
 }
+
+/// A client that sends its data and FIN before the backend answered (a
+/// slow backend, or a loaded gateway): both are held, and released in
+/// order they move the flow to CLOSE_WAIT with CLOSE_WAIT's timer. Before,
+/// the established idle timer armed after the release replaced it, and
+/// such a flow never expired.
+#[test]
+fn a_fin_held_during_the_backend_handshake_gets_close_waits_timer() {
+    let mut e = fin_engine();
+    let (c, s) = (client_v4(), server_v4());
+    let (cookie, _) = pending(&mut e, c, s);
+    let mut data = client_seg(cookie, CLIENT_ISN + 1, tcp::ACK | tcp::PSH, b"bye");
+    assert_eq!(e.handle(T0 + 2, Port::Client, &mut data), Verdict::Absorbed);
+    let mut fin = client_seg(cookie, CLIENT_ISN + 4, tcp::FIN | tcp::ACK, &[]);
+    assert_eq!(e.handle(T0 + 3, Port::Client, &mut fin), Verdict::Absorbed);
+    let mut synack = segment(
+        s,
+        c,
+        SERVER_ISN,
+        CLIENT_ISN + 1,
+        tcp::SYN | tcp::ACK,
+        65535,
+        &[2, 4, 5, 0xb4],
+        &[],
+    );
+    assert_eq!(
+        e.handle(T0 + 10, Port::Server, &mut synack),
+        Verdict::Absorbed
+    );
+    assert_eq!(state(&e), Some(TcpState::CloseWait));
+    e.handle_timeout(T0 + 10 + CLOSE_WAIT_MS - 1);
+    assert_eq!(state(&e), Some(TcpState::CloseWait));
+    e.handle_timeout(T0 + 10 + CLOSE_WAIT_MS);
+    assert_eq!(state(&e), None, "expired at CLOSE_WAIT's timeout");
+}
