@@ -418,6 +418,7 @@ fn prometheus_scrapes_gateway_and_alerts_on_syn_flood() {
     assert_eq!(
         names,
         [
+            "BackendDown",
             "BackendHandshakesFailing",
             "CloseWaitPilingUp",
             "FlowTableNearFull",
@@ -652,6 +653,7 @@ fn prometheus_scrapes_gateway_and_alerts_on_syn_flood() {
         "SynFloodInProgress",
         "GatewayDown",
         "BackendHandshakesFailing",
+        "BackendDown",
     ] {
         assert!(
             !end.iter().any(|(n, _)| n == quiet),
