@@ -24,16 +24,7 @@ fn client(port: u16) -> Host {
 fn refused(e: &mut Engine, port: u16, now: u64) {
     let (c, s) = (client(port), server_v4());
     let (synack, _) = syn(e, c, s, now, &[]);
-    let mut ack = segment(
-        c,
-        s,
-        CLIENT_ISN + 1,
-        synack.tcp.seq + 1,
-        tcp::ACK,
-        502,
-        &[],
-        &[],
-    );
+    let mut ack = cookie_ack(c, s, &synack);
     assert_eq!(e.handle(now + 1, Port::Client, &mut ack), Verdict::Absorbed);
     let mut rst = segment(s, c, 0, CLIENT_ISN + 1, tcp::RST | tcp::ACK, 0, &[], &[]);
     assert_eq!(e.handle(now + 2, Port::Server, &mut rst), Verdict::Absorbed);

@@ -65,18 +65,7 @@ fn idle_expiry_ignores_wall_clock_steps() {
 #[test]
 fn cookie_slots_follow_the_wall_clock() {
     let (c, s) = (client_v4(), server_v4());
-    let ack_for = |synack: &TcpView| {
-        segment(
-            c,
-            s,
-            CLIENT_ISN + 1,
-            synack.tcp.seq.wrapping_add(1),
-            tcp::ACK,
-            502,
-            &[],
-            &[],
-        )
-    };
+    let ack_for = |synack: &TcpView| cookie_ack(c, s, synack);
     // Engine clock BOOT, wall clock T0: the cookie counts T0's slot.
     let mut e = engine();
     e.set_wall_clock(BOOT, T0);

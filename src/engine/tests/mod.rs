@@ -159,21 +159,26 @@ fn establish(e: &mut Engine, c: Host, s: Host, payload: &[u8]) -> (u32, u32, Vec
     (h.cookie, h.gateway_tsval.unwrap(), h.released)
 }
 
+/// The client's bare ACK of `synack` (no options): the cookie ACK.
+fn cookie_ack(c: Host, s: Host, synack: &TcpView) -> Vec<u8> {
+    segment(
+        c,
+        s,
+        CLIENT_ISN + 1,
+        synack.tcp.seq.wrapping_add(1),
+        tcp::ACK,
+        502,
+        &[],
+        &[],
+    )
+}
+
 /// Client SYN (MSS 1460 only) and cookie ACK: the flow waits for its
 /// backend. Returns the cookie and the backend SYN frame.
 fn pending(e: &mut Engine, c: Host, s: Host) -> (u32, Vec<u8>) {
     let (synack, _) = syn(e, c, s, T0, &[2, 4, 5, 0xb4]);
     let cookie = synack.tcp.seq;
-    let mut ack = segment(
-        c,
-        s,
-        CLIENT_ISN + 1,
-        cookie.wrapping_add(1),
-        tcp::ACK,
-        502,
-        &[],
-        &[],
-    );
+    let mut ack = cookie_ack(c, s, &synack);
     assert_eq!(e.handle(T0 + 1, Port::Client, &mut ack), Verdict::Absorbed);
     let syn = e.drain_emitted().next().expect("backend SYN");
     (cookie, syn.frame)

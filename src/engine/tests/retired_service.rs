@@ -71,16 +71,7 @@ fn a_cookie_minted_before_completes_and_the_rest_is_bridged() {
     let (synack, _) = syn(&mut e, c, s, T0, &[]);
     remove_all_services(&mut e);
     // The handshake in flight: its cookie ACK still opens the backend.
-    let mut ack = segment(
-        c,
-        s,
-        CLIENT_ISN + 1,
-        synack.tcp.seq + 1,
-        tcp::ACK,
-        502,
-        &[],
-        &[],
-    );
+    let mut ack = cookie_ack(c, s, &synack);
     assert_eq!(e.handle(T0 + 1, Port::Client, &mut ack), Verdict::Absorbed);
     assert_eq!(e.flow_state(&key_v4()), Some(TcpState::BackendSynSent));
     // Anything else of the service passes untouched: a new SYN, an ACK of
