@@ -996,7 +996,10 @@ static __always_inline int forward(struct xdp_md *ctx, struct parsed *p, int fro
 	__u64 now_ms = engine_now_ms();
 	if (now_ms)
 		f->last_seen_ms = now_ms;
-	__u32 end = p->seq + (p->l4_len - p->tcp_hlen);
+	/* Only a segment with data moves the next sequence number (a pure ACK
+	 * leaves RCV.NXT alone; src/engine/flow.rs client_next). */
+	__u32 len = p->l4_len - p->tcp_hlen;
+	__u32 end = p->seq + len;
 	if (!from_server) {
 		__u32 wb = (__u32)p->window << (f->c2s_from & 15);
 		if (wb > f->client_window_max)
@@ -1004,7 +1007,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct parsed *p, int fro
 		if (p->opts.has_ts)
 			f->client_last_tsval = p->opts.tsval;
 		f->client_last_window = p->window;
-		if (seq_ge(end, f->client_next))
+		if (len && seq_ge(end, f->client_next))
 			f->client_next = end;
 		count(SG_C_FWD_TO_SERVER);
 	} else {
@@ -1014,7 +1017,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct parsed *p, int fro
 		f->server_last_window = p->window;
 		if (p->opts.has_ts)
 			f->server_last_tsval = p->opts.tsval;
-		if (seq_ge(end, f->server_next))
+		if (len && seq_ge(end, f->server_next))
 			f->server_next = end;
 		count(SG_C_FWD_TO_CLIENT);
 	}

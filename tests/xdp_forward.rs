@@ -490,6 +490,19 @@ fn forwarded_segments_are_the_engines_byte_for_byte() {
             last.sack.clear();
             assert_eq!(t.check(&last), XDP_REDIRECT, "{setup:?}");
         }
+        // Pure ACKs ahead of the stream (after a lost segment, or a lost
+        // FIN: SEQ = FIN + 1) move neither side's next sequence number.
+        let before = t.x.flow_entry(&t.key()).expect("entry").progress();
+        for mut ahead in [t.client_data(400, 2420, 0), t.server_data(2500, 315, 0)] {
+            ahead.flags = tcp::ACK;
+            assert_eq!(t.check(&ahead), XDP_REDIRECT, "{setup:?}");
+        }
+        let after = t.x.flow_entry(&t.key()).expect("entry").progress();
+        assert_eq!(
+            (after.client_next, after.server_next),
+            (before.client_next, before.server_next),
+            "{setup:?}"
+        );
     }
 }
 

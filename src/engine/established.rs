@@ -92,7 +92,7 @@ fn translate_client(f: &mut Flow, frame: &mut [u8], v: &TcpView, now_ms: u64) ->
     if !v.tcp.has(tcp::RST) {
         let end = v.tcp.seq.wrapping_add(v.seq_len());
         let next = f.client_next;
-        if seq_ge(end, next) {
+        if v.seq_len() > 0 && seq_ge(end, next) {
             f.client_next = end;
         }
         if f.client_fin_pending
@@ -248,7 +248,7 @@ fn translate_server(f: &mut Flow, frame: &mut [u8], v: &TcpView, now_ms: u64) ->
     }
     if !v.tcp.has(tcp::RST) {
         let end = v.tcp.seq.wrapping_add(v.seq_len());
-        if seq_ge(end, f.server_next) {
+        if v.seq_len() > 0 && seq_ge(end, f.server_next) {
             f.server_next = end;
         }
         if v.tcp.has(tcp::FIN) {

@@ -157,7 +157,12 @@ pub struct Flow {
     /// Server ISN, from its SYN-ACK.
     pub server_isn: u32,
     /// Next sequence number expected from the client (client space) and
-    /// from the server (server space): the highest SEQ + LEN seen.
+    /// from the server (server space): the highest SEQ + LEN of a segment
+    /// that occupies sequence space (data, SYN or FIN). A pure ACK moves
+    /// neither: the receiver's RCV.NXT does not move for one (RFC 9293
+    /// 3.10.7.4), and after a lost FIN the sender's next ACK already
+    /// carries SEQ = FIN + 1, which would make the FIN's retransmission
+    /// look like a duplicate.
     pub client_next: u32,
     pub server_next: u32,
     /// Largest window (bytes) each side advertised: bounds what the other

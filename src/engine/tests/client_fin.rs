@@ -207,3 +207,30 @@ fn a_fin_held_during_the_backend_handshake_gets_close_waits_timer() {
     e.handle_timeout(T0 + 10 + CLOSE_WAIT_MS);
     assert_eq!(state(&e), None, "expired at CLOSE_WAIT's timeout");
 }
+
+/// The client's FIN is lost before the gateway, and the client's next
+/// segment is a pure ACK (of the server's retransmitted FIN) with SEQ =
+/// FIN + 1. That ACK does not move the server's RCV.NXT, so neither may it
+/// move the flow's: the FIN's retransmission is then in order and closes
+/// the flow. Before, it was taken for a duplicate and the flow sat in
+/// FIN_WAIT_2 until its timeout (seen in the lab with 10% loss).
+#[test]
+fn a_fin_retransmitted_after_a_pure_ack_is_still_taken() {
+    let mut e = fin_engine();
+    let (cookie, _, _) = establish(&mut e, client_v4(), server_v4(), &[]);
+    let next = CLIENT_ISN + 1;
+    let mut sfin = server_ack(next, tcp::FIN | tcp::ACK);
+    assert_eq!(
+        e.handle(T0 + 100, Port::Server, &mut sfin),
+        Verdict::Forward
+    );
+    assert_eq!(state(&e), Some(TcpState::FinWait1));
+    // The client's FIN (seq = next) is lost; its ACK of the server's
+    // retransmitted FIN comes after it in sequence space.
+    let mut ack = client_seg(cookie + 1, next + 1, tcp::ACK, &[]);
+    assert_eq!(e.handle(T0 + 300, Port::Client, &mut ack), Verdict::Forward);
+    assert_eq!(state(&e), Some(TcpState::FinWait2));
+    let mut fin = client_seg(cookie + 1, next, tcp::FIN | tcp::ACK, &[]);
+    assert_eq!(e.handle(T0 + 500, Port::Client, &mut fin), Verdict::Forward);
+    assert_eq!(state(&e), Some(TcpState::TimeWait));
+}
