@@ -930,7 +930,14 @@ static __always_inline int forward(struct xdp_md *ctx, struct parsed *p, int fro
 	struct sg_flow *f = bpf_map_lookup_elem(&sg_flows, &p->key);
 	if (!f)
 		return -1;
-	if ((p->flags & (TCP_SYN | TCP_FIN | TCP_RST)) || !(p->flags & TCP_ACK))
+	/* A state change goes up, but for the server's FIN: taking it through
+	 * the engine would deliver it after the data it follows (which this
+	 * program forwards), late enough that a client which closes once it
+	 * has its data closes first and ends in TIME_WAIT instead of the
+	 * server. It is recorded below, and the engine takes the close from
+	 * there (src/engine/forward.rs FlowProgress). */
+	__u8 fin_ok = from_server ? TCP_FIN : 0;
+	if ((p->flags & (TCP_SYN | TCP_RST | (TCP_FIN & ~fin_ok))) || !(p->flags & TCP_ACK))
 		return pass();
 	__u32 out = from_server ? SG_PORT_CLIENT : SG_PORT_SERVER;
 	if (!bpf_map_lookup_elem(&sg_tx_ports, &out))
@@ -1017,6 +1024,12 @@ static __always_inline int forward(struct xdp_md *ctx, struct parsed *p, int fro
 		f->server_last_window = p->window;
 		if (p->opts.has_ts)
 			f->server_last_tsval = p->opts.tsval;
+		if (p->flags & TCP_FIN) {
+			len += 1;
+			end += 1;
+			f->server_fin = 1;
+			f->server_fin_end = end;
+		}
 		if (len && seq_ge(end, f->server_next))
 			f->server_next = end;
 		count(SG_C_FWD_TO_CLIENT);

@@ -136,14 +136,15 @@ struct sg_flow {
 	__u8 timestamps;          /* translate TSval / TSecr                    */
 	__u8 c2s_from, c2s_to;    /* window shifts client->server (WindowRescale) */
 	__u8 s2c_from, s2c_to;    /* and server->client                         */
-	__u8 pad[3];
+	__u8 server_fin;          /* 1: the program forwarded the server's FIN  */
+	__u8 pad[2];
 	/* Progress (engine clock, sequence spaces as in Flow). */
 	__u64 last_seen_ms;
 	__u32 client_next, server_next;
 	__u32 client_window_max, server_window_max;
 	__u32 client_last_tsval, server_last_tsval;
 	__u16 client_last_window, server_last_window;
-	__u32 pad2;
+	__u32 server_fin_end;     /* SEQ + LEN of that FIN (server space)        */
 	/* The rest of the flow, for the engine only (the program never reads
 	 * it): what rebuilds the engine's flow from this map when a new
 	 * process adopts it after a crash (src/io/xdp/maps.rs SgFlow). */

@@ -15,7 +15,7 @@ use proptest::prelude::*;
 
 use synguard::cookie::CookieSecret;
 use synguard::engine::forward::{FlowProgress, FORWARD_AFTER_MS};
-use synguard::engine::{Engine, EngineConfig, FlowKey, Port, SyncookieMode, Verdict};
+use synguard::engine::{Engine, EngineConfig, FlowKey, Port, SyncookieMode, TcpState, Verdict};
 use synguard::io::clock::monotonic_ns;
 use synguard::io::xdp::XdpFastPath;
 use synguard::wire::tcp::{self, TcpSegmentSpec};
@@ -511,8 +511,15 @@ fn state_changes_and_implausible_segments_go_up_untouched() {
     let setup = setups()[5];
     let mut t = Twin::new(setup);
     let base = t.client_data(0, 0, 10);
+    // The client's FIN goes up (the engine decides whether the server would
+    // take it, src/engine/established.rs); the server's is forwarded (see
+    // the_servers_fin_is_forwarded_and_the_engine_follows).
+    let client_fin = Seg {
+        flags: tcp::ACK | tcp::FIN,
+        ..base.clone()
+    };
+    assert_eq!(t.check(&client_fin), XDP_PASS);
     for flags in [
-        tcp::ACK | tcp::FIN,
         tcp::RST,
         tcp::ACK | tcp::RST,
         tcp::SYN,
@@ -593,6 +600,39 @@ fn the_engine_reads_progress_back_before_a_close_and_unpublishes() {
     // Later data goes up to the engine now.
     let late = t.server_data(0, sent + 1, 10);
     assert_eq!(t.run(&frame_of(&t.setup, &late), true).0, XDP_PASS);
+}
+
+/// The server's FIN is forwarded by the program right behind its data, so a
+/// client that closes once it has its data closes second, as through a
+/// bridge (taken up to the engine, the FIN came late enough that such a
+/// client closed first and sat in TIME_WAIT). The engine takes the close
+/// from the program's record when the client's answer comes up.
+#[test]
+fn the_servers_fin_is_forwarded_and_the_engine_follows() {
+    for setup in setups() {
+        let mut t = Twin::new(setup);
+        assert_eq!(t.check(&t.server_data(0, 0, 100)), XDP_REDIRECT);
+        let fin = Seg {
+            flags: tcp::ACK | tcp::FIN,
+            ..t.server_data(100, 0, 0)
+        };
+        assert_eq!(t.check(&fin), XDP_REDIRECT, "{setup:?}");
+        // The client's FIN, acknowledging the 100 bytes and the FIN.
+        let mut cfin = t.client_data(0, 101, 0);
+        cfin.flags = tcp::ACK | tcp::FIN;
+        let f = frame_of(&t.setup, &cfin);
+        assert_eq!(t.run(&f, false).0, XDP_PASS);
+        let mut ef = f.clone();
+        assert_eq!(
+            t.publisher.handle(LATER, Port::Client, &mut ef),
+            Verdict::Forward
+        );
+        assert_eq!(
+            t.publisher.flow_state(&t.key()),
+            Some(TcpState::TimeWait),
+            "{setup:?}"
+        );
+    }
 }
 
 #[test]

@@ -283,7 +283,7 @@ impl Engine {
         v: &TcpView,
         key: &FlowKey,
     ) -> Option<Verdict> {
-        self.fold_forward_progress(key);
+        self.fold_forward_progress(now_ms, key);
         let step = self.flows.with(key, |f| {
             if f.state == TcpState::BackendSynSent {
                 Step::Pending
@@ -329,7 +329,7 @@ impl Engine {
         v: &TcpView,
         key: &FlowKey,
     ) -> Verdict {
-        self.fold_forward_progress(key);
+        self.fold_forward_progress(now_ms, key);
         let Some(step) = self
             .flows
             .with(key, |f| translate_server(f, frame, v, now_ms))
@@ -411,6 +411,17 @@ impl Engine {
         self.note_engine_forwarded(now_ms, key);
     }
 
+    /// The XDP program forwarded the server's FIN of `key` (its progress
+    /// says so): the flow closes as if the engine had forwarded it.
+    pub(super) fn on_server_fin_forwarded(&mut self, now_ms: u64, key: &FlowKey) {
+        if let Some(state) = self.flows.state(key) {
+            let next = state.on(CloseEvent::ServerFin);
+            if next != state {
+                self.change_state(now_ms, key, next);
+            }
+        }
+    }
+
     /// The one place a tracked flow changes state after the handshake: the
     /// gauges (through the table), then the timer of the new state.
     fn change_state(&mut self, now_ms: u64, key: &FlowKey, state: TcpState) {
@@ -441,7 +452,7 @@ impl Engine {
     /// A flow's timer fired at `at` (it may be stale: a newer deadline
     /// replaced it).
     pub(super) fn on_flow_timer(&mut self, now_ms: u64, at: u64, key: &FlowKey) {
-        self.fold_forward_progress(key);
+        self.fold_forward_progress(now_ms, key);
         let Some((state, timer_at, last_seen)) =
             self.flows.with(key, |f| (f.state, f.timer_at, f.last_seen))
         else {

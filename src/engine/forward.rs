@@ -57,6 +57,9 @@ pub struct FlowProgress {
     pub server_last_tsval: u32,
     pub client_last_window: u16,
     pub server_last_window: u16,
+    /// The server's FIN, which the program forwards itself (so it reaches
+    /// the client right after the data it follows): `Flow::server_fin_end`.
+    pub server_fin_end: Option<u32>,
 }
 
 /// Everything the program needs to translate an established flow as
@@ -161,13 +164,16 @@ impl FlowProgress {
             server_last_tsval: f.server_last_tsval,
             client_last_window: f.client_last_window,
             server_last_window: f.server_last_window,
+            server_fin_end: f.server_fin_end,
         }
     }
 
     /// Take what the program saw after the engine: the furthest sequence
-    /// numbers and largest windows, and its last values when it saw the
-    /// flow last (the engine's own segment otherwise).
-    fn fold_into(&self, f: &mut Flow) {
+    /// numbers and largest windows, its last values when it saw the flow
+    /// last (the engine's own segment otherwise), and the server's FIN.
+    /// True when that FIN is news: the caller moves the flow on
+    /// (`CloseEvent::ServerFin`), as for a FIN it forwarded itself.
+    pub(super) fn fold_into(&self, f: &mut Flow) -> bool {
         if seq_ge(self.client_next, f.client_next) {
             f.client_next = self.client_next;
         }
@@ -182,6 +188,13 @@ impl FlowProgress {
             f.server_last_tsval = self.server_last_tsval;
             f.client_last_window = self.client_last_window;
             f.server_last_window = self.server_last_window;
+        }
+        match self.server_fin_end {
+            Some(end) if f.server_fin_end.is_none() => {
+                f.server_fin_end = Some(end);
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -247,7 +260,9 @@ impl Engine {
             e.progress.last_seen_ms = e.progress.last_seen_ms.min(now_ms);
         }
         for (key, e) in &entries {
-            self.flows.with(key, |f| e.progress.fold_into(f));
+            if self.flows.with(key, |f| e.progress.fold_into(f)) == Some(true) {
+                self.on_server_fin_forwarded(now_ms, key);
+            }
         }
         let keys: Vec<FlowKey> = entries.iter().map(|(k, _)| *k).collect();
         let idle = self.cfg.established_idle_timeout_ms;
@@ -286,18 +301,25 @@ impl Engine {
 
     /// Bring a forwarded flow up to date with what the program did, before
     /// the engine acts on it.
-    pub(super) fn fold_forward_progress(&self, key: &FlowKey) {
+    pub(super) fn fold_forward_progress(&mut self, now_ms: u64, key: &FlowKey) {
         // Without a source (XDP off) nothing is forwarded: the per-segment
         // cost is this check, not a hash of the key.
         if self.fast_path.progress.is_some() && self.fast_path.forwarded.contains(key) {
-            self.fold_progress_from_source(key);
+            self.fold_progress_from_source(now_ms, key);
         }
     }
 
+    /// What the program recorded for `key`, if it has an entry.
+    pub(super) fn forward_progress(&self, key: &FlowKey) -> Option<FlowProgress> {
+        self.fast_path.progress.as_ref().and_then(|s| s.read(key))
+    }
+
     /// The program's progress for `key`, folded in (any flow).
-    fn fold_progress_from_source(&self, key: &FlowKey) {
-        if let Some(p) = self.fast_path.progress.as_ref().and_then(|s| s.read(key)) {
-            self.flows.with(key, |f| p.fold_into(f));
+    fn fold_progress_from_source(&mut self, now_ms: u64, key: &FlowKey) {
+        if let Some(p) = self.forward_progress(key) {
+            if self.flows.with(key, |f| p.fold_into(f)) == Some(true) {
+                self.on_server_fin_forwarded(now_ms, key);
+            }
         }
     }
 
@@ -319,7 +341,7 @@ impl Engine {
                 return None;
             }
             // Its last progress, before the program stops recording it.
-            self.fold_forward_progress(&key);
+            self.fold_forward_progress(now_ms, &key);
             self.fast_path.forwarded.remove(&key);
             return Some(TrackedChange::Publish(key, None));
         }
@@ -340,7 +362,7 @@ impl Engine {
             }
             (Some((true, _, _)), true) => {
                 if self.fast_path.adopted.remove(&key) {
-                    self.fold_progress_from_source(&key);
+                    self.fold_progress_from_source(now_ms, &key);
                 }
                 let entry = self.flows.with(&key, |f| forward_entry(f)).flatten();
                 if entry.is_some() {

@@ -8,7 +8,7 @@
 
 use super::counters::add_signed;
 use super::flow::{Flow, FlowKey};
-use super::state::TcpState;
+use super::state::{CloseEvent, TcpState};
 use super::timers::TimerTarget;
 use super::Engine;
 
@@ -41,15 +41,23 @@ impl Engine {
     /// A copy of every tracked flow, in key order (stable output for a file
     /// and for tests). Half-open entries are not flows and are not included.
     pub fn export_flows(&self) -> Vec<(FlowKey, Flow)> {
-        for key in self.forwarded_keys() {
-            self.fold_forward_progress(&key);
-        }
         let mut out: Vec<(FlowKey, Flow)> = self
             .flows
             .shared()
             .iter()
             .map(|e| (*e.key(), e.value().clone()))
             .collect();
+        // What the XDP program did since, into the copies.
+        for (key, f) in &mut out {
+            if !self.fast_path.forwarded.contains(key) {
+                continue;
+            }
+            if let Some(p) = self.forward_progress(key) {
+                if p.fold_into(f) {
+                    f.state = f.state.on(CloseEvent::ServerFin);
+                }
+            }
+        }
         out.sort_unstable_by_key(|(k, _)| *k);
         out
     }

@@ -96,7 +96,9 @@ pub struct SgFlow {
     pub c2s_to: u8,
     pub s2c_from: u8,
     pub s2c_to: u8,
-    pub pad: [u8; 3],
+    /// 1: the program forwarded the server's FIN, ending at `server_fin_end`.
+    pub server_fin: u8,
+    pub pad: [u8; 2],
     pub last_seen_ms: u64,
     pub client_next: u32,
     pub server_next: u32,
@@ -106,7 +108,7 @@ pub struct SgFlow {
     pub server_last_tsval: u32,
     pub client_last_window: u16,
     pub server_last_window: u16,
-    pub pad2: u32,
+    pub server_fin_end: u32,
     pub l2: [u8; 22],
     pub l2_len: u8,
     /// Bits `CLIENT_*` below.
@@ -259,7 +261,8 @@ impl SgFlow {
             c2s_to: e.client_to_server_window.to_shift,
             s2c_from: e.server_to_client_window.from_shift,
             s2c_to: e.server_to_client_window.to_shift,
-            pad: [0; 3],
+            server_fin: u8::from(p.server_fin_end.is_some()),
+            pad: [0; 2],
             last_seen_ms: p.last_seen_ms,
             client_next: p.client_next,
             server_next: p.server_next,
@@ -269,7 +272,7 @@ impl SgFlow {
             server_last_tsval: p.server_last_tsval,
             client_last_window: p.client_last_window,
             server_last_window: p.server_last_window,
-            pad2: 0,
+            server_fin_end: p.server_fin_end.unwrap_or(0),
             l2,
             l2_len: l2_bytes.len() as u8,
             client_opts: bit(r.client_timestamps, CLIENT_TIMESTAMPS)
@@ -336,6 +339,7 @@ impl SgFlow {
             server_last_tsval: self.server_last_tsval,
             client_last_window: self.client_last_window,
             server_last_window: self.server_last_window,
+            server_fin_end: (self.server_fin != 0).then_some(self.server_fin_end),
         }
     }
 }
@@ -411,6 +415,7 @@ mod tests {
                     server_last_tsval: 6,
                     client_last_window: 7,
                     server_last_window: 8,
+                    server_fin_end: ts.then_some(99),
                 },
                 rest: FlowRest {
                     l2: L2Template::from_frame(&frame, 18),
