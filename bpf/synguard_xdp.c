@@ -221,7 +221,7 @@ static __always_inline void mac_fill(__u8 *b, const struct sg_flow_key *k, __u32
 	__builtin_memcpy(b + 36, &isn_be, 4);
 }
 
-static __always_inline __u64 cookie_mac(const struct sg_params *p, struct mac_input *m,
+static __always_inline __u64 cookie_mac(__u64 k0, __u64 k1, struct mac_input *m,
 					__u32 slot, __u8 mode_byte, __u8 mss_index,
 					__u8 option_bits)
 {
@@ -233,7 +233,7 @@ static __always_inline __u64 cookie_mac(const struct sg_params *p, struct mac_in
 	b[45] = enc >> 8;
 	b[46] = enc & 0xff;
 	b[47] = MAC_INPUT_LEN; /* SipHash: length mod 256 in the top byte */
-	return sg_siphash24(p->k0, p->k1, m);
+	return sg_siphash24(k0, k1, m);
 }
 
 static __always_inline __u8 mode_byte(int timestamps, int v6)
@@ -640,10 +640,14 @@ static __always_inline void tcp_header(__u8 *tb, const struct parsed *p, __u32 s
 /* The cookie slot at engine time now_ms: slots count wall-clock seconds
  * (instances sharing a secret agree on them), every timer counts the
  * monotonic engine clock (src/engine/cookie_clock.rs). */
+static __always_inline __u64 wall_seconds(const struct sg_params *prm, __u64 now_ms)
+{
+	return (now_ms + (__u64)prm->wall_offset_ms) / 1000;
+}
+
 static __always_inline __u32 cookie_slot(const struct sg_params *prm, __u64 now_ms)
 {
-	__u64 wall_ms = now_ms + (__u64)prm->wall_offset_ms;
-	return (__u32)((wall_ms / 1000) / prm->slot_seconds);
+	return (__u32)(wall_seconds(prm, now_ms) / prm->slot_seconds);
 }
 
 static __always_inline int on_syn(struct xdp_md *ctx, struct parsed *p,
@@ -672,7 +676,7 @@ static __always_inline int on_syn(struct xdp_md *ctx, struct parsed *p,
 	__u32 slot = cookie_slot(prm, now_ms);
 	struct mac_input m = {};
 	mac_fill((__u8 *)m.w, &p->key, p->seq);
-	__u64 mac = cookie_mac(prm, &m, slot, mode_byte(ts, p->v6), idx, bits);
+	__u64 mac = cookie_mac(prm->k0, prm->k1, &m, slot, mode_byte(ts, p->v6), idx, bits);
 	__u32 isn;
 	if (ts)
 		isn = ((__u32)mac & 0x1fffffff) << 3 | idx;
@@ -735,9 +739,19 @@ static __always_inline int cookie_valid(const struct parsed *p, const struct sg_
 	struct mac_input m = {};
 	mac_fill((__u8 *)m.w, &p->key, p->seq - 1);
 	__u8 mode = mode_byte(p->opts.has_ts, p->v6);
-	if (((__u32)cookie_mac(prm, &m, slot, mode, idx, bits) & mac_bits) == mac_got)
-		return 1;
-	return ((__u32)cookie_mac(prm, &m, slot - 1, mode, idx, bits) & mac_bits) == mac_got;
+	/* The minting key, then the one accepted besides it across a rotation
+	 * (src/cookie/minter.rs CookieMinter::check), each in this slot and
+	 * the previous one. */
+	int keys = wall_seconds(prm, now_ms) < prm->accepted_until_s ? 2 : 1;
+	for (int k = 0; k < keys; k++) {
+		__u64 k0 = k ? prm->k0_accepted : prm->k0;
+		__u64 k1 = k ? prm->k1_accepted : prm->k1;
+		if (((__u32)cookie_mac(k0, k1, &m, slot, mode, idx, bits) & mac_bits) == mac_got)
+			return 1;
+		if (((__u32)cookie_mac(k0, k1, &m, slot - 1, mode, idx, bits) & mac_bits) == mac_got)
+			return 1;
+	}
+	return 0;
 }
 
 /* src/engine/send_budget.rs allowance: ceil(rate / 2) + SipHash(second,

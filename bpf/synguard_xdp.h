@@ -28,6 +28,8 @@ struct sg_params {
 	__u8 enabled;              /* 0 until the engine wrote the entry             */
 	__u8 pad[3];
 	__u32 rst_per_source;      /* RSTs per second to one source address          */
+	__u64 k0_accepted, k1_accepted; /* a second key cookies are checked with ... */
+	__u64 accepted_until_s;    /* ... before this wall-clock second (0: none)    */
 };
 
 /* sg_services (HASH): protected (address, port). IPv4 as v4-mapped IPv6. */

@@ -8,7 +8,7 @@
 use anyhow::Context;
 
 use crate::control::ControlServer;
-use crate::cookie::CookieSecret;
+use crate::cookie::{CookieKeys, CookieSecret};
 use crate::engine::Engine;
 use crate::flow_file;
 use crate::io::af_packet::PacketPort;
@@ -25,17 +25,17 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
     // A copy: the reloader's own copy changes on SIGHUP.
     let start = reloader.running().clone();
     let settings = &start;
-    let secret = match &settings.secret_file {
+    let keys = match &settings.secret_file {
         Some(path) => CookieSecret::load(path).context("loading the cookie secret")?,
         None => {
             tracing::warn!("no cookies.secret_file: using a random secret; cookies do not survive a restart and instances will not agree (see `synguard keygen`)");
-            CookieSecret::generate().context("generating a cookie secret")?
+            CookieKeys::single(CookieSecret::generate().context("generating a cookie secret")?)
         }
     };
     let io_cfg = &settings.io;
     let client = open_port(&io_cfg.client_iface, io_cfg)?;
     let server = open_port(&io_cfg.server_iface, io_cfg)?;
-    let mut engine = Engine::new(settings.engine.clone(), secret);
+    let mut engine = Engine::new(settings.engine.clone(), keys);
     engine.set_wall_clock(engine_clock_ms(), wall_clock_ms());
     let (mss_v4, mss_v6) = engine.set_port_mtus(client.mtu(), server.mtu());
     if (mss_v4, mss_v6) != (settings.engine.synack_mss_v4, settings.engine.synack_mss_v6) {

@@ -2,15 +2,17 @@
 //! overrides the gateway was started with, validates it, applies what can
 //! change at run time (to the engine through `Engine::reconfigure`, and the
 //! log filter) and logs one line saying what was applied and what needs a
-//! restart. A file that does not validate changes nothing. Never opens
-//! sockets or touches interfaces; interfaces, listeners and the secret are
-//! set up once at start (`gateway`).
+//! restart. A file that does not validate changes nothing. The cookie
+//! secret file is read again on every reload, so a rotated key takes effect
+//! (`CookieMinter::set_keys`). Never opens sockets or touches interfaces;
+//! interfaces and listeners are set up once at start (`gateway`).
 
 use std::path::PathBuf;
 
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::config::{self, ConfigError, Overrides, Settings};
+use crate::cookie::CookieSecret;
 use crate::engine::reconfigure::ReconfigureReport;
 use crate::engine::Engine;
 use crate::io::IoConfig;
@@ -28,6 +30,9 @@ pub enum ReloadError {
     /// A new flow file path the next stop could not write.
     #[error("state.flow_file: {0}")]
     FlowFile(#[from] crate::flow_file::FlowFileError),
+    /// The secret file (re-read on every reload: a rotated key) is unusable.
+    #[error("cookies.secret_file: {0}")]
+    Secret(#[from] crate::cookie::SecretError),
 }
 
 /// The live log filter, installed by main as a `tracing_subscriber` reload
@@ -48,7 +53,8 @@ impl LogFilter {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReloadSummary {
     pub engine: ReconfigureReport,
-    /// Non-engine keys applied (log.level, state.flow_file).
+    /// Non-engine keys applied (log.level, state.flow_file, and
+    /// cookies.secret_file when the keys it names changed).
     pub applied: Vec<&'static str>,
     /// Non-engine keys whose new value needs a restart; the running value is
     /// kept (and reported again on the next reload until the restart).
@@ -140,7 +146,12 @@ impl Reloader {
             ("io.xdp_pin_dir", *xdp_pin_dir != old.io.xdp_pin_dir),
             ("metrics.listen", metrics_listen != old.metrics_listen),
             ("control.socket", control_socket != old.control_socket),
-            ("cookies.secret_file", secret_file != old.secret_file),
+            // Without a file the key is a random one made at start: taking
+            // the file away would lose it (and the fleet's agreement).
+            (
+                "cookies.secret_file",
+                secret_file.is_none() && old.secret_file.is_some(),
+            ),
         ];
         summary.needs_restart.extend(
             restart_only
@@ -156,6 +167,11 @@ impl Reloader {
                 crate::flow_file::check_writable(p)?;
             }
         }
+        // Read before anything is applied: a bad file rejects the reload.
+        let keys = match &secret_file {
+            Some(path) => Some(CookieSecret::load(path)?),
+            None => None,
+        };
         let log_changed = log_level != old.log_level;
         if log_changed {
             match &self.log {
@@ -177,7 +193,14 @@ impl Reloader {
                 None => summary.needs_restart.push("log.level"),
             }
         }
-        summary.engine = engine.reconfigure(crate::io::clock::engine_clock_ms(), new_engine);
+        let now_ms = crate::io::clock::engine_clock_ms();
+        summary.engine = engine.reconfigure(now_ms, new_engine);
+        if let Some(keys) = keys {
+            if engine.set_cookie_keys(now_ms, keys) || secret_file != old.secret_file {
+                summary.applied.push("cookies.secret_file");
+            }
+            self.running.secret_file = secret_file;
+        }
         if flow_file_changed {
             summary.applied.push("state.flow_file");
             self.running.flow_file = flow_file;
@@ -385,6 +408,55 @@ mod tests {
         let again = r.reload(&mut engine).unwrap();
         assert!(again.applied().is_empty(), "{again:?}");
         assert_eq!(again.needs_restart(), vec!["metrics.listen"]);
+    }
+
+    /// The secret file is read on every reload: a new key mints from then
+    /// on and the old one stays accepted; a bad file rejects the reload; a
+    /// config without the file keeps the running keys.
+    #[test]
+    fn a_rotated_secret_is_taken_and_a_bad_one_rejected() {
+        let secret = Scratch(
+            std::env::temp_dir().join(format!("synguard-reload-{}-secret", std::process::id())),
+        );
+        // The key `start` builds the engine with.
+        std::fs::write(&secret.0, "09".repeat(16)).unwrap();
+        let with_secret = shipped().replace(
+            "# secret_file = \"/etc/synguard/secret\"",
+            &format!("secret_file = \"{}\"", secret.0.display()),
+        );
+        assert_ne!(with_secret, shipped());
+        let file = scratch("secret", &with_secret);
+        let (mut r, mut engine, _guard) = start(&file, Overrides::default(), false);
+        let same = r.reload(&mut engine).unwrap();
+        assert!(same.applied().is_empty(), "the same key: {same:?}");
+
+        std::fs::write(&secret.0, format!("{}\n", "5a".repeat(16))).unwrap();
+        let s = r.reload(&mut engine).unwrap();
+        assert_eq!(s.applied(), vec!["cookies.secret_file"]);
+        let now_ms = crate::io::clock::engine_clock_ms();
+        let p = engine.fast_path_params(now_ms);
+        assert_eq!(p.siphash_key, [0x5a; 16]);
+        assert_eq!(p.accepted_key, [9; 16], "the old key is still accepted");
+        assert!(p.accepted_until_secs > now_ms / 1000);
+        assert!(
+            p.accepted_until_secs <= now_ms / 1000 + 128,
+            "two slots at most"
+        );
+
+        std::fs::write(&secret.0, "5a".repeat(15)).unwrap();
+        let err = r.reload(&mut engine).unwrap_err().to_string();
+        assert!(
+            err.starts_with("cookies.secret_file: cookie secret ")
+                && err.contains("expected 32 hex characters"),
+            "{err}"
+        );
+        assert_eq!(engine.fast_path_params(now_ms).siphash_key, [0x5a; 16]);
+
+        std::fs::write(&file.0, shipped()).unwrap();
+        let s = r.reload(&mut engine).unwrap();
+        assert_eq!(s.needs_restart(), vec!["cookies.secret_file"]);
+        assert_eq!(r.running().secret_file, Some(secret.0.clone()));
+        assert_eq!(engine.fast_path_params(now_ms).siphash_key, [0x5a; 16]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use aya::programs::{TestRun, TestRunOptions};
 use proptest::prelude::*;
 
-use synguard::cookie::CookieSecret;
+use synguard::cookie::{CookieKeys, CookieSecret};
 use synguard::engine::send_budget;
 use synguard::engine::{
     Engine, EngineConfig, FlowKey, InvalidAckAction, Port, SyncookieMode, Verdict,
@@ -552,6 +552,86 @@ fn cookies_cross_validate_and_the_program_tracks_what_it_passes() {
                 )
             );
         }
+    }
+}
+
+/// A key rotated on the engine is the program's too, on the engine's
+/// schedule: the new key mints in both; a cookie the old key minted
+/// validates in both for the rest of its slots (it goes up, the engine
+/// takes it) and is dropped by both after; a key the secret file names as
+/// the second is accepted by both.
+#[test]
+fn a_rotated_key_is_the_programs_too() {
+    const NEW_SECRET: [u8; 16] = *b"synguard-xdp-new";
+    let rotated = NOW + 10_000;
+    // One engine per check: each takes the ACK as a new flow.
+    let rotated_engine = |also_accepted: Option<[u8; 16]>| {
+        let mut e = engine(SyncookieMode::Always, InvalidAckAction::Drop);
+        let keys = CookieKeys {
+            minting: CookieSecret::from_bytes(NEW_SECRET),
+            also_accepted: also_accepted.map(CookieSecret::from_bytes),
+        };
+        assert!(e.set_cookie_keys(rotated, keys));
+        e
+    };
+    for with_ts in [false, true] {
+        let mut s = syn("198.18.0.1", "198.18.0.2");
+        if !with_ts {
+            s.opts.timestamps = None;
+        }
+        let before = engine(SyncookieMode::Always, InvalidAckAction::Drop);
+        let (ret, old_synack) = run(&load(&before, NOW), &frame(&s));
+        assert_eq!(ret, XDP_TX);
+        let old_ack = ack_for(&s, &old_synack, 0);
+
+        let mut e = rotated_engine(None);
+        let x = load(&e, rotated);
+        let (ret, new_synack, _) = compare(&mut e, &x, rotated, &frame(&s));
+        assert_eq!(ret, XDP_TX, "ts={with_ts}");
+        assert_ne!(
+            tcp_of(&new_synack).tcp.seq,
+            tcp_of(&old_synack).tcp.seq,
+            "minted with the new key"
+        );
+        // Late in the slot after the rotation's (the program's clock runs
+        // on from `at` while the test runs: 500 ms of margin), and the
+        // first millisecond after it (NOW is a slot boundary).
+        for (at, want) in [
+            (rotated, (XDP_PASS, Verdict::Absorbed)),
+            (NOW + 127_500, (XDP_PASS, Verdict::Absorbed)),
+            (
+                NOW + 128_000,
+                (
+                    XDP_DROP,
+                    Verdict::Drop(synguard::engine::DropReason::InvalidCookie),
+                ),
+            ),
+        ] {
+            let mut e = rotated_engine(None);
+            let mut x = load(&e, rotated);
+            x.publish_params(&e, at).unwrap();
+            let (ret, _, v) = compare(&mut e, &x, at, &old_ack);
+            assert_eq!(
+                (ret, v),
+                want,
+                "old cookie at +{} ms ts={with_ts}",
+                at - NOW
+            );
+        }
+        // An instance still minting the old key, with the new one named
+        // second in its file, takes the new key's cookie.
+        let mut lagging = engine(SyncookieMode::Always, InvalidAckAction::Drop);
+        assert!(lagging.set_cookie_keys(
+            rotated,
+            CookieKeys {
+                minting: CookieSecret::from_bytes(SECRET),
+                also_accepted: Some(CookieSecret::from_bytes(NEW_SECRET)),
+            }
+        ));
+        let x = load(&lagging, rotated);
+        let new_ack = ack_for(&s, &new_synack, 0);
+        let (ret, _, v) = compare(&mut lagging, &x, rotated, &new_ack);
+        assert_eq!((ret, v), (XDP_PASS, Verdict::Absorbed), "ts={with_ts}");
     }
 }
 

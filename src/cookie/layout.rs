@@ -59,8 +59,12 @@
 //! - ACK with timestamps: 2 x 2^-29 = 2^-28, about 3.7e-9 per guess
 //!   (the 6 TSecr bits are covered by the MAC, so they add no freedom).
 //!
+//! While a second key is accepted (a rotation, `CookieMinter::set_keys`:
+//! at most two slots after a reload, or while the secret file names one),
+//! each slot is checked under both keys: four chances, 2^-21 and 2^-27.
+//!
 //! The attacker picks the mode (by sending a timestamp option or not), so
-//! the bound that counts is 2^-22 per guess. The tuple and the client ISN
+//! the bound that counts is 2^-22 per guess (2^-21 during a rotation). The tuple and the client ISN
 //! are free for the attacker to pick, but each guess is still one
 //! independent 2^-23 chance. A forged acceptance costs one backend
 //! connection; the engine's budgets bound what that can do. A genuine

@@ -1,8 +1,9 @@
 //! Minting a SYN cookie for a SYN and checking the ACK that returns it.
 //!
-//! Owns time slots and the mint/check procedures; bit layout and forgery
-//! odds are in `layout`, the MAC input in `mac`. Pure: time comes in as
-//! `now_secs`, nothing is allocated, nothing is remembered between calls.
+//! Owns time slots, the keys in use across a rotation, and the mint/check
+//! procedures; bit layout and forgery odds are in `layout`, the MAC input in
+//! `mac`. Pure: time comes in as `now_secs`, nothing is allocated, and
+//! nothing about a handshake is remembered between calls.
 
 use super::layout::{
     pack_no_timestamps, pack_timestamps, unpack_no_timestamps, unpack_timestamps, CookieMode,
@@ -10,7 +11,7 @@ use super::layout::{
 };
 use super::mac::{cookie_mac, MacInput};
 use super::mss_table::MssTable;
-use super::secret::CookieSecret;
+use super::secret::{CookieKeys, CookieSecret};
 use super::syn_options::SynOptions;
 use super::tuple::CookieTuple;
 
@@ -49,9 +50,22 @@ pub enum CookieError {
     BadMac,
 }
 
-/// Mints and checks cookies with one secret and one slot length.
+/// Mints cookies with one key and checks them against it and at most one
+/// more, with one slot length.
+///
+/// The second key is the secret file's second line while it names one
+/// (every instance of a fleet learns a new key before any mints with it),
+/// else the key that minted before the last rotation, for as long as a
+/// cookie it minted can still be valid (its slot and the next). Checking
+/// two keys doubles the MACs a forged ACK is tried against, so the odds of
+/// a guess (`layout`) double while a second key is accepted.
 pub struct CookieMinter {
     secret: CookieSecret,
+    /// The file's second key.
+    also_accepted: Option<CookieSecret>,
+    /// The key that minted before the last rotation, and the wall-clock
+    /// second from which no cookie it minted is valid.
+    retired: Option<(CookieSecret, u64)>,
     slot_seconds: u64,
 }
 
@@ -59,11 +73,41 @@ impl CookieMinter {
     /// `slot_seconds` must be at least 1 (debug assertion; release clamps).
     /// A cookie is accepted during its slot and the next one, so it lives
     /// between `slot_seconds` and `2 * slot_seconds`.
-    pub fn new(secret: CookieSecret, slot_seconds: u64) -> Self {
+    pub fn new(keys: impl Into<CookieKeys>, slot_seconds: u64) -> Self {
+        let keys = keys.into();
         debug_assert!(slot_seconds >= 1, "cookie slot length must be >= 1 s");
         Self {
-            secret,
+            secret: keys.minting,
+            also_accepted: keys.also_accepted,
+            retired: None,
             slot_seconds: slot_seconds.max(1),
+        }
+    }
+
+    /// Take the keys a reloaded secret file names, at wall-clock `now_secs`.
+    /// A new minting key mints from now on; the one it replaces stays
+    /// accepted until the end of the slot after this one (the last a cookie
+    /// minted now is valid in), unless the file names a second key, which
+    /// then takes the one extra place. True when either key the file names
+    /// changed.
+    pub fn set_keys(&mut self, keys: CookieKeys, now_secs: u64) -> bool {
+        let changed = keys.minting != self.secret || keys.also_accepted != self.also_accepted;
+        if keys.minting != self.secret {
+            let until = (u64::from(self.slot(now_secs)) + 2) * self.slot_seconds;
+            let old = std::mem::replace(&mut self.secret, keys.minting);
+            self.retired = Some((old, until));
+        }
+        self.also_accepted = keys.also_accepted;
+        changed
+    }
+
+    /// The key accepted besides the minting one at `now_secs`, and until
+    /// when (wall-clock second; `u64::MAX` while the file names it).
+    pub fn accepted_key(&self, now_secs: u64) -> Option<(&CookieSecret, u64)> {
+        match (&self.also_accepted, &self.retired) {
+            (Some(k), _) => Some((k, u64::MAX)),
+            (None, Some((k, until))) if now_secs < *until => Some((k, *until)),
+            _ => None,
         }
     }
 
@@ -130,7 +174,8 @@ impl CookieMinter {
     /// a timestamp option. The mode follows `tsecr`: RFC 7323 (3.2) has a
     /// client that negotiated timestamps send them on every non-RST segment,
     /// and one that did not never send them, so a mismatch fails the MAC.
-    /// Accepts the current slot and the previous one only.
+    /// Accepts the current slot and the previous one only, with the minting
+    /// key or the accepted one ([`Self::accepted_key`]).
     pub fn check(
         &self,
         t: &CookieTuple,
@@ -146,9 +191,9 @@ impl CookieMinter {
             None => (CookieMode::NoTimestamps, unpack_no_timestamps(cookie)),
         };
         let current = self.slot(now_secs);
-        let matches_slot = |slot: u32| {
+        let matches = |secret: &CookieSecret, slot: u32| {
             let mac = cookie_mac(
-                &self.secret,
+                secret,
                 &MacInput {
                     tuple: t,
                     client_isn,
@@ -160,7 +205,14 @@ impl CookieMinter {
             );
             mode.truncate_mac(mac) == fields.mac
         };
-        if !(matches_slot(current) || matches_slot(current.wrapping_sub(1))) {
+        let by_key = |secret: &CookieSecret| {
+            matches(secret, current) || matches(secret, current.wrapping_sub(1))
+        };
+        let valid = by_key(&self.secret)
+            || self
+                .accepted_key(now_secs)
+                .is_some_and(|(secret, _)| by_key(secret));
+        if !valid {
             return Err(CookieError::BadMac);
         }
         let table = MssTable::select(t.family());

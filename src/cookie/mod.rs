@@ -17,6 +17,6 @@ pub mod syn_options;
 pub mod tuple;
 
 pub use minter::{CookieError, CookieMinter, DecodedCookie, MintedCookie};
-pub use secret::{CookieSecret, SecretError};
+pub use secret::{CookieKeys, CookieSecret, SecretError};
 pub use syn_options::SynOptions;
 pub use tuple::CookieTuple;

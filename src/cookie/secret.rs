@@ -1,5 +1,6 @@
-//! The cookie secret: a 128-bit SipHash key, its hex file format, and
-//! generating a fresh one from OS randomness.
+//! The cookie secret: a 128-bit SipHash key, its hex file format (a key
+//! per line: the one that mints, and optionally one more that is accepted
+//! too), and generating a fresh one from OS randomness.
 //!
 //! Owns the only randomness and the only file access in `cookie`; never logs
 //! or prints the key (`Debug` is redacted). Instances that share a secret
@@ -25,6 +26,31 @@ const FILE_MODE: u32 = 0o600;
 #[derive(Clone, PartialEq, Eq)]
 pub struct CookieSecret([u8; KEY_BYTES]);
 
+/// What a secret file names: the key that mints cookies, and one more that
+/// is accepted too (the first step of rolling a new key across a fleet: every
+/// instance accepts it before any mints with it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieKeys {
+    pub minting: CookieSecret,
+    pub also_accepted: Option<CookieSecret>,
+}
+
+impl CookieKeys {
+    /// One key, minting; nothing else accepted.
+    pub fn single(minting: CookieSecret) -> Self {
+        Self {
+            minting,
+            also_accepted: None,
+        }
+    }
+}
+
+impl From<CookieSecret> for CookieKeys {
+    fn from(minting: CookieSecret) -> Self {
+        Self::single(minting)
+    }
+}
+
 /// Why a secret could not be loaded, generated or written. Every message
 /// names the file, except `Random`, which has none.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +68,12 @@ pub enum SecretError {
         path.display()
     )]
     BadHex { path: PathBuf, offset: usize },
+    #[error(
+        "cookie secret {}: {found} keys; a secret file holds one (the key that mints) or two \
+         (the second is accepted too, while a new key is rolled out)",
+        path.display()
+    )]
+    TooManyKeys { path: PathBuf, found: usize },
     #[error("cookie secret {}: file exists, refusing to overwrite it", path.display())]
     AlreadyExists { path: PathBuf },
     #[error("cookie secret {}: cannot write: {source}", path.display())]
@@ -86,18 +118,41 @@ impl CookieSecret {
         Ok(Self(key))
     }
 
-    /// Read a secret file: 32 hex characters (either case), optionally
-    /// followed by whitespace such as a newline.
-    pub fn load(path: &Path) -> Result<Self, SecretError> {
+    /// Read a secret file: one key per line, 32 hex characters (either
+    /// case) each, optionally followed by whitespace such as a newline. The
+    /// first key mints; a second one is accepted too (see
+    /// [`super::minter::CookieMinter::set_keys`]); more is an error.
+    pub fn load(path: &Path) -> Result<CookieKeys, SecretError> {
         let read_error = |source| SecretError::Read {
             path: path.to_path_buf(),
             source,
         };
-        let mut contents = Vec::with_capacity(HEX_CHARS + 1);
+        let mut contents = Vec::with_capacity(2 * (HEX_CHARS + 1));
         File::open(path)
             .and_then(|file| file.take(MAX_FILE_BYTES).read_to_end(&mut contents))
             .map_err(read_error)?;
-        let hex = contents.trim_ascii_end();
+        let text = contents.trim_ascii_end();
+        let mut keys = Vec::with_capacity(2);
+        let mut offset = 0;
+        for line in text.split(|&c| c == b'\n') {
+            keys.push(Self::parse_line(path, line.trim_ascii_end(), offset)?);
+            offset += line.len() + 1;
+        }
+        let mut keys = keys.into_iter();
+        match (keys.next(), keys.next(), keys.len()) {
+            (Some(minting), also_accepted, 0) => Ok(CookieKeys {
+                minting,
+                also_accepted,
+            }),
+            (_, _, more) => Err(SecretError::TooManyKeys {
+                path: path.to_path_buf(),
+                found: 2 + more,
+            }),
+        }
+    }
+
+    /// One line of a secret file, starting at byte `offset` of it.
+    fn parse_line(path: &Path, hex: &[u8], offset: usize) -> Result<Self, SecretError> {
         if hex.len() != HEX_CHARS {
             return Err(SecretError::BadLength {
                 path: path.to_path_buf(),
@@ -106,10 +161,10 @@ impl CookieSecret {
         }
         let mut key = [0u8; KEY_BYTES];
         for (i, byte) in key.iter_mut().enumerate() {
-            let digit = |offset: usize| {
-                hex_value(hex[offset]).ok_or_else(|| SecretError::BadHex {
+            let digit = |at: usize| {
+                hex_value(hex[at]).ok_or_else(|| SecretError::BadHex {
                     path: path.to_path_buf(),
-                    offset,
+                    offset: offset + at,
                 })
             };
             *byte = digit(2 * i)? << 4 | digit(2 * i + 1)?;
@@ -230,7 +285,10 @@ mod tests {
         assert_eq!(mode_of(&path), 0o600);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, format!("{}\n", written.to_hex()));
-        assert_eq!(CookieSecret::load(&path).unwrap(), written);
+        assert_eq!(
+            CookieSecret::load(&path).unwrap(),
+            CookieKeys::single(written)
+        );
     }
 
     #[test]
@@ -247,7 +305,10 @@ mod tests {
 
         let written = CookieSecret::write_new(&path, true).unwrap();
         assert_eq!(mode_of(&path), 0o600, "overwrite tightens the mode");
-        assert_eq!(CookieSecret::load(&path).unwrap(), written);
+        assert_eq!(
+            CookieSecret::load(&path).unwrap(),
+            CookieKeys::single(written)
+        );
     }
 
     #[test]
@@ -264,9 +325,13 @@ mod tests {
             "00112233445566778899aAbBcCdDeEfF \r\n\t\n",
         ] {
             std::fs::write(&path, text).unwrap();
-            let secret = CookieSecret::load(&path).unwrap();
-            assert_eq!(secret, CookieSecret::from_bytes(bytes), "{text:?}");
-            assert_eq!(secret.to_hex(), "00112233445566778899aabbccddeeff");
+            let keys = CookieSecret::load(&path).unwrap();
+            assert_eq!(
+                keys,
+                CookieKeys::single(CookieSecret::from_bytes(bytes)),
+                "{text:?}"
+            );
+            assert_eq!(keys.minting.to_hex(), "00112233445566778899aabbccddeeff");
         }
     }
 
@@ -304,6 +369,38 @@ mod tests {
             );
             assert!(err.to_string().contains(&shown), "{err}");
         }
+    }
+
+    #[test]
+    fn a_second_line_is_a_key_accepted_too_and_a_third_is_refused() {
+        let dir = TempDir::new();
+        let path = dir.file("secret");
+        let (a, b) = ("11".repeat(16), "2f".repeat(16));
+        std::fs::write(&path, format!("{a}\r\n{b}  \n\n")).unwrap();
+        assert_eq!(
+            CookieSecret::load(&path).unwrap(),
+            CookieKeys {
+                minting: CookieSecret::from_bytes([0x11; 16]),
+                also_accepted: Some(CookieSecret::from_bytes([0x2f; 16])),
+            }
+        );
+        // Offsets count from the start of the file.
+        std::fs::write(&path, format!("{a}\n{}g\n", &b[..31])).unwrap();
+        let err = CookieSecret::load(&path).unwrap_err();
+        assert!(
+            matches!(err, SecretError::BadHex { offset: 64, .. }),
+            "{err:?}"
+        );
+        std::fs::write(&path, format!("{a}\n{b}\n{a}\n")).unwrap();
+        let err = CookieSecret::load(&path).unwrap_err();
+        assert!(
+            matches!(err, SecretError::TooManyKeys { found: 3, .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]

@@ -86,6 +86,11 @@ pub struct FastPathParams {
     /// clock (`cookie_clock.rs`).
     pub wall_offset_ms: i64,
     pub siphash_key: [u8; 16],
+    /// The key accepted besides `siphash_key` (`CookieMinter::accepted_key`)
+    /// and the wall-clock second it is accepted until (exclusive; 0: none,
+    /// `u64::MAX`: while the secret file names it).
+    pub accepted_key: [u8; 16],
+    pub accepted_until_secs: u64,
     pub slot_seconds: u32,
     /// SYNs are answered statelessly while `now_ms` < this.
     pub stateless_until_ms: u64,
@@ -191,10 +196,16 @@ impl Engine {
                     adopting: false,
                 }),
         );
+        let (accepted_key, accepted_until_secs) = self
+            .minter
+            .accepted_key(self.cookie_clock.seconds(now_ms))
+            .map_or(([0; 16], 0), |(k, until)| (*k.key(), until));
         *out = FastPathParams {
             now_ms,
             wall_offset_ms: self.cookie_clock.offset_ms(),
             siphash_key: self.minter.siphash_key(),
+            accepted_key,
+            accepted_until_secs,
             slot_seconds: self.minter.slot_seconds().min(u64::from(u32::MAX)) as u32,
             stateless_until_ms: self.cookie_mode.stateless_until_ms(),
             synack_mss_v4: self.synack_mss_v4(),

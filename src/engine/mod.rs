@@ -48,7 +48,7 @@ pub use handover::ImportReport;
 pub use service_profile::SynOption;
 pub use state::TcpState;
 
-use crate::cookie::{CookieMinter, CookieSecret};
+use crate::cookie::{CookieKeys, CookieMinter};
 use crate::wire::{self, ethernet, tcp, ParsedFrame, TcpView};
 use cookie_mode::CookieModeSwitch;
 use counters::bump;
@@ -105,7 +105,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(cfg: EngineConfig, secret: CookieSecret) -> Engine {
+    /// `keys`: a [`crate::cookie::CookieSecret`] or the [`CookieKeys`] of a secret file.
+    pub fn new(cfg: EngineConfig, keys: impl Into<CookieKeys>) -> Engine {
         let counters = Arc::new(Counters::default());
         counters
             .syn_recv_limit
@@ -113,7 +114,7 @@ impl Engine {
         counters
             .flows_limit
             .store(cfg.max_flows as u64, std::sync::atomic::Ordering::Relaxed);
-        let minter = CookieMinter::new(secret, cfg.cookie_slot_seconds);
+        let minter = CookieMinter::new(keys, cfg.cookie_slot_seconds);
         let key = minter.siphash_key();
         let engine = Engine {
             minter,
@@ -150,6 +151,21 @@ impl Engine {
     /// Until called, the two are taken to be equal.
     pub fn set_wall_clock(&mut self, now_ms: u64, wall_ms: u64) {
         self.cookie_clock.set(now_ms, wall_ms);
+    }
+
+    /// The keys of a re-read secret file (`CookieMinter::set_keys`): a new
+    /// first key mints from now on, and the one it replaces stays accepted
+    /// while its cookies may be in flight, in the engine and in the XDP
+    /// program alike (`fast_path_params`). The send budgets draw from the
+    /// minting key, as the program does. True when a key changed.
+    pub fn set_cookie_keys(&mut self, now_ms: u64, keys: CookieKeys) -> bool {
+        let changed = self
+            .minter
+            .set_keys(keys, self.cookie_clock.seconds(now_ms));
+        let key = self.minter.siphash_key();
+        self.rst_budget.set_key(key);
+        self.challenge_budget.set_key(key);
+        changed
     }
 
     /// Backends that went down or came back since the last call, oldest

@@ -81,6 +81,12 @@ impl SendBudget {
         }
     }
 
+    /// New key (a rotated cookie secret), from the next second on, as the
+    /// XDP program, which draws a second's allowance when it first sees it.
+    pub fn set_key(&mut self, key: [u8; 16]) {
+        self.key = key;
+    }
+
     pub fn try_take(&mut self, now_ms: u64) -> bool {
         let second = now_ms / 1000;
         if self.second != Some(second) {

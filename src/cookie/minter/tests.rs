@@ -344,6 +344,106 @@ fn instances_sharing_a_secret_agree_and_other_secrets_reject() {
     }
 }
 
+fn key(b: &[u8; 16]) -> CookieSecret {
+    CookieSecret::from_bytes(*b)
+}
+
+/// A rotation on a running minter: cookies the old key minted validate
+/// until the end of the slot after the rotation's (exactly as long as they
+/// would have without it), new ones are minted with the new key, and other
+/// instances that rotated too or not yet agree on both.
+#[test]
+fn a_rotated_key_keeps_its_cookies_valid_for_their_slots_only() {
+    let t = v4_tuple();
+    let (k1, k2) = (key(b"synguard-test-k1"), key(b"synguard-test-k2"));
+    // 10 s into slot SLOT_N.
+    let rotated_at = SLOT_N * SLOT + 10;
+    for timestamps in [false, true] {
+        let mut m = minter();
+        let old = m.mint(&t, CLIENT_ISN, &opts(timestamps), rotated_at - 5);
+        let old_ack = Ack::for_cookie(&old, CLIENT_ISN, 9);
+        assert!(m.set_keys(CookieKeys::single(k2.clone()), rotated_at));
+        assert!(
+            !m.set_keys(CookieKeys::single(k2.clone()), rotated_at + 1),
+            "no change"
+        );
+        let new = m.mint(&t, CLIENT_ISN, &opts(timestamps), rotated_at);
+        let new_ack = Ack::for_cookie(&new, CLIENT_ISN, 9);
+        assert_ne!(new.isn, old.isn, "minted with the new key");
+        let only_k2 = CookieMinter::new(k2.clone(), SLOT);
+        assert!(new_ack.check(&only_k2, &t, rotated_at).is_ok());
+        // The old cookie: valid through slot SLOT_N + 1, as without a
+        // rotation, and not a second longer.
+        let last = (SLOT_N + 2) * SLOT - 1;
+        assert!(old_ack.check(&m, &t, rotated_at).is_ok());
+        assert!(old_ack.check(&m, &t, last).is_ok());
+        assert_eq!(old_ack.check(&m, &t, last + 1), Err(CookieError::BadMac));
+        assert_eq!(m.accepted_key(last).map(|(_, until)| until), Some(last + 1));
+        assert!(m.accepted_key(last + 1).is_none());
+        // An instance not rotated yet still takes the new cookie only once
+        // it accepts the new key: the file's second line.
+        let mut lagging = minter();
+        assert_eq!(
+            new_ack.check(&lagging, &t, rotated_at),
+            Err(CookieError::BadMac)
+        );
+        lagging.set_keys(
+            CookieKeys {
+                minting: k1.clone(),
+                also_accepted: Some(k2.clone()),
+            },
+            rotated_at,
+        );
+        assert!(new_ack.check(&lagging, &t, rotated_at).is_ok());
+        assert!(old_ack.check(&lagging, &t, rotated_at).is_ok());
+        // Named by the file, it is accepted as long as the file names it.
+        assert_eq!(
+            lagging.accepted_key(u64::MAX - 1).map(|(_, u)| u),
+            Some(u64::MAX)
+        );
+    }
+}
+
+/// The file's second key takes the one extra place; with it gone again,
+/// the key retired by the last rotation is back while its cookies last. A
+/// rollback is a rotation like any other.
+#[test]
+fn one_extra_key_at_a_time() {
+    let t = v4_tuple();
+    let (k1, k2, k3) = (
+        key(b"synguard-test-k1"),
+        key(b"synguard-test-k2"),
+        key(b"synguard-test-k3"),
+    );
+    let now = SLOT_N * SLOT;
+    let mut m = minter();
+    let by_k1 = Ack::for_cookie(&m.mint(&t, CLIENT_ISN, &opts(false), now), CLIENT_ISN, 0);
+    m.set_keys(
+        CookieKeys {
+            minting: k2.clone(),
+            also_accepted: Some(k3.clone()),
+        },
+        now,
+    );
+    assert_eq!(by_k1.check(&m, &t, now + 1), Err(CookieError::BadMac));
+    m.set_keys(CookieKeys::single(k2.clone()), now + 2);
+    assert!(
+        by_k1.check(&m, &t, now + 3).is_ok(),
+        "k1's cookies are in flight"
+    );
+    let by_k2 = Ack::for_cookie(
+        &m.mint(&t, CLIENT_ISN, &opts(false), now + 3),
+        CLIENT_ISN,
+        0,
+    );
+    m.set_keys(CookieKeys::single(k1), now + 4);
+    assert!(by_k1.check(&m, &t, now + 5).is_ok());
+    assert!(
+        by_k2.check(&m, &t, now + 5).is_ok(),
+        "k2's cookies are in flight"
+    );
+}
+
 #[test]
 fn mss_below_the_floor_or_huge_is_quantized_in_the_cookie() {
     let m = minter();

@@ -31,6 +31,9 @@ pub struct SgParams {
     pub enabled: u8,
     pub pad: [u8; 3],
     pub rst_per_source: u32,
+    pub k0_accepted: u64,
+    pub k1_accepted: u64,
+    pub accepted_until_s: u64,
 }
 
 /// `struct sg_service_key`.
@@ -344,16 +347,25 @@ impl SgFlow {
     }
 }
 
+/// A SipHash key as the program's two words: siphasher's
+/// `SipHasher24::new_with_key` reads k0, k1 little-endian.
+fn siphash_words(key: &[u8; 16]) -> (u64, u64) {
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+    (word(&key[..8]), word(&key[8..]))
+}
+
 impl SgParams {
     /// The map entry for `p`, stamped with the monotonic clock reading
     /// `mono_ns` taken together with `p.now_ms`.
     pub fn from_params(p: &FastPathParams, mono_ns: u64, stale_after_ns: u64) -> SgParams {
-        // siphasher's SipHasher24::new_with_key reads k0, k1 little-endian.
-        let k0 = u64::from_le_bytes(p.siphash_key[..8].try_into().unwrap_or([0; 8]));
-        let k1 = u64::from_le_bytes(p.siphash_key[8..].try_into().unwrap_or([0; 8]));
+        let (k0, k1) = siphash_words(&p.siphash_key);
+        let (k0_accepted, k1_accepted) = siphash_words(&p.accepted_key);
         SgParams {
             k0,
             k1,
+            k0_accepted,
+            k1_accepted,
+            accepted_until_s: p.accepted_until_secs,
             clock_ms: p.now_ms,
             mono_ns,
             stale_after_ns,
@@ -380,7 +392,7 @@ mod tests {
     #[test]
     fn sizes_match_the_c_header() {
         // sizeof() of the C structs (x86-64 and BPF agree: natural alignment).
-        assert_eq!(std::mem::size_of::<SgParams>(), 80);
+        assert_eq!(std::mem::size_of::<SgParams>(), 104);
         assert_eq!(std::mem::size_of::<SgServiceKey>(), 20);
         assert_eq!(std::mem::size_of::<SgService>(), 4);
         assert_eq!(std::mem::size_of::<SgFlowKey>(), 40);
