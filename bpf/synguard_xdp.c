@@ -637,14 +637,15 @@ static __always_inline void tcp_header(__u8 *tb, const struct parsed *p, __u32 s
 
 /* ---- SYN -> cookie SYN-ACK ---- */
 
-/* The cookie slot at engine time now_ms: slots count wall-clock seconds
- * (instances sharing a secret agree on them), every timer counts the
- * monotonic engine clock (src/engine/cookie_clock.rs). */
+/* Wall-clock seconds at engine time now_ms: cookie slots and key rotations
+ * count them (instances sharing a secret agree on them), every timer counts
+ * the monotonic engine clock (src/engine/cookie_clock.rs). */
 static __always_inline __u64 wall_seconds(const struct sg_params *prm, __u64 now_ms)
 {
 	return (now_ms + (__u64)prm->wall_offset_ms) / 1000;
 }
 
+/* The cookie slot at engine time now_ms. */
 static __always_inline __u32 cookie_slot(const struct sg_params *prm, __u64 now_ms)
 {
 	return (__u32)(wall_seconds(prm, now_ms) / prm->slot_seconds);
