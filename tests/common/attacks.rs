@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -70,107 +71,143 @@ impl Lab {
         interval_us: u64,
         max_secs: u64,
     ) -> u64 {
-        require_tools(&["hping3", "timeout"]);
-        assert!(!sources.is_empty(), "hping: no sources");
-        assert!(sources.len() <= 64, "hping: at most 64 concurrent sources");
-        for s in sources {
-            let o = s.octets();
-            assert!(
-                o[0] == 198 && (o[1] == 18 || o[1] == 19),
-                "lab rule: spoofed source {s} is outside 198.18.0.0/15"
-            );
-        }
-        assert!(
-            (1..=1_000_000).contains(&per_source_count),
-            "hping: per-source count must be 1..=1000000 (bounded flood)"
-        );
-        assert!(
-            (1..=60).contains(&max_secs),
-            "hping: max_secs must be 1..=60 (bounded flood)"
-        );
-        assert!(
-            interval_us >= 1,
-            "hping: interval must be >= 1 us (no --flood)"
-        );
-        let mut rng = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-            | 1;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (rng & 0xffff_ffff) as u32
+        let flood = Flood {
+            flag,
+            sources,
+            dst: SERVER_V4,
+            dport,
+            per_source_count,
+            interval_us,
+            max_secs,
         };
-        let dst = SERVER_V4.to_string();
-        let mut children = Vec::new();
-        for src in sources {
-            let mut args: Vec<String> = vec![
-                "netns".into(),
-                "exec".into(),
-                self.cli.clone(),
-                "timeout".into(),
-                "-s".into(),
-                "INT".into(),
-                "-k".into(),
-                "3".into(),
-                max_secs.to_string(),
-                "hping3".into(),
-                "-q".into(),
-                flag.into(),
-                "-a".into(),
-                src.to_string(),
-                "-p".into(),
-                dport.to_string(),
-                "-c".into(),
-                per_source_count.to_string(),
-                "-i".into(),
-                format!("u{interval_us}"),
-            ];
-            if flag == "-A" {
-                args.extend(["-M".into(), next().to_string()]);
-                args.extend(["-L".into(), next().to_string()]);
-            }
-            args.push(dst.clone());
-            let child = Command::new("ip")
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn hping3: {e}"));
-            self.helpers.lock().unwrap().push(child.id());
-            children.push((src, child));
-        }
-        let mut total = 0u64;
-        let mut problems = Vec::new();
-        for (src, child) in children {
-            let pid = child.id();
-            let out = child.wait_with_output().expect("wait hping3");
-            self.helpers.lock().unwrap().retain(|p| *p != pid);
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let sent = text
-                .lines()
-                .find(|l| l.contains("packets transmitted") || l.contains("packets tramitted"))
-                .and_then(|l| l.split_whitespace().next())
-                .and_then(|n| n.parse::<u64>().ok());
-            match sent {
-                Some(n) => total += n,
-                None => problems.push(format!("hping3 -a {src} ({}): {text}", out.status)),
-            }
-        }
-        assert!(
-            problems.is_empty(),
-            "hping3 failed:\n{}",
-            problems.join("\n")
-        );
-        total
+        hping_from(&self.cli, &self.helpers, &flood)
     }
+}
+
+/// One bounded hping3 flood: `flag` "-S" (SYN) or "-A" (ACK with a random-ish
+/// sequence and acknowledgment number per process), one process per source.
+pub struct Flood<'a> {
+    pub flag: &'a str,
+    pub sources: &'a [Ipv4Addr],
+    pub dst: Ipv4Addr,
+    pub dport: u16,
+    pub per_source_count: u64,
+    pub interval_us: u64,
+    pub max_secs: u64,
+}
+
+/// Runs `flood` from namespace `ns` (lab rules enforced), its PIDs in `helpers`
+/// while they run (for the lab's Drop); waits for all and returns the packets sent.
+pub fn hping_from(ns: &str, helpers: &Mutex<Vec<u32>>, flood: &Flood) -> u64 {
+    let Flood {
+        flag,
+        sources,
+        dst,
+        dport,
+        per_source_count,
+        interval_us,
+        max_secs,
+    } = *flood;
+    require_tools(&["hping3", "timeout"]);
+    assert!(!sources.is_empty(), "hping: no sources");
+    assert!(sources.len() <= 64, "hping: at most 64 concurrent sources");
+    for s in sources {
+        let o = s.octets();
+        assert!(
+            o[0] == 198 && (o[1] == 18 || o[1] == 19),
+            "lab rule: spoofed source {s} is outside 198.18.0.0/15"
+        );
+    }
+    assert!(
+        (1..=1_000_000).contains(&per_source_count),
+        "hping: per-source count must be 1..=1000000 (bounded flood)"
+    );
+    assert!(
+        (1..=60).contains(&max_secs),
+        "hping: max_secs must be 1..=60 (bounded flood)"
+    );
+    assert!(
+        interval_us >= 1,
+        "hping: interval must be >= 1 us (no --flood)"
+    );
+    let mut rng = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng & 0xffff_ffff) as u32
+    };
+    let dst = dst.to_string();
+    let mut children = Vec::new();
+    for src in sources {
+        let mut args: Vec<String> = vec![
+            "netns".into(),
+            "exec".into(),
+            ns.to_owned(),
+            "timeout".into(),
+            "-s".into(),
+            "INT".into(),
+            "-k".into(),
+            "3".into(),
+            max_secs.to_string(),
+            "hping3".into(),
+            "-q".into(),
+            flag.into(),
+            "-a".into(),
+            src.to_string(),
+            "-p".into(),
+            dport.to_string(),
+            "-c".into(),
+            per_source_count.to_string(),
+            "-i".into(),
+            format!("u{interval_us}"),
+        ];
+        if flag == "-A" {
+            args.extend(["-M".into(), next().to_string()]);
+            args.extend(["-L".into(), next().to_string()]);
+        }
+        args.push(dst.clone());
+        let child = Command::new("ip")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn hping3: {e}"));
+        helpers.lock().unwrap().push(child.id());
+        children.push((src, child));
+    }
+    let mut total = 0u64;
+    let mut problems = Vec::new();
+    for (src, child) in children {
+        let pid = child.id();
+        let out = child.wait_with_output().expect("wait hping3");
+        helpers.lock().unwrap().retain(|p| *p != pid);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sent = text
+            .lines()
+            .find(|l| l.contains("packets transmitted") || l.contains("packets tramitted"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok());
+        match sent {
+            Some(n) => total += n,
+            None => problems.push(format!("hping3 -a {src} ({}): {text}", out.status)),
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "hping3 failed:\n{}",
+        problems.join("\n")
+    );
+    total
 }
 
 /// `deploy/lab/attack.sh` of this checkout.

@@ -102,3 +102,28 @@ pub(super) fn tail_file(path: &PathBuf, lines: usize) -> String {
         Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
 }
+
+/// Ends helper processes we spawned and have not reaped (hping3 under timeout(1),
+/// tcpdump): SIGTERM (timeout(1) forwards it), up to 3 s, then SIGKILL; reaps each.
+pub(super) fn reap_helpers(pids: Vec<u32>) {
+    for pid in pids {
+        // timeout(1) forwards SIGTERM to its hping3 child.
+        send_signal(pid, libc::SIGTERM);
+        let mut status = 0;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            // SAFETY: waitpid on our own (not yet reaped) child.
+            let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+            if r != 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                send_signal(pid, libc::SIGKILL);
+                // SAFETY: as above, blocking reap after SIGKILL.
+                unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -28,10 +28,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::commands::{
-    ns_run, require_root, require_tools, run, send_signal, tail_file, terminate_child,
+    ns_run, reap_helpers, require_root, require_tools, run, tail_file, terminate_child,
 };
 use super::netns::{in_netns, ns_exists, spawn_in_netns};
 // ---------------------------------------------------------------------------------
@@ -481,26 +481,7 @@ impl Drop for Lab {
             .lock()
             .map(|mut h| std::mem::take(&mut *h))
             .unwrap_or_default();
-        for pid in helpers {
-            // timeout(1) forwards SIGTERM to its hping3 child.
-            send_signal(pid, libc::SIGTERM);
-            let mut status = 0;
-            let deadline = Instant::now() + Duration::from_secs(3);
-            loop {
-                // SAFETY: waitpid on our own (not yet reaped) child.
-                let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
-                if r != 0 {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    send_signal(pid, libc::SIGKILL);
-                    // SAFETY: as above, blocking reap after SIGKILL.
-                    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
-                    break;
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-        }
+        reap_helpers(helpers);
         // 2. in-process peers (they poll the stop flag every <= 100 ms)
         let threads: Vec<JoinHandle<()>> = self
             .server_threads

@@ -8,6 +8,7 @@
 //!   the gateway namespace, `synguard status`, scraping its /metrics;
 //! - `peer`: the test protocol's stream and hash, the in-process test server, the
 //!   clients, latency statistics;
+//! - `fleet`: N gateways between two ECMP routers ([`Fleet`], deploy/lab/ecmp.sh);
 //! - `capture`: tcpdump in a lab namespace and parsing its output;
 //! - `attacks`: bounded hping3 floods, `deploy/lab/attack.sh` runs and their reports;
 //! - `prometheus`: the text exposition, a minimal HTTP GET, the exported metric
@@ -29,6 +30,7 @@
 mod attacks;
 mod capture;
 mod commands;
+mod fleet;
 mod gateway;
 mod json;
 mod lab;
@@ -39,6 +41,6 @@ mod prometheus;
 // Each test binary uses a subset of the harness: an unused re-export is expected.
 #[allow(unused_imports)]
 pub use self::{
-    attacks::*, capture::*, commands::*, gateway::*, json::*, lab::*, netns::*, peer::*,
+    attacks::*, capture::*, commands::*, fleet::*, gateway::*, json::*, lab::*, netns::*, peer::*,
     prometheus::*,
 };

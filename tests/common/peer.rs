@@ -15,7 +15,7 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, TcpListener, TcpStream, UdpSo
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use siphasher::sip::SipHasher24;
@@ -244,6 +244,29 @@ fn udp_echo_loop(sock: UdpSocket, stop: Arc<AtomicBool>) {
         }
     }
 }
+/// Starts the test protocol's TCP server (commands C, U, D, H) on `addrs` inside
+/// namespace `ns`: binds them all before it returns (a bind error panics), then
+/// serves each connection on a thread of its own until `stop` is set; a connection
+/// it fails to serve adds one to `errors`. Returns the accept loop's thread.
+pub fn spawn_test_server(
+    ns: &str,
+    addrs: &[SocketAddr],
+    stop: Arc<AtomicBool>,
+    errors: Arc<AtomicU32>,
+) -> JoinHandle<()> {
+    let listeners = in_netns(ns, || {
+        addrs
+            .iter()
+            .map(|a| {
+                let l = TcpListener::bind(a).unwrap_or_else(|e| panic!("bind {a} in {ns}: {e}"));
+                l.set_nonblocking(true).unwrap();
+                l
+            })
+            .collect::<Vec<_>>()
+    });
+    thread::spawn(move || accept_loop(listeners, stop, errors))
+}
+
 impl Lab {
     // ---- test server -----------------------------------------------------------
 
@@ -251,15 +274,17 @@ impl Lab {
     /// UNPROTECTED_PORT on SERVER_V4 and SERVER_V6 (protocol C/U/D), UDP echo on
     /// UDP_ECHO_PORT (v4 + v6). Stopped by Drop.
     pub fn start_server(&self) {
-        let (listeners, udps) = in_netns(&self.srv, || {
-            let mut ls = Vec::new();
-            for port in [PROTECTED_PORT, UNPROTECTED_PORT] {
-                for a in [srv_v4(port), srv_v6(port)] {
-                    let l = TcpListener::bind(a).unwrap_or_else(|e| panic!("bind {a}: {e}"));
-                    l.set_nonblocking(true).unwrap();
-                    ls.push(l);
-                }
-            }
+        let tcp: Vec<SocketAddr> = [PROTECTED_PORT, UNPROTECTED_PORT]
+            .into_iter()
+            .flat_map(|port| [srv_v4(port), srv_v6(port)])
+            .collect();
+        let accept = spawn_test_server(
+            &self.srv,
+            &tcp,
+            self.stop.clone(),
+            self.server_errors.clone(),
+        );
+        let udps = in_netns(&self.srv, || {
             let mut us = Vec::new();
             for a in [srv_v4(UDP_ECHO_PORT), srv_v6(UDP_ECHO_PORT)] {
                 let u = UdpSocket::bind(a).unwrap_or_else(|e| panic!("bind udp {a}: {e}"));
@@ -267,11 +292,10 @@ impl Lab {
                     .unwrap();
                 us.push(u);
             }
-            (ls, us)
+            us
         });
         let mut threads = self.server_threads.lock().unwrap();
-        let (stop, errors) = (self.stop.clone(), self.server_errors.clone());
-        threads.push(thread::spawn(move || accept_loop(listeners, stop, errors)));
+        threads.push(accept);
         for u in udps {
             let stop = self.stop.clone();
             threads.push(thread::spawn(move || udp_echo_loop(u, stop)));
