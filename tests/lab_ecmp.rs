@@ -31,6 +31,7 @@ fn fleet(name: &str, n: usize, extra: &str) -> Fleet {
     for i in 1..=n {
         f.start_gateway(i, extra);
     }
+    f.ping_links();
     assert_eq!(
         f.buckets(Side::Client),
         f.buckets(Side::Server),
@@ -246,21 +247,48 @@ fn a_cookie_minted_on_one_instance_completes_on_another() {
             // Now the path moves to instance 2, and what waited goes through:
             // the client retransmits the request, whose ACK carries the cookie
             // instance 1 minted.
-            let out = ns_run(&f_ref.rtc, "nft", &["list", "counter", "inet", "hold", "held"]);
+            let out = ns_run(
+                &f_ref.rtc,
+                "nft",
+                &["list", "counter", "inet", "hold", "held"],
+            );
             let held: u64 = out
                 .split_whitespace()
                 .skip_while(|w| *w != "packets")
                 .nth(1)
                 .and_then(|n| n.parse().ok())
                 .unwrap_or_else(|| panic!("no packet count in {out}"));
-            assert!(held >= 2, "the third ACK and the request waited: {held} segments");
+            assert!(
+                held >= 2,
+                "the third ACK and the request waited: {held} segments"
+            );
             pin_path(f_ref, 2, v6);
             nft_apply(&f_ref.rtc, "delete table inet hold");
             let mut b = [0u8; 1];
             s.read_exact(&mut b).map(|_| b[0])
         });
-        assert_eq!(reply.unwrap_or_else(|e| panic!("{addr}: reply: {e}")), b'C');
         let after: Vec<Metrics> = (1..=2).map(|i| f.metrics(i)).collect();
+        let reply = reply.unwrap_or_else(|e| {
+            let drops: Vec<String> = after
+                .iter()
+                .map(|m| {
+                    m.text
+                        .lines()
+                        .filter(|l| {
+                            l.starts_with("synguard_drops_total")
+                                || l.starts_with("synguard_rst_sent")
+                                || l.starts_with("synguard_cookies")
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .collect();
+            panic!(
+                "{addr}: reply: {e}\ninstance 1:\n{}\ninstance 2:\n{}",
+                drops[0], drops[1]
+            )
+        });
+        assert_eq!(reply, b'C');
         let delta = |i: usize, k: &str| {
             after[i - 1].get(k).unwrap_or(0.0) - before[i - 1].get(k).unwrap_or(0.0)
         };
@@ -361,6 +389,7 @@ fn a_key_rolls_across_the_fleet_while_clients_connect() {
         }
         f.write_secret(&keys);
         for i in 1..=f.n {
+            eprintln!("step {step}: instance {i} reloads at {:?}", t0.elapsed());
             let line = f.reload(i);
             assert!(
                 line.contains("cookies.secret_file"),
@@ -378,6 +407,11 @@ fn a_key_rolls_across_the_fleet_while_clients_connect() {
         t0.elapsed().as_secs_f64(),
         latency_summary(&ok.iter().map(|(_, d)| *d).collect::<Vec<_>>())
     );
+    let slow: Vec<_> = ok
+        .iter()
+        .filter(|(_, d)| *d >= Duration::from_millis(900))
+        .collect();
+    eprintln!("connects that needed a retransmission (start, latency): {slow:?}");
     assert!(err.is_empty(), "connects failed during the roll: {err:#?}");
     assert!(
         ok.len() >= 50,
@@ -604,10 +638,19 @@ fn a_spoofed_syn_flood_is_answered_by_every_instance() {
     let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     thread::sleep(XDP_COUNTER_LAG);
     let answered: Vec<f64> = (1..=2)
-        .map(|i| f.metrics(i).sum("synguard_synack_sent_total"))
+        .map(|i| {
+            let m = f.metrics(i);
+            ["queued", "cookie"]
+                .iter()
+                .map(|k| {
+                    m.get(&format!("synguard_synack_sent_total{{kind=\"{k}\"}}"))
+                        .unwrap_or(0.0)
+                })
+                .sum()
+        })
         .collect();
     eprintln!(
-        "{sent} spoofed SYNs; SYN-ACKs per instance {answered:?}; legitimate connects {}/100 ({})",
+        "{sent} spoofed SYNs; first SYN-ACKs per instance {answered:?}; legitimate connects {}/100 ({})",
         ok.len(),
         latency_summary(&ok)
     );

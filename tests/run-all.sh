@@ -147,7 +147,7 @@ step "test" "$CARGO" test --release --no-fail-fast -- --show-output "${TEST_ARGS
 # The lab suite again with the XDP fast path off: the AF_PACKET path alone
 # must keep working (the run above used the default, io.xdp = "auto").
 step "lab (xdp off)" env SYNGUARD_LAB_XDP=off "$CARGO" test --release --no-fail-fast \
-    --test lab_basic --test lab_state --test lab_stacks --test lab_attacks --test lab_prometheus --test lab_restart \
+    --test lab_basic --test lab_state --test lab_stacks --test lab_attacks --test lab_prometheus --test lab_restart --test lab_ecmp \
     -- --show-output "${TEST_ARGS[@]}"
 step "clippy" "$CARGO" clippy --all-targets -- -D warnings
 step "fmt" "$CARGO" fmt --check

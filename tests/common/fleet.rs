@@ -144,6 +144,37 @@ impl Fleet {
         format!("sg-egw{i}-{}", self.name)
     }
 
+    /// Pings across every instance from both routers, IPv4 and IPv6 (panics on
+    /// a loss): every link works, and the routers know their neighbours, so no
+    /// test's first segment waits for ARP or neighbour discovery.
+    pub fn ping_links(&self) {
+        for i in 1..=self.n {
+            for (ns, v4, v6) in [
+                (
+                    &self.rtc,
+                    format!("198.18.1{i}.2"),
+                    format!("2001:db8:1{i}::2"),
+                ),
+                (
+                    &self.rts,
+                    format!("198.18.1{i}.1"),
+                    format!("2001:db8:1{i}::1"),
+                ),
+            ] {
+                for addr in [v4, v6] {
+                    ns_run(ns, "ping", &["-n", "-q", "-c", "1", "-W", "2", &addr]);
+                }
+            }
+        }
+        for addr in [FLEET_SERVER_V4.to_string(), FLEET_SERVER_V6.to_string()] {
+            ns_run(
+                &self.cli,
+                "ping",
+                &["-n", "-q", "-c", "1", "-W", "2", &addr],
+            );
+        }
+    }
+
     /// `deploy/fleet/router.sh ARGS` in router `side`; its output.
     pub fn router(&self, side: Side, args: &[&str]) -> String {
         let mut all = vec!["router", side.arg()];
