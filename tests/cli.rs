@@ -231,3 +231,27 @@ fn detach_with_pinning_off_in_the_config_says_nothing_is_pinned() {
         "{err}"
     );
 }
+
+/// Every instance configuration of the fleet example validates, and all of them
+/// share one secret file and slot length (README "Running several gateways").
+#[test]
+fn fleet_example_configs_check_and_agree() {
+    let mut shared = None;
+    for n in 1..=3 {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("deploy/fleet/gw{n}.toml"));
+        let out = synguard(&["check-config", "--config", path.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "gw{n}.toml: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let table: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        let cookies = table["cookies"].to_string();
+        assert_eq!(
+            *shared.get_or_insert(cookies.clone()),
+            cookies,
+            "gw{n}.toml [cookies]"
+        );
+    }
+}

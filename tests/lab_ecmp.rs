@@ -127,6 +127,61 @@ fn open_held(f: &Fleet, count: usize, addr: SocketAddr) -> Vec<Held> {
     })
 }
 
+/// `KEY="VALUE"` lines of a router.sh configuration.
+fn router_conf(name: &str) -> std::collections::BTreeMap<String, String> {
+    let path = format!("{}/deploy/fleet/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        .collect()
+}
+
+/// The worked example's two routers agree on what must agree (seed, buckets,
+/// member numbers), and each member's far address is the other router's own
+/// address on that link (the lab writes the same shape, ecmp.sh write_conf).
+#[test]
+fn the_example_routers_mirror_each_other() {
+    let c = router_conf("router-client.conf");
+    let s = router_conf("router-server.conf");
+    for k in ["SEED", "BUCKETS"] {
+        assert_eq!(c.get(k), s.get(k), "{k}");
+    }
+    let members = |m: &std::collections::BTreeMap<String, String>| {
+        m.keys()
+            .filter(|k| k.starts_with("MEMBER_"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(members(&c), members(&s));
+    assert_eq!(members(&c).len(), 3);
+    for m in members(&c) {
+        let (cf, sf): (Vec<&str>, Vec<&str>) = (
+            c[&m].split_whitespace().collect(),
+            s[&m].split_whitespace().collect(),
+        );
+        // Link n: the clients' router is .1 / ::1, the servers' router .2 / ::2.
+        assert_eq!(
+            cf[0]
+                .replace(".2", ".1")
+                .rsplit_once('.')
+                .map(|x| x.0.to_owned()),
+            sf[0].rsplit_once('.').map(|x| x.0.to_owned()),
+            "{m}: one link, one subnet"
+        );
+        assert!(
+            cf[0].ends_with(".2") && sf[0].ends_with(".1"),
+            "{m}: {cf:?} / {sf:?}"
+        );
+        assert!(
+            cf[1].ends_with("::2") && sf[1].ends_with("::1"),
+            "{m}: {cf:?} / {sf:?}"
+        );
+    }
+}
+
 #[test]
 fn flows_cross_exactly_one_instance_both_ways() {
     let f = fleet("onepath", 3, "");

@@ -480,3 +480,29 @@ fn finds_synguard_names() {
         "a%20b%7Bx%3D%221%22%7D%5B5s%5D"
     );
 }
+
+/// The fleet example: it loads the same alerts, and names every instance in the
+/// scrape configuration (the dashboard and the alerts group by that label).
+#[test]
+fn promtool_check_fleet_config() {
+    let path = deploy("fleet/prometheus.yml");
+    let out = promtool_ok(&["check", "config", path_str(&path)]);
+    assert!(out.contains("1 rule files found"), "{out}");
+    let text = read(&path);
+    for n in 1..=3 {
+        assert!(
+            text.contains(&format!("instance: gw{n}")),
+            "fleet prometheus.yml names gw{n}"
+        );
+        let gw = read(&deploy(&format!("fleet/gw{n}.toml")));
+        let listen = gw
+            .lines()
+            .find_map(|l| l.strip_prefix("listen = \""))
+            .and_then(|l| l.split('"').next())
+            .unwrap_or_else(|| panic!("gw{n}.toml has no metrics listen"));
+        assert!(
+            text.contains(&format!("[{listen}]")),
+            "fleet prometheus.yml scrapes gw{n} at {listen}"
+        );
+    }
+}
