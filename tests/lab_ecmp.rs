@@ -163,14 +163,8 @@ fn the_example_routers_mirror_each_other() {
             s[&m].split_whitespace().collect(),
         );
         // Link n: the clients' router is .1 / ::1, the servers' router .2 / ::2.
-        assert_eq!(
-            cf[0]
-                .replace(".2", ".1")
-                .rsplit_once('.')
-                .map(|x| x.0.to_owned()),
-            sf[0].rsplit_once('.').map(|x| x.0.to_owned()),
-            "{m}: one link, one subnet"
-        );
+        let subnet = |a: &str| a.rsplit_once('.').map(|(net, _)| net.to_owned());
+        assert_eq!(subnet(cf[0]), subnet(sf[0]), "{m}: one link, one subnet");
         assert!(
             cf[0].ends_with(".2") && sf[0].ends_with(".1"),
             "{m}: {cf:?} / {sf:?}"
