@@ -74,10 +74,12 @@ fn tuple_of(local: SocketAddr) -> String {
 }
 
 /// A connection held open: connected, an upload of `HELD_BYTES` announced, the
-/// bytes sent only by [`Held::finish`], which checks the server's hash of them.
+/// bytes sent by [`Held::send`] in part and by [`Held::finish`], which checks the
+/// server's hash of them.
 struct Held {
     stream: TcpStream,
     tuple: String,
+    sent: usize,
 }
 
 const HELD_BYTES: u64 = 4096;
@@ -96,17 +98,29 @@ impl Held {
         hdr[1..].copy_from_slice(&HELD_BYTES.to_be_bytes());
         stream.write_all(&hdr).map_err(|e| format!("header: {e}"))?;
         let tuple = tuple_of(stream.local_addr().unwrap());
-        Ok(Held { stream, tuple })
+        Ok(Held {
+            stream,
+            tuple,
+            sent: 0,
+        })
     }
 
-    /// Sends the bytes and reads the hash: Ok(time taken) or the error and the
+    /// Sends the next `n` bytes of the upload.
+    fn send(&mut self, n: usize) -> std::io::Result<()> {
+        let mut buf = vec![0u8; HELD_BYTES as usize];
+        Stream::new(HELD_BYTES).fill(&mut buf);
+        let end = (self.sent + n).min(buf.len());
+        self.stream.write_all(&buf[self.sent..end])?;
+        self.sent = end;
+        Ok(())
+    }
+
+    /// Sends the rest and reads the hash: Ok(time taken) or the error and the
     /// time it took to come.
     fn finish(mut self) -> Result<Duration, (ErrorKind, Duration)> {
         let start = Instant::now();
-        let mut buf = vec![0u8; HELD_BYTES as usize];
-        Stream::new(HELD_BYTES).fill(&mut buf);
         let fail = |e: std::io::Error| (e.kind(), start.elapsed());
-        self.stream.write_all(&buf).map_err(fail)?;
+        self.send(HELD_BYTES as usize).map_err(fail)?;
         let mut got = [0u8; 8];
         self.stream.read_exact(&mut got).map_err(fail)?;
         assert_eq!(
@@ -714,6 +728,73 @@ fn a_spoofed_syn_flood_is_answered_by_every_instance() {
             *a >= total / 4.0,
             "instance {} answered {a} of {total}: not its share",
             k + 1
+        );
+    }
+}
+
+/// The liveness signal (README "Running several gateways"): ICMP crosses an
+/// instance only through its engine (the XDP program hands it up), so the
+/// routers' probe fails as soon as the process is gone, even while its XDP
+/// data path, pinned, still forwards the flows it holds.
+#[test]
+fn the_liveness_probe_fails_with_the_process_while_xdp_still_forwards() {
+    let f = fleet("liveness", 2, "");
+    let xdp = lab_xdp_from_env().as_deref() != Some("off");
+    // Pin the client's flows to instance 1; a flow older than 100 ms is
+    // published to the XDP program by its next segment.
+    let (c4, s4) = ("198.18.1.2/32", "198.18.0.1/32");
+    ns_run(
+        &f.rtc,
+        "ip",
+        &["route", "replace", c4, "via", "198.18.11.2", "dev", "rc1"],
+    );
+    ns_run(
+        &f.rts,
+        "ip",
+        &["route", "replace", s4, "via", "198.18.11.1", "dev", "rs1"],
+    );
+    let mut held = f.client(|| Held::open(fleet_srv_v4()).unwrap());
+    thread::sleep(Duration::from_millis(300));
+    f.client(|| held.send(1000)).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    f.kill_gateway(1);
+    thread::sleep(Duration::from_millis(200));
+    for (ns, far) in [(&f.rtc, "198.18.11.2"), (&f.rts, "198.18.11.1")] {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", ns, "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", far,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "ping across the dead instance from {ns} succeeded:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // The other instance answers the probe.
+    ns_run(
+        &f.rtc,
+        "ping",
+        &["-n", "-q", "-c", "1", "-W", "2", "198.18.12.2"],
+    );
+    if !xdp {
+        // Nothing will answer: do not wait the full read timeout for it.
+        held.stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+    }
+    let rest = f.client(|| held.finish());
+    eprintln!(
+        "process of instance 1 killed, XDP {}: probe fails both ways; the held flow: {rest:?}",
+        if xdp { "attached" } else { "off" }
+    );
+    if xdp {
+        rest.unwrap_or_else(|e| panic!("the flow published to XDP broke with its process: {e:?}"));
+    } else {
+        assert!(
+            rest.is_err(),
+            "with XDP off nothing forwards without the process"
         );
     }
 }
