@@ -26,7 +26,7 @@ pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
     let start = reloader.running().clone();
     let settings = &start;
     let keys = match &settings.secret_file {
-        Some(path) => CookieSecret::load(path).context("loading the cookie secret")?,
+        Some(path) => CookieKeys::load(path).context("loading the cookie secret")?,
         None => {
             tracing::warn!("no cookies.secret_file: using a random secret; cookies do not survive a restart and instances will not agree (see `synguard keygen`)");
             CookieKeys::single(CookieSecret::generate().context("generating a cookie secret")?)

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::config::{self, ConfigError, Overrides, Settings};
-use crate::cookie::CookieSecret;
+use crate::cookie::CookieKeys;
 use crate::engine::reconfigure::ReconfigureReport;
 use crate::engine::Engine;
 use crate::io::IoConfig;
@@ -169,7 +169,7 @@ impl Reloader {
         }
         // Read before anything is applied: a bad file rejects the reload.
         let keys = match &secret_file {
-            Some(path) => Some(CookieSecret::load(path)?),
+            Some(path) => Some(CookieKeys::load(path)?),
             None => None,
         };
         let log_changed = log_level != old.log_level;

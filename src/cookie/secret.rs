@@ -43,6 +43,43 @@ impl CookieKeys {
             also_accepted: None,
         }
     }
+
+    /// Read a secret file: one key per line, 32 hex characters (either
+    /// case) each, optionally followed by whitespace such as a newline. The
+    /// first key mints; a second one is accepted too (see
+    /// [`super::minter::CookieMinter::set_keys`]); more is an error.
+    pub fn load(path: &Path) -> Result<CookieKeys, SecretError> {
+        let read_error = |source| SecretError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut contents = Vec::with_capacity(2 * (HEX_CHARS + 1));
+        File::open(path)
+            .and_then(|file| file.take(MAX_FILE_BYTES).read_to_end(&mut contents))
+            .map_err(read_error)?;
+        let text = contents.trim_ascii_end();
+        let mut keys = Vec::with_capacity(2);
+        let mut offset = 0;
+        for line in text.split(|&c| c == b'\n') {
+            keys.push(CookieSecret::parse_line(
+                path,
+                line.trim_ascii_end(),
+                offset,
+            )?);
+            offset += line.len() + 1;
+        }
+        let mut keys = keys.into_iter();
+        match (keys.next(), keys.next(), keys.len()) {
+            (Some(minting), also_accepted, 0) => Ok(CookieKeys {
+                minting,
+                also_accepted,
+            }),
+            (_, _, more) => Err(SecretError::TooManyKeys {
+                path: path.to_path_buf(),
+                found: 2 + more,
+            }),
+        }
+    }
 }
 
 impl From<CookieSecret> for CookieKeys {
@@ -116,39 +153,6 @@ impl CookieSecret {
             }
         }
         Ok(Self(key))
-    }
-
-    /// Read a secret file: one key per line, 32 hex characters (either
-    /// case) each, optionally followed by whitespace such as a newline. The
-    /// first key mints; a second one is accepted too (see
-    /// [`super::minter::CookieMinter::set_keys`]); more is an error.
-    pub fn load(path: &Path) -> Result<CookieKeys, SecretError> {
-        let read_error = |source| SecretError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut contents = Vec::with_capacity(2 * (HEX_CHARS + 1));
-        File::open(path)
-            .and_then(|file| file.take(MAX_FILE_BYTES).read_to_end(&mut contents))
-            .map_err(read_error)?;
-        let text = contents.trim_ascii_end();
-        let mut keys = Vec::with_capacity(2);
-        let mut offset = 0;
-        for line in text.split(|&c| c == b'\n') {
-            keys.push(Self::parse_line(path, line.trim_ascii_end(), offset)?);
-            offset += line.len() + 1;
-        }
-        let mut keys = keys.into_iter();
-        match (keys.next(), keys.next(), keys.len()) {
-            (Some(minting), also_accepted, 0) => Ok(CookieKeys {
-                minting,
-                also_accepted,
-            }),
-            (_, _, more) => Err(SecretError::TooManyKeys {
-                path: path.to_path_buf(),
-                found: 2 + more,
-            }),
-        }
     }
 
     /// One line of a secret file, starting at byte `offset` of it.
@@ -286,7 +290,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, format!("{}\n", written.to_hex()));
         assert_eq!(
-            CookieSecret::load(&path).unwrap(),
+            CookieKeys::load(&path).unwrap(),
             CookieKeys::single(written)
         );
     }
@@ -306,7 +310,7 @@ mod tests {
         let written = CookieSecret::write_new(&path, true).unwrap();
         assert_eq!(mode_of(&path), 0o600, "overwrite tightens the mode");
         assert_eq!(
-            CookieSecret::load(&path).unwrap(),
+            CookieKeys::load(&path).unwrap(),
             CookieKeys::single(written)
         );
     }
@@ -325,7 +329,7 @@ mod tests {
             "00112233445566778899aAbBcCdDeEfF \r\n\t\n",
         ] {
             std::fs::write(&path, text).unwrap();
-            let keys = CookieSecret::load(&path).unwrap();
+            let keys = CookieKeys::load(&path).unwrap();
             assert_eq!(
                 keys,
                 CookieKeys::single(CookieSecret::from_bytes(bytes)),
@@ -341,13 +345,13 @@ mod tests {
         let path = dir.file("secret");
         let shown = path.display().to_string();
 
-        let err = CookieSecret::load(&path).unwrap_err();
+        let err = CookieKeys::load(&path).unwrap_err();
         assert!(matches!(err, SecretError::Read { .. }), "{err:?}");
         assert!(err.to_string().contains(&shown), "{err}");
 
         for (text, found) in [("", 0), ("0011", 4), (&"ab".repeat(17) as &str, 34)] {
             std::fs::write(&path, text).unwrap();
-            let err = CookieSecret::load(&path).unwrap_err();
+            let err = CookieKeys::load(&path).unwrap_err();
             assert!(
                 matches!(err, SecretError::BadLength { found: f, .. } if f == found),
                 "{text:?}: {err:?}"
@@ -362,7 +366,7 @@ mod tests {
             (" 0112233445566778899001122334455", 0),
         ] {
             std::fs::write(&path, text).unwrap();
-            let err = CookieSecret::load(&path).unwrap_err();
+            let err = CookieKeys::load(&path).unwrap_err();
             assert!(
                 matches!(err, SecretError::BadHex { offset: o, .. } if o == offset),
                 "{text:?}: {err:?}"
@@ -378,7 +382,7 @@ mod tests {
         let (a, b) = ("11".repeat(16), "2f".repeat(16));
         std::fs::write(&path, format!("{a}\r\n{b}  \n\n")).unwrap();
         assert_eq!(
-            CookieSecret::load(&path).unwrap(),
+            CookieKeys::load(&path).unwrap(),
             CookieKeys {
                 minting: CookieSecret::from_bytes([0x11; 16]),
                 also_accepted: Some(CookieSecret::from_bytes([0x2f; 16])),
@@ -386,13 +390,13 @@ mod tests {
         );
         // Offsets count from the start of the file.
         std::fs::write(&path, format!("{a}\n{}g\n", &b[..31])).unwrap();
-        let err = CookieSecret::load(&path).unwrap_err();
+        let err = CookieKeys::load(&path).unwrap_err();
         assert!(
             matches!(err, SecretError::BadHex { offset: 64, .. }),
             "{err:?}"
         );
         std::fs::write(&path, format!("{a}\n{b}\n{a}\n")).unwrap();
-        let err = CookieSecret::load(&path).unwrap_err();
+        let err = CookieKeys::load(&path).unwrap_err();
         assert!(
             matches!(err, SecretError::TooManyKeys { found: 3, .. }),
             "{err:?}"

@@ -192,6 +192,32 @@ mod tests {
     }
 
     #[test]
+    fn a_new_key_draws_from_the_next_second_on() {
+        const NEW: [u8; 16] = [9; 16];
+        let mut b = SendBudget::new(1000, KEY, TAG_RST);
+        // Seconds whose allowance the two keys draw differently, so the test
+        // sees which key drew.
+        let s = (1_700_000_000..)
+            .find(|&s| {
+                allowance(&KEY, TAG_RST, 1000, s) != allowance(&NEW, TAG_RST, 1000, s)
+                    && allowance(&KEY, TAG_RST, 1000, s + 1)
+                        != allowance(&NEW, TAG_RST, 1000, s + 1)
+            })
+            .unwrap();
+        assert!(b.try_take(s * 1000));
+        b.set_key(NEW);
+        // The second already drawn keeps its allowance (one was taken).
+        assert_eq!(
+            sent_in_second(&mut b, s) + 1,
+            allowance(&KEY, TAG_RST, 1000, s)
+        );
+        assert_eq!(
+            sent_in_second(&mut b, s + 1),
+            allowance(&NEW, TAG_RST, 1000, s + 1)
+        );
+    }
+
+    #[test]
     fn small_rates() {
         let mut b = SendBudget::new(0, KEY, TAG_RST);
         assert!(!b.try_take(5_000));

@@ -407,8 +407,7 @@ impl Fleet {
             if text.matches(needle).count() > before {
                 return text
                     .lines()
-                    .filter(|l| l.contains(needle))
-                    .last()
+                    .rfind(|l| l.contains(needle))
                     .unwrap()
                     .to_owned();
             }
