@@ -194,7 +194,7 @@ fn the_example_routers_mirror_each_other() {
 fn flows_cross_exactly_one_instance_both_ways() {
     let f = fleet("onepath", 3, "");
     let ok = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let handles: Vec<_> = (0..8)
+    let handles: Vec<_> = (0usize..8)
         .map(|t| {
             let ok = ok.clone();
             f.spawn_client(move || {
