@@ -66,7 +66,7 @@ struct sg_service {
 
 /* sg_tracked (HASH, no LRU): 4-tuples the engine must see (flows, half-open
  * entries), published by the engine; the program inserts a tuple itself when
- * it passes a valid cookie ACK up (see the race note in synguard_xdp.c). */
+ * it passes a valid cookie ACK up (see the race note in bpf/synguard_xdp.c). */
 struct sg_flow_key {
 	__u8 client[16];
 	__u8 server[16];
@@ -76,7 +76,7 @@ struct sg_flow_key {
 	__u8 pad[3];
 };
 
-/* The engine filter (sg_engine_filter in synguard_xdp.c): slots and the
+/* The engine filter (sg_engine_filter in bpf/lib/maps.h): slots and the
  * slot of a tuple; src/io/xdp/maps.rs SgFlowKey::filter_slot is its twin. */
 #define SG_FILTER_SLOTS 65536
 static inline __u32 sg_filter_slot(const struct sg_flow_key *k)

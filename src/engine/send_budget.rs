@@ -34,7 +34,7 @@ pub const TAG_CHALLENGE_ACK: u8 = 0xb2;
 /// The allowance of engine-clock second `second` for a budget of
 /// `per_second`: `ceil(rate / 2) + r mod rate`, `r` the SipHash-2-4 under
 /// `key` of the 47 bytes `second` (big-endian, bytes 0..8), zeros, `tag` at
-/// byte 44, zeros (bpf/synguard_xdp.c `budget_allowance`). Averages the
+/// byte 44, zeros (bpf/lib/handshake.h `budget_allowance`). Averages the
 /// rate; 0 for 0.
 pub fn allowance(key: &[u8; 16], tag: u8, per_second: u32, second: u64) -> u32 {
     if per_second == 0 {
