@@ -4,8 +4,10 @@
 //! several gateways" promises: both directions of every flow cross one instance, a
 //! cookie minted on one completes on another, a key rolls across the fleet while
 //! clients connect, a dead instance leaves the groups and the survivors' flows stay
-//! intact, a drained one takes no new flows while it finishes its own, and a spoofed
-//! SYN flood is answered by every instance. Real Linux TCP at both ends.
+//! intact, a drained one takes no new flows while it finishes its own, a spoofed
+//! SYN flood is answered by every instance (and fails no liveness probe), and the
+//! probe fails with an instance's process even while its XDP path still forwards.
+//! Real Linux TCP at both ends.
 
 mod common;
 
@@ -310,17 +312,7 @@ fn a_cookie_minted_on_one_instance_completes_on_another() {
             // Now the path moves to instance 2, and what waited goes through:
             // the client retransmits the request, whose ACK carries the cookie
             // instance 1 minted.
-            let out = ns_run(
-                &f_ref.rtc,
-                "nft",
-                &["list", "counter", "inet", "hold", "held"],
-            );
-            let held: u64 = out
-                .split_whitespace()
-                .skip_while(|w| *w != "packets")
-                .nth(1)
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("no packet count in {out}"));
+            let held = nft_counter_packets(&f_ref.rtc, "inet hold", "held");
             assert!(
                 held >= 2,
                 "the third ACK and the request waited: {held} segments"
@@ -503,26 +495,27 @@ fn in_group(ns: &str, i: usize) -> bool {
     group.split('/').any(|id| id == (100 + i).to_string())
 }
 
-/// Held connections per instance: (instance of each, count per instance).
-fn held_instances(f: &Fleet, held: &[Held]) -> Vec<usize> {
+/// `count` held connections through the fleet, and the instance each crossed
+/// (printed as a count per instance).
+fn held_on(f: &Fleet, count: usize) -> (Vec<Held>, Vec<usize>) {
+    let held = open_held(f, count, fleet_srv_v4());
     let (ins, outs) = f.link_record();
-    held.iter()
+    let on: Vec<usize> = held
+        .iter()
         .map(|h| single_instance(&h.tuple, &ins, &outs))
-        .collect()
+        .collect();
+    let per: Vec<usize> = (1..=f.n)
+        .map(|i| on.iter().filter(|&&x| x == i).count())
+        .collect();
+    eprintln!("held connections per instance: {per:?}");
+    (held, on)
 }
 
 #[test]
 fn a_dead_instance_leaves_the_groups_and_the_others_carry_on() {
     let f = fleet("failover", 3, "");
-    let held = open_held(&f, 60, fleet_srv_v4());
-    let on = held_instances(&f, &held);
+    let (held, on) = held_on(&f, 60);
     let count = |i| on.iter().filter(|&&x| x == i).count();
-    eprintln!(
-        "held connections per instance: {} {} {}",
-        count(1),
-        count(2),
-        count(3)
-    );
     assert!(
         (1..=3).all(|i| count(i) > 0),
         "every instance holds connections"
@@ -632,15 +625,8 @@ fn a_dead_instance_leaves_the_groups_and_the_others_carry_on() {
 #[test]
 fn a_drained_instance_takes_no_new_flows_and_finishes_its_own() {
     let f = fleet("drain", 3, "");
-    let held = open_held(&f, 45, fleet_srv_v4());
-    let on = held_instances(&f, &held);
+    let (held, on) = held_on(&f, 45);
     let count = |i| on.iter().filter(|&&x| x == i).count();
-    eprintln!(
-        "held connections per instance: {} {} {}",
-        count(1),
-        count(2),
-        count(3)
-    );
     assert!(count(2) > 0, "instance 2 holds connections: {on:?}");
     f.routers(&["drain", "2"]);
     let (before, _) = f.link_record();
@@ -693,6 +679,12 @@ fn a_spoofed_syn_flood_is_answered_by_every_instance() {
     let sources: Vec<std::net::Ipv4Addr> = (100..106)
         .map(|h| std::net::Ipv4Addr::new(198, 18, 0, h))
         .collect();
+    // The routers' liveness probes run through the flood: no instance may
+    // look dead for being busy.
+    let watch_logs: Vec<_> = [Side::Client, Side::Server]
+        .into_iter()
+        .map(|side| f.spawn_watch(side, &["-i", "200", "-f", "3"]))
+        .collect();
     let flood = {
         let f = &f;
         let sources = &sources;
@@ -739,6 +731,17 @@ fn a_spoofed_syn_flood_is_answered_by_every_instance() {
         latency_summary(&ok)
     );
     assert!(errors.is_empty(), "legitimate connects failed: {errors:#?}");
+    f.stop_helpers();
+    for log in watch_logs {
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            !text.contains("missed"),
+            "a probe failed under the flood:\n{text}"
+        );
+    }
+    for ns in [&f.rtc, &f.rts] {
+        assert!(in_group(ns, 1) && in_group(ns, 2), "{ns} lost an instance");
+    }
     let total: f64 = answered.iter().sum();
     assert!(
         total >= sent as f64 * 0.5,

@@ -15,7 +15,7 @@ Runs, in order, and prints a summary (exit 1 if any step failed):
   1. root check; installs the Debian package of every missing tool (the table in
      deploy/lab/tools.sh: iproute2 nftables ethtool hping3 iputils-ping tcpdump
      tcpreplay procps coreutils util-linux python3 prometheus clang libbpf-dev dpkg
-     dpkg-dev binutils systemd man-db adduser) with one `apt-get update`, and
+     dpkg-dev binutils systemd man-db adduser bpftool) with one `apt-get update`, and
      cargo-deb with `cargo install cargo-deb --locked`, then fails loudly naming
      any tool that is still missing
   2. cargo build --release
@@ -66,10 +66,10 @@ die() {
 # tests run their own in the lab's gateway namespace). clang, bpf_helpers.h:
 # bpf/build.sh --check. dpkg-deb ... adduser, unshare: tests/package.rs builds the
 # .deb (cargo-deb runs dpkg-shlibdeps and strip), verifies the units, runs the
-# postinst in a mount namespace.
+# postinst in a mount namespace. bpftool: tests/xdp_verifier.rs (bpf/verifier-stats.sh).
 TOOLS=(ip nstat ss nsenter nft ethtool hping3 ping tcpdump sysctl timeout flock setpriv tcpreplay tcprewrite
     python3 promtool prometheus clang bpf_helpers.h dpkg-deb dpkg-shlibdeps strip systemd-analyze
-    man adduser unshare)
+    man adduser unshare bpftool)
 # shellcheck source=deploy/lab/tools.sh
 . deploy/lab/tools.sh
 ensure_tools "${TOOLS[@]}" || die "required tools missing (lines above)"

@@ -43,7 +43,8 @@ Commands:
   watch [-i MS] [-f FAILS]
                  liveness: ping every member's far address through its instance
                  every MS ms (default 200, timeout the same); FAILS (default 3)
-                 failed probes in a row -> remove N. Runs until killed. ICMP
+                 failed probes in a row -> remove N (never the last member
+                 of a group). Runs until killed. ICMP
                  crosses synguard's engine thread (its XDP program never forwards
                  it), so the probe fails as soon as the process stops or stalls,
                  even while its XDP data path still forwards established flows.
@@ -261,9 +262,15 @@ cmd_watch() {
             fi
             missed[$n]=$((${missed[$n]:-0} + 1))
             if [[ ${missed[$n]} -ge $fails ]]; then
+                missed[$n]=0
+                if [[ $(group_members $G4 | grep -cvx "$n") -eq 0 ||
+                    $(group_members $G4NEW | grep -cvx "$n") -eq 0 ]]; then
+                    # Without it the group would be empty: keep the last one.
+                    echo "watch: $(date +%s.%N) member $n missed $fails probes: kept, it is the last"
+                    continue
+                fi
                 echo "watch: $(date +%s.%N) member $n missed $fails probes: removed"
                 cmd_remove "$n"
-                missed[$n]=0
             fi
         done
         sleep "$wait"

@@ -5,6 +5,7 @@
 //! retries or hides a failing command: a failure is a panic, never a skip.
 
 use std::fs;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -68,6 +69,44 @@ pub fn ns_run(ns: &str, prog: &str, args: &[&str]) -> String {
     full.extend_from_slice(args);
     run("ip", &full)
 }
+/// Applies an nftables script inside namespace `ns` (`nft -f -`); panics with
+/// nft's error and the script.
+pub fn nft_apply(ns: &str, script: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run nft: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft in {ns} failed: {}\nscript:\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Packets counted by the named counter `name` of nft table `table` ("FAMILY
+/// NAME", e.g. "inet synguard_loss") in `ns`.
+pub fn nft_counter_packets(ns: &str, table: &str, name: &str) -> u64 {
+    let mut args = vec!["list", "counter"];
+    args.extend(table.split_whitespace());
+    args.push(name);
+    let out = ns_run(ns, "nft", &args);
+    let toks: Vec<&str> = out.split_whitespace().collect();
+    toks.windows(2)
+        .find(|w| w[0] == "packets")
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in nft output: {out}"))
+}
+
 pub(super) fn send_signal(pid: u32, sig: libc::c_int) {
     // SAFETY: plain kill(2) on a PID we spawned and have not reaped yet.
     unsafe {

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use super::attacks::{hping_from, Flood};
 use super::commands::{
-    ns_run, reap_helpers, require_root, require_tools, run, tail_file, terminate_child,
+    nft_apply, ns_run, reap_helpers, require_root, require_tools, run, tail_file, terminate_child,
 };
 use super::gateway::{lab_xdp_from_env, METRICS_ADDR, SYNGUARD_BIN};
 use super::lab::{gateway_pin_dirs, lab_lock, LabLock, LAB_TOOLS, PROTECTED_PORT};
@@ -504,30 +504,6 @@ fn set_elements(out: &str) -> Vec<String> {
         .map(|e| e.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter(|e| !e.is_empty())
         .collect()
-}
-
-/// Applies an nftables script in namespace `ns` (`nft -f -`); panics with nft's
-/// error.
-pub fn nft_apply(ns: &str, script: &str) {
-    use std::io::Write;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn nft");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "nft in {ns}: {}\n{script}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl Drop for Fleet {

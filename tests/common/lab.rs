@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -31,7 +31,8 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use super::commands::{
-    ns_run, reap_helpers, require_root, require_tools, run, tail_file, terminate_child,
+    nft_apply, nft_counter_packets, ns_run, reap_helpers, require_root, require_tools, run,
+    tail_file, terminate_child,
 };
 use super::netns::{in_netns, ns_exists, spawn_in_netns};
 // ---------------------------------------------------------------------------------
@@ -330,25 +331,7 @@ impl Lab {
 
     /// Applies an nftables script inside namespace `ns` (`nft -f -`).
     pub fn nft(&self, ns: &str, script: &str) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run nft: {e}"));
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "nft in {ns} failed: {}\nscript:\n{script}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        nft_apply(ns, script);
     }
 
     /// Packets counted by the named nft counter `name` of table `inet synguard_test` in `ns`.
@@ -360,15 +343,7 @@ impl Lab {
     /// NAME", e.g. "inet synguard_loss") in `ns` (for tables a test adds itself
     /// with [`Lab::nft`]).
     pub fn nft_table_counter(&self, ns: &str, table: &str, name: &str) -> u64 {
-        let mut args = vec!["list", "counter"];
-        args.extend(table.split_whitespace());
-        args.push(name);
-        let out = ns_run(ns, "nft", &args);
-        let toks: Vec<&str> = out.split_whitespace().collect();
-        toks.windows(2)
-            .find(|w| w[0] == "packets")
-            .and_then(|w| w[1].parse().ok())
-            .unwrap_or_else(|| panic!("no packet count in nft output: {out}"))
+        nft_counter_packets(ns, table, name)
     }
 
     /// A statistic of interface `iface` in `ns`
