@@ -17,6 +17,7 @@ use synguard::cookie::CookieSecret;
 use synguard::engine::forward::{FlowProgress, FORWARD_AFTER_MS};
 use synguard::engine::{Engine, EngineConfig, FlowKey, Port, SyncookieMode, TcpState, Verdict};
 use synguard::io::clock::monotonic_ns;
+use synguard::io::xdp::maps::counter;
 use synguard::io::xdp::XdpFastPath;
 use synguard::wire::tcp::{self, TcpSegmentSpec};
 use synguard::wire::tcp_options::{SynOptionSet, KIND_NOP};
@@ -631,6 +632,137 @@ fn the_servers_fin_is_forwarded_and_the_engine_follows() {
             t.publisher.flow_state(&t.key()),
             Some(TcpState::TimeWait),
             "{setup:?}"
+        );
+    }
+}
+
+/// Pins the calling thread to `cpu` (BPF_PROG_TEST_RUN runs the program on
+/// the CPU of the thread that asks).
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it,
+    // and sched_setaffinity reads exactly its size.
+    let r = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(
+        r,
+        0,
+        "sched_setaffinity(CPU {cpu}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// One port's program on `frames`, from a thread pinned to `cpu`.
+fn run_on_cpu(
+    x: &XdpFastPath,
+    cpu: usize,
+    frames: &[Vec<u8>],
+    from_server: bool,
+) -> Vec<(u32, Vec<u8>)> {
+    pin_to_cpu(cpu);
+    let prog = if from_server {
+        x.server_program()
+    } else {
+        x.program()
+    };
+    frames
+        .iter()
+        .map(|f| {
+            let mut out = vec![0u8; f.len() + 64];
+            let r = prog
+                .test_run(TestRunOptions {
+                    data_in: Some(f),
+                    data_out: Some(&mut out[..]),
+                    ..TestRunOptions::default()
+                })
+                .expect("BPF_PROG_TEST_RUN");
+            out.truncate(r.data_size_out as usize);
+            (r.return_value, out)
+        })
+        .collect()
+}
+
+/// design.md section 8: the program runs on every CPU that receives, and the
+/// two directions of one flow may be handled on two CPUs at the same moment.
+/// The client's segments run on CPU 0 while the server's run on CPU 1 (every
+/// setup, many rounds, the two threads released together): each is redirected
+/// with the engine's bytes, the flow's entry ends exactly where the engine ends
+/// after the same segments (each progress field has one writer direction, so
+/// the interleaving does not matter), and the per-CPU counters add up to every
+/// segment.
+#[test]
+fn both_directions_on_two_cpus_at_once_lose_nothing() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cpus >= 2,
+        "this test needs two CPUs, the machine has {cpus}"
+    );
+    const ROUNDS: u32 = 2000;
+    const PAYLOAD: u32 = 100;
+    for setup in setups() {
+        let mut t = Twin::new(setup);
+        let before = t.x.counter_totals();
+        let segs = |server: bool| -> Vec<Seg> {
+            (0..ROUNDS)
+                .map(|i| {
+                    if server {
+                        t.server_data(i * PAYLOAD, 0, PAYLOAD as usize)
+                    } else {
+                        t.client_data(i * PAYLOAD, 0, PAYLOAD as usize)
+                    }
+                })
+                .collect()
+        };
+        let (client_segs, server_segs) = (segs(false), segs(true));
+        let frames =
+            |v: &[Seg]| -> Vec<Vec<u8>> { v.iter().map(|s| frame_of(&setup, s)).collect() };
+        let (client_frames, server_frames) = (frames(&client_segs), frames(&server_segs));
+        let barrier = std::sync::Barrier::new(2);
+        let x = &t.x;
+        let (client_out, server_out) = std::thread::scope(|sc| {
+            let (b, cf, sf) = (&barrier, &client_frames, &server_frames);
+            let a = sc.spawn(move || {
+                b.wait();
+                run_on_cpu(x, 0, cf, false)
+            });
+            let s = sc.spawn(move || {
+                b.wait();
+                run_on_cpu(x, 1, sf, true)
+            });
+            (a.join().unwrap(), s.join().unwrap())
+        });
+        // The engine, the same segments one direction after the other.
+        for (frames, outs, port) in [
+            (&client_frames, &client_out, Port::Client),
+            (&server_frames, &server_out, Port::Server),
+        ] {
+            for (k, (f, (ret, out))) in frames.iter().zip(outs).enumerate() {
+                assert_eq!(*ret, XDP_REDIRECT, "{setup:?} {port:?} segment {k}");
+                let mut ef = f.clone();
+                assert_eq!(t.reference.handle(NOW, port, &mut ef), Verdict::Forward);
+                assert_eq!(*out, ef, "{setup:?} {port:?} segment {k}: bytes");
+            }
+        }
+        let entry = t.x.flow_entry(&t.key()).expect("entry");
+        assert_eq!(entry.progress(), t.reference_progress(), "{setup:?}");
+        let after = t.x.counter_totals();
+        let d = |i: u32| after[i as usize] - before[i as usize];
+        assert_eq!(
+            (
+                d(counter::RX),
+                d(counter::FWD_TO_SERVER),
+                d(counter::FWD_TO_CLIENT),
+                d(counter::PASS)
+            ),
+            (
+                2 * u64::from(ROUNDS),
+                u64::from(ROUNDS),
+                u64::from(ROUNDS),
+                0
+            ),
+            "{setup:?}: counters (rx, to server, to client, pass)"
         );
     }
 }
