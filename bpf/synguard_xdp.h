@@ -129,8 +129,14 @@ enum sg_counter {
  * progress it knows) and deletes it on the flow's next state change; the
  * program only writes the progress fields, which the engine reads back
  * (src/io/xdp ForwardProgressReader) before it acts on the flow. Several
- * CPUs may write progress at once: each field is one plain store, and a
- * lost maximum is only a smaller plausibility window for a moment. */
+ * CPUs may write progress at once, the two directions of one flow on two
+ * CPUs (tests/xdp_forward.rs both_directions_on_two_cpus_at_once_lose_nothing):
+ * each field has one writer direction, client_* the client port's program,
+ * server_* and server_fin the server port's, and each write is one plain
+ * store; last_seen_ms is written by both with the same clock (the later
+ * store wins, either is right). Two CPUs on one direction (a NIC spreading
+ * one flow over two queues) can lose a maximum: only a smaller plausibility
+ * window for a moment. */
 struct sg_flow {
 	/* Translation (src/engine/flow.rs Flow, same names). */
 	__u32 seq_delta;          /* + on server SEQ toward the client          */
