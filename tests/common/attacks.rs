@@ -4,7 +4,7 @@
 //! of a process and the machine summary that attack results are reported with. It
 //! enforces the lab rules: spoofed sources only from 198.18.0.0/15, bounded packet
 //! counts and durations, never `--flood` or `--rand-source`, and it never sends from
-//! anywhere but the lab's client namespace.
+//! anywhere but a lab's client namespace (the three-namespace lab's, or a fleet's).
 
 use std::fs::{self, File};
 use std::net::Ipv4Addr;

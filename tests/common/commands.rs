@@ -1,8 +1,9 @@
 //! Running external programs for the harness: the preconditions every lab checks
 //! (root, tools in PATH), `run` / `ns_run` (stdout, or a panic naming the command and
-//! its stderr), and signalling, terminating and reading the logs of the children the
-//! harness spawned. It never signals a PID the harness did not spawn itself, and never
-//! retries or hides a failing command: a failure is a panic, never a skip.
+//! its stderr), nftables scripts and counters in a namespace, and signalling,
+//! terminating and reading the logs of the children the harness spawned. It never
+//! signals a PID the harness did not spawn itself, and never retries or hides a
+//! failing command: a failure is a panic, never a skip.
 
 use std::fs;
 use std::io::Write;

@@ -39,7 +39,6 @@ use super::prometheus::{http_get, Metrics};
 
 /// The fleet lab script.
 pub const ECMP_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/lab/ecmp.sh");
-pub const FLEET_CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const FLEET_SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 pub const FLEET_SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
 
