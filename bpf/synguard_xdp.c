@@ -65,17 +65,19 @@
 SEC("xdp")
 int sg_fast_path(struct xdp_md *ctx)
 {
-	struct parsed p;
+	struct parsed *p = scratch_parsed();
+	if (!p)
+		return pass();
 	struct sg_service *svc = 0;
-	int verdict = service_segment(ctx, &p, 0, &svc);
+	int verdict = service_segment(ctx, p, 0, &svc);
 	if (verdict >= 0 || !svc)
 		return verdict >= 0 ? verdict : pass();
 
 	/* TCP-MD5 / TCP-AO: the engine bridges or drops them whatever their
 	 * flags (src/engine/mod.rs client_segment checks this first). */
-	if (p.opts.auth_option)
+	if (p->opts.auth_option)
 		return pass();
-	__u8 f = p.flags;
+	__u8 f = p->flags;
 	int retired = svc->flags & SG_SERVICE_RETIRED;
 	/* src/engine/mod.rs client_segment: a SYN with ACK, RST or FIN. */
 	if (!retired && (f & TCP_SYN) && (f & (TCP_ACK | TCP_RST | TCP_FIN))) {
@@ -84,7 +86,7 @@ int sg_fast_path(struct xdp_md *ctx)
 	}
 
 	if (!(f & TCP_SYN)) {
-		int r = forward(ctx, &p, 0);
+		int r = forward(ctx, p, 0);
 		if (r >= 0)
 			return r;
 	}
@@ -100,8 +102,8 @@ int sg_fast_path(struct xdp_md *ctx)
 	 * asks sg_tracked only when the engine filter says the engine may track
 	 * its tuple (the program's own entries, made for the segments right
 	 * after a cookie ACK, do not concern SYNs). */
-	if (!(f & TCP_SYN) || engine_may_track(&p.key)) {
-		if (bpf_map_lookup_elem(&sg_tracked, &p.key))
+	if (!(f & TCP_SYN) || engine_may_track(&p->key)) {
+		if (bpf_map_lookup_elem(&sg_tracked, &p->key))
 			return pass();
 	}
 
@@ -109,7 +111,7 @@ int sg_fast_path(struct xdp_md *ctx)
 		/* src/engine/mod.rs retired_client_segment and `unclaimed`: an
 		 * ACK with a valid cookie is a handshake of the engine's; the rest
 		 * belongs to connections it does not carry. */
-		if ((f & (TCP_SYN | TCP_RST | TCP_ACK)) == TCP_ACK && cookie_valid(&p, prm, now_ms))
+		if ((f & (TCP_SYN | TCP_RST | TCP_ACK)) == TCP_ACK && cookie_valid(p, prm, now_ms))
 			return pass();
 		return bridge(SG_PORT_SERVER);
 	}
@@ -119,11 +121,11 @@ int sg_fast_path(struct xdp_md *ctx)
 			return pass(); /* the half-open queue is in charge */
 		if (svc->flags & SG_SERVICE_SYNS_UP)
 			return pass(); /* its backend is down */
-		if (p.l4_len != p.tcp_hlen)
+		if (p->l4_len != p->tcp_hlen)
 			return pass(); /* payload: checksum not verified here */
-		if (!tcp_checksum_ok(ctx, &p))
+		if (!tcp_checksum_ok(ctx, p))
 			return pass();
-		return on_syn(ctx, &p, prm, now_ms, svc->offer_mask);
+		return on_syn(ctx, p, prm, now_ms, svc->offer_mask);
 	}
 	if (f & TCP_RST) {
 		count(SG_C_DROP_NO_FLOW);
@@ -133,11 +135,11 @@ int sg_fast_path(struct xdp_md *ctx)
 		count(SG_C_DROP_INVALID_FLAGS);
 		return XDP_DROP;
 	}
-	if (p.l4_len != p.tcp_hlen)
+	if (p->l4_len != p->tcp_hlen)
 		return pass();
-	if (!tcp_checksum_ok(ctx, &p))
+	if (!tcp_checksum_ok(ctx, p))
 		return pass();
-	return on_ack(ctx, &p, prm, now_ms);
+	return on_ack(ctx, p, prm, now_ms);
 }
 
 /* The server port: segments of published flows toward their clients, and
@@ -145,14 +147,16 @@ int sg_fast_path(struct xdp_md *ctx)
 SEC("xdp")
 int sg_server_port(struct xdp_md *ctx)
 {
-	struct parsed p;
+	struct parsed *p = scratch_parsed();
+	if (!p)
+		return pass();
 	struct sg_service *svc = 0;
-	int verdict = service_segment(ctx, &p, 1, &svc);
+	int verdict = service_segment(ctx, p, 1, &svc);
 	if (verdict >= 0 || !svc)
 		return verdict >= 0 ? verdict : pass();
-	if (p.opts.auth_option)
+	if (p->opts.auth_option)
 		return pass();
-	int r = forward(ctx, &p, 1);
+	int r = forward(ctx, p, 1);
 	return r < 0 ? pass() : r;
 }
 

@@ -3,8 +3,9 @@
  * bpf/lib/parse.h: reading a frame: what it is before the TCP parse
  * (classify, as src/engine/mod.rs classify_and_handle), the Ethernet / VLAN /
  * IPv4 / IPv6 / TCP headers and options into struct parsed (as src/wire
- * parses them), and the TCP checksum check. It never writes to the frame
- * and never decides a verdict beyond "not fully parsed".
+ * parses them) in the per-CPU scratch slot it owns (sg_scratch), and the TCP
+ * checksum check. It never writes to the frame and never decides a verdict
+ * beyond "not fully parsed".
  */
 #ifndef SG_LIB_PARSE_H
 #define SG_LIB_PARSE_H
@@ -126,6 +127,25 @@ struct parsed {
 	__u8 flags;
 	struct sg_opts opts;
 };
+
+/* The frame being handled, per CPU. struct parsed is the largest object of
+ * the client program, whose stack is 512 bytes for its whole call chain (the
+ * verifier counted 424 with it on the stack: bpf/verifier-stats.sh). An XDP
+ * program runs to completion on its CPU and is not re-entered there, so one
+ * slot per CPU is enough; every field a path reads is written first on that
+ * path, as the verifier demanded while it lived on the stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct parsed);
+} sg_scratch SEC(".maps");
+
+static __always_inline struct parsed *scratch_parsed(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&sg_scratch, &zero);
+}
 
 /* One's-complement sum of 16-bit big-endian words as a host number. */
 static __always_inline __u32 fold(__u64 sum)
