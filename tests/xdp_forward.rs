@@ -259,6 +259,26 @@ fn handshake_with(e: &mut Engine, setup: &Setup, server_sack: bool) -> Flow {
     flow
 }
 
+/// One port's program on frame `f` (BPF_PROG_TEST_RUN): its verdict and the
+/// frame as it left.
+fn test_run(x: &XdpFastPath, f: &[u8], from_server: bool) -> (u32, Vec<u8>) {
+    let prog = if from_server {
+        x.server_program()
+    } else {
+        x.program()
+    };
+    let mut out = vec![0u8; f.len() + 64];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(f),
+            data_out: Some(&mut out[..]),
+            ..TestRunOptions::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
 /// The program with `setup`'s flow published, and the reference engine.
 struct Twin {
     setup: Setup,
@@ -324,21 +344,7 @@ impl Twin {
     }
 
     fn run(&self, f: &[u8], from_server: bool) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; f.len() + 64];
-        let prog = if from_server {
-            self.x.server_program()
-        } else {
-            self.x.program()
-        };
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(f),
-                data_out: Some(&mut out[..]),
-                ..TestRunOptions::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        test_run(&self.x, f, from_server)
     }
 
     fn reference_progress(&self) -> FlowProgress {
@@ -662,26 +668,7 @@ fn run_on_cpu(
     from_server: bool,
 ) -> Vec<(u32, Vec<u8>)> {
     pin_to_cpu(cpu);
-    let prog = if from_server {
-        x.server_program()
-    } else {
-        x.program()
-    };
-    frames
-        .iter()
-        .map(|f| {
-            let mut out = vec![0u8; f.len() + 64];
-            let r = prog
-                .test_run(TestRunOptions {
-                    data_in: Some(f),
-                    data_out: Some(&mut out[..]),
-                    ..TestRunOptions::default()
-                })
-                .expect("BPF_PROG_TEST_RUN");
-            out.truncate(r.data_size_out as usize);
-            (r.return_value, out)
-        })
-        .collect()
+    frames.iter().map(|f| test_run(x, f, from_server)).collect()
 }
 
 /// design.md section 8: the program runs on every CPU that receives, and the
