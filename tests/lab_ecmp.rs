@@ -670,6 +670,18 @@ fn a_drained_instance_takes_no_new_flows_and_finishes_its_own() {
         });
     }
     assert_eq!(f.buckets(Side::Client), f.buckets(Side::Server));
+    // Back in service: both routers take it into both groups alike.
+    f.routers(&["add", "2"]);
+    for ns in [&f.rtc, &f.rts] {
+        assert!(in_group(ns, 2), "{ns}: instance 2 not back");
+    }
+    assert_eq!(f.buckets(Side::Client), f.buckets(Side::Server));
+    let errors: Vec<String> = f.client(|| {
+        (0..30)
+            .filter_map(|_| connect_once(fleet_srv_v4()).err())
+            .collect()
+    });
+    assert!(errors.is_empty(), "connects after the return: {errors:#?}");
     assert_no_stateless_drops(&f);
 }
 
