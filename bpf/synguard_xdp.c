@@ -8,6 +8,10 @@
  *    becomes its cookie SYN-ACK in place (XDP_TX), exactly what
  *    Engine::on_client_syn + SynAck::write (src/engine/handshake.rs) build;
  *  - an ACK to a protected service for no tracked 4-tuple whose cookie is
+ *    valid becomes its backend SYN in place and is redirected to the server
+ *    port, exactly what Engine::on_handshake_ack builds; the ACK as it
+ *    arrived goes to the engine in sg_events, which replays it;
+ *  - an ACK to a protected service for no tracked 4-tuple whose cookie is
  *    invalid is dropped, or answered with <SEQ=SEG.ACK><CTL=RST> (RFC 9293
  *    3.10.7.2) within the engine's rst_per_second token bucket;
  *  - a segment of an established flow the engine published in sg_flows is
@@ -27,10 +31,11 @@
  * after its cookie ACK. The engine publishes the new flow only after it
  * processed that ACK, so the later segments (SEQ past ISN + 1, no longer a
  * valid cookie) could reach this program first and be reset. So the program
- * itself inserts the 4-tuple into sg_tracked (origin XDP) when it passes a
- * valid cookie ACK up, and pushes the key to sg_new_tracked; the engine drains
- * that queue, confirms the entry when it creates the flow and deletes it at a
- * deadline otherwise (no sweep of the map).
+ * itself inserts the 4-tuple into sg_tracked (origin XDP) when it hands a
+ * valid cookie ACK on (up, or as the backend SYN), and pushes the key to
+ * sg_new_tracked; the engine drains that queue, confirms the entry when it
+ * creates the flow and deletes it at a deadline otherwise (no sweep of the
+ * map).
  *
  * Layout: this file holds the two programs; what they do is in bpf/lib/,
  * one concept per header, each opening with what it owns, included below in
@@ -38,7 +43,8 @@
  * mac.h (SipHash and the cookie MAC input), parse.h (classify, headers,
  * options, checksum check), params.h (the engine's parameters and clocks),
  * reply.h (a frame turned into a reply in place), cookie.h (minting inputs
- * and checking), handshake.h (SYN -> SYN-ACK, ACK for no tracked tuple, RST
+ * and checking), backend.h (a valid cookie ACK -> the backend SYN, reported
+ * in sg_events), handshake.h (SYN -> SYN-ACK, ACK for no tracked tuple, RST
  * budgets), forward.h (established flows: translate and redirect) and
  * ports.h (the start both programs share, bridging).
  *
@@ -58,6 +64,7 @@
 #include "lib/params.h"
 #include "lib/reply.h"
 #include "lib/cookie.h"
+#include "lib/backend.h"
 #include "lib/handshake.h"
 #include "lib/forward.h"
 #include "lib/ports.h"
@@ -111,8 +118,15 @@ int sg_fast_path(struct xdp_md *ctx)
 		/* src/engine/mod.rs retired_client_segment and `unclaimed`: an
 		 * ACK with a valid cookie is a handshake of the engine's; the rest
 		 * belongs to connections it does not carry. */
-		if ((f & (TCP_SYN | TCP_RST | TCP_ACK)) == TCP_ACK && cookie_valid(p, prm, now_ms))
+		struct sg_cookie c;
+		if ((f & (TCP_SYN | TCP_RST | TCP_ACK)) == TCP_ACK && cookie_check(p, prm, now_ms, &c)) {
+			if (prm->handshakes && p->l4_len == p->tcp_hlen && tcp_checksum_ok(ctx, p)) {
+				int r = backend_syn(ctx, p, now_ms, svc->flags, &c);
+				if (r >= 0)
+					return r;
+			}
 			return pass();
+		}
 		return bridge(SG_PORT_SERVER);
 	}
 
@@ -139,7 +153,7 @@ int sg_fast_path(struct xdp_md *ctx)
 		return pass();
 	if (!tcp_checksum_ok(ctx, p))
 		return pass();
-	return on_ack(ctx, p, prm, now_ms);
+	return on_ack(ctx, p, prm, now_ms, svc->flags);
 }
 
 /* The server port: segments of published flows toward their clients, and

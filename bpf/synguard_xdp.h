@@ -26,7 +26,9 @@ struct sg_params {
 	__u8 synack_wscale;
 	__u8 invalid_ack_rst;      /* 1: RST (seq = SEG.ACK) within budget, 0: drop  */
 	__u8 enabled;              /* 0 until the engine wrote the entry             */
-	__u8 pad[3];
+	__u8 handshakes;           /* 1: the engine reads sg_events, so a valid      */
+	                           /* cookie ACK becomes the backend SYN here        */
+	__u8 pad[2];
 	__u32 rst_per_source;      /* RSTs per second to one source address          */
 	__u64 k0_accepted, k1_accepted; /* a second key cookies are checked with ... */
 	__u64 accepted_until_s;    /* ... before this wall-clock second (0: none)    */
@@ -63,6 +65,12 @@ struct sg_service {
  * pass_through.rs): its segments that are no connection of the engine's
  * are bridged, SYNs answered as usual. */
 #define SG_SERVICE_ADOPTING (1u << 2)
+/* Its server accepted timestamps in its last backend handshake that offered
+ * them (src/engine/service_profile.rs accepted): the backend SYN carries
+ * the client's MSS; else 12 less, room for the timestamps the gateway adds
+ * if the server declines them (src/engine/handshake.rs
+ * TIMESTAMP_OPTION_SPACE). */
+#define SG_SERVICE_TS_ACCEPTED (1u << 3)
 
 /* sg_tracked (HASH, no LRU): 4-tuples the engine must see (flows, half-open
  * entries), published by the engine; the program inserts a tuple itself when
@@ -120,6 +128,8 @@ enum sg_counter {
 	SG_C_FWD_TO_CLIENT,
 	SG_C_BRIDGED_TO_SERVER,   /* not for a protected service: redirected */
 	SG_C_BRIDGED_TO_CLIENT,   /* unchanged, as the engine bridges them   */
+	SG_C_BACKEND_SYN,         /* cookie ACKs turned into backend SYNs    */
+	SG_C_EVENTS_FULL,         /* sg_events full: the frame went up       */
 	SG_C_COUNT
 };
 
@@ -188,6 +198,31 @@ struct sg_rst_source {
 	__u64 second;
 	__u32 sent;
 	__u32 pad;
+};
+
+/* sg_events (RINGBUF): what the program did that changes the engine's
+ * picture, one record per frame it acted on, in the order it acted. The
+ * record carries the frame as it arrived, before the program rewrote it:
+ * the engine replays it through its own handling (the twin of the
+ * program's) and so ends up in the state it would be in had it handled the
+ * frame itself (src/io/xdp/events.rs). A record is reserved before the
+ * program acts; when the ring is full the program does not act and passes
+ * the frame up instead (SG_C_EVENTS_FULL), so the engine never misses a
+ * change. */
+#define SG_EVENT_FRAME_MAX 256
+#define SG_EVENTS_BYTES (1u << 21)
+
+enum sg_event_kind {
+	/* A valid cookie ACK, sent on as the backend SYN. */
+	SG_EV_BACKEND_SYN = 1,
+};
+
+struct sg_event {
+	__u64 now_ms;              /* engine clock when the program acted */
+	__u16 kind;                /* enum sg_event_kind */
+	__u16 frame_len;           /* bytes of frame[] used */
+	__u32 pad;
+	__u8 frame[SG_EVENT_FRAME_MAX];
 };
 
 /* Hash input tag of the RST budget's draws (send_budget.rs TAG_RST). */

@@ -638,6 +638,23 @@ fn lab_cookie_mss_reaches_the_backend_nearly_whole() {
             "client MSS {client_mss}: the backend SYN should carry MSS {expected}: {syn}"
         );
     }
+    // With XDP on, the program turned every cookie ACK into its backend
+    // SYN and the engine, replaying each report, agreed with every one.
+    thread::sleep(XDP_COUNTER_LAG);
+    let m = lab.metrics();
+    let replayed = m.val("synguard_xdp_events_total{result=\"replayed\"}");
+    let refused = m.val("synguard_xdp_events_total{result=\"refused\"}");
+    if !lab.standin() {
+        if m.val("synguard_xdp_mode{mode=\"off\"}") == 1.0 {
+            assert_eq!(replayed, 0.0, "XDP off: the engine sends every backend SYN");
+        } else {
+            assert_eq!(
+                (replayed, refused),
+                (cases.len() as f64, 0.0),
+                "every backend SYN sent by the program"
+            );
+        }
+    }
     lab.assert_gateway_alive();
 }
 

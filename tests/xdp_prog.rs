@@ -163,6 +163,25 @@ fn tcp_of(f: &[u8]) -> synguard::wire::TcpView {
 
 #[test]
 fn cookie_synack_is_the_engines_byte_for_byte() {
+    let variants = syn_variants();
+    let mut e = engine(SyncookieMode::Always, InvalidAckAction::Rst);
+    let x = load(&e, NOW);
+    for (i, s) in variants.iter().enumerate() {
+        let f = frame(s);
+        let (ret, out, v) = compare(&mut e, &x, NOW, &f);
+        assert_eq!((ret, v), (XDP_TX, Verdict::Reply), "variant {i}");
+        assert!(out.len() <= 18 + 40 + 40, "variant {i}");
+    }
+    let totals = x.counter_totals();
+    assert_eq!(
+        totals[maps::counter::SYNACK_COOKIE as usize],
+        variants.len() as u64
+    );
+}
+
+/// SYNs over both families, a VLAN tag, every MSS table boundary, window
+/// scales (absent, 0, 14, above 14), SACK and timestamps, ECN flags.
+fn syn_variants() -> Vec<Seg<'static>> {
     let no_opts = SynOptionSet::default();
     let mut variants: Vec<Seg> = Vec::new();
     for (c, s) in [("198.18.0.1", "198.18.0.2"), ("2001:db8::1", "2001:db8::2")] {
@@ -226,19 +245,109 @@ fn cookie_synack_is_the_engines_byte_for_byte() {
             }
         }
     }
+    variants
+}
+
+const XDP_REDIRECT: u32 = 4;
+/// Redirect target of both ports in test runs: `lo` (nothing is attached
+/// and nothing is sent).
+const LO: u32 = 1;
+
+/// The engine's events as the metric counts them.
+fn replays(e: &Engine) -> [u64; 3] {
+    let c = e.counters();
+    std::array::from_fn(|i| c.xdp_events[i].load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// With the server port to redirect to, an ACK with a valid cookie leaves
+/// as the backend SYN the engine would send for it, byte for byte (every
+/// SYN variant's cookie, so every option combination the cookie can
+/// carry); the engine, replaying the program's report, holds the flow in
+/// BACKEND_SYN_SENT and sends nothing itself.
+#[test]
+fn cookie_acks_become_the_engines_backend_syn_byte_for_byte() {
+    let variants = syn_variants();
     let mut e = engine(SyncookieMode::Always, InvalidAckAction::Rst);
-    let x = load(&e, NOW);
+    let mut x = load(&e, NOW);
+    x.set_ports(LO, LO).unwrap();
+    let mut reference = engine(SyncookieMode::Always, InvalidAckAction::Rst);
     for (i, s) in variants.iter().enumerate() {
-        let f = frame(s);
-        let (ret, out, v) = compare(&mut e, &x, NOW, &f);
-        assert_eq!((ret, v), (XDP_TX, Verdict::Reply), "variant {i}");
-        assert!(out.len() <= 18 + 40 + 40, "variant {i}");
+        let s = Seg {
+            cport: 20000 + i as u16,
+            ..*s
+        };
+        let (ret, synack) = run(&x, &frame(&s));
+        assert_eq!(ret, XDP_TX, "variant {i}");
+        let ack = ack_for(&s, &synack, 0);
+        let mut expected = ack.clone();
+        assert_eq!(
+            reference.handle(NOW, Port::Client, &mut expected),
+            Verdict::Absorbed,
+            "variant {i}"
+        );
+        let sent: Vec<_> = reference.drain_emitted().collect();
+        assert_eq!(sent.len(), 1, "variant {i}");
+        assert_eq!(sent[0].port, Port::Server);
+        let (ret, out) = run(&x, &ack);
+        assert_eq!(ret, XDP_REDIRECT, "variant {i}");
+        assert_eq!(out, sent[0].frame, "variant {i}: backend SYN differs");
+        assert!(!e.is_tracked(&key_of(&s)));
+        x.sync(&mut e, NOW);
+        assert!(e.is_tracked(&key_of(&s)), "variant {i}: replayed");
+        assert_eq!(e.drain_emitted().count(), 0, "the program sent it");
     }
-    let totals = x.counter_totals();
+    let n = variants.len() as u64;
+    assert_eq!(replays(&e), [n, 0, 0]);
+    assert_eq!(x.counter_totals()[maps::counter::BACKEND_SYN as usize], n);
     assert_eq!(
-        totals[maps::counter::SYNACK_COOKIE as usize],
-        variants.len() as u64
+        e.counters()
+            .backend_started
+            .load(std::sync::atomic::Ordering::Relaxed),
+        n
     );
+}
+
+/// A full event ring never loses a handshake: the program stops acting
+/// (the ACK goes up, as without the ring) and counts it; every report it
+/// wrote before is replayed.
+#[test]
+fn a_full_event_ring_sends_acks_up_and_loses_no_report() {
+    let mut e = engine(SyncookieMode::Always, InvalidAckAction::Rst);
+    let mut x = XdpFastPath::load(65536).expect("loading bpf/synguard_xdp.o (run as root)");
+    x.publish_params(&e, NOW).unwrap();
+    x.set_ports(LO, LO).unwrap();
+    let base = syn("198.18.0.1", "198.18.0.2");
+    let mut redirected = 0u64;
+    let mut first_up = None;
+    for port in 1024..u16::MAX {
+        let s = Seg {
+            cport: port,
+            ..base
+        };
+        let (_, synack) = run(&x, &frame(&s));
+        let (ret, _) = run(&x, &ack_for(&s, &synack, 0));
+        match ret {
+            XDP_REDIRECT => redirected += 1,
+            XDP_PASS => {
+                first_up = Some(port);
+                break;
+            }
+            other => panic!("verdict {other}"),
+        }
+    }
+    assert!(first_up.is_some(), "the ring never filled");
+    // A ring of 2 MiB holds a few thousand 272-byte records.
+    assert!(redirected > 5_000, "{redirected}");
+    assert_eq!(x.counter_totals()[maps::counter::EVENTS_FULL as usize], 1);
+    x.sync(&mut e, NOW);
+    x.fold_counters(&e.counters());
+    assert_eq!(replays(&e), [redirected, 0, 1]);
+    // The ACK that went up is the engine's to handle, as before.
+    let s = Seg {
+        cport: first_up.unwrap(),
+        ..base
+    };
+    assert!(!e.is_tracked(&key_of(&s)));
 }
 
 #[test]

@@ -25,8 +25,17 @@ static __always_inline __u32 cookie_slot(const struct sg_params *prm, __u64 now_
 	return (__u32)(wall_seconds(prm, now_ms) / prm->slot_seconds);
 }
 
-static __always_inline int cookie_valid(const struct parsed *p, const struct sg_params *prm,
-					__u64 now_ms)
+/* What a valid cookie says about the client's SYN (src/cookie/layout.rs):
+ * the MSS table index and the option bits, (wscale code << 2) | (SACK << 1)
+ * | ECN, wscale code WSCALE_ABSENT for none. Timestamps: the ACK has them. */
+struct sg_cookie {
+	__u8 idx, bits;
+};
+
+/* CookieMinter::check: 1 when the ACK carries a cookie of an accepted key
+ * in this slot or the previous one, its fields then in *out. */
+static __always_inline int cookie_check(const struct parsed *p, const struct sg_params *prm,
+					__u64 now_ms, struct sg_cookie *out)
 {
 	__u32 cookie = p->ack - 1;
 	__u32 mac_bits, mac_got;
@@ -53,10 +62,12 @@ static __always_inline int cookie_valid(const struct parsed *p, const struct sg_
 	for (int k = 0; k < keys; k++) {
 		__u64 k0 = k ? prm->k0_accepted : prm->k0;
 		__u64 k1 = k ? prm->k1_accepted : prm->k1;
-		if (((__u32)cookie_mac(k0, k1, &m, slot, mode, idx, bits) & mac_bits) == mac_got)
+		if ((((__u32)cookie_mac(k0, k1, &m, slot, mode, idx, bits) & mac_bits) == mac_got) ||
+		    (((__u32)cookie_mac(k0, k1, &m, slot - 1, mode, idx, bits) & mac_bits) == mac_got)) {
+			out->idx = idx;
+			out->bits = bits;
 			return 1;
-		if (((__u32)cookie_mac(k0, k1, &m, slot - 1, mode, idx, bits) & mac_bits) == mac_got)
-			return 1;
+		}
 	}
 	return 0;
 }

@@ -3,13 +3,15 @@
  * bpf/lib/handshake.h: the client's handshake while the engine answers
  * SYNs statelessly: a SYN becomes its cookie SYN-ACK in place
  * (Engine::on_client_syn, src/engine/handshake.rs), an ACK for no tracked
- * tuple is checked and passed up (valid cookie, recorded in sg_tracked),
- * dropped or reset within the RST budgets (src/engine/send_budget.rs). It
- * never creates a flow: the engine does, from the ACK it is handed.
+ * tuple is checked: a valid cookie goes on as the backend SYN (backend.h)
+ * or up (recorded in sg_tracked), an invalid one is dropped or reset
+ * within the RST budgets (src/engine/send_budget.rs). It never creates a
+ * flow: the engine does, from the ACK it is handed or replays.
  */
 #ifndef SG_LIB_HANDSHAKE_H
 #define SG_LIB_HANDSHAKE_H
 
+#include "backend.h"
 #include "cookie.h"
 #include "reply.h"
 
@@ -46,30 +48,12 @@ static __always_inline int on_syn(struct xdp_md *ctx, struct parsed *p,
 	else
 		isn = ((__u32)mac & 0x7fffff) << 9 | (__u32)idx << 6 | bits;
 
-	/* Options (src/wire/tcp_options.rs SynOptionSet::encode, Linux order). */
 	__u32 hdr[10] = {};
 	__u8 *tb = (__u8 *)hdr;
-	__u32 n = 20;
-	__u16 synack_mss = p->v6 ? prm->mss_v6 : prm->mss_v4;
-	tb[20] = 2; tb[21] = 4; put16(tb + 22, synack_mss);
-	n = 24;
-	if (ts) {
-		if (sack) { tb[24] = 4; tb[25] = 2; }
-		else { tb[24] = 1; tb[25] = 1; }
-		tb[26] = 8; tb[27] = 10;
-		put32(tb + 28, ((__u32)now_ms & ~(__u32)TS_OPTION_BITS_MASK) | bits);
-		put32(tb + 32, p->opts.tsval);
-		n = 36;
-	} else if (sack) {
-		tb[24] = 1; tb[25] = 1; tb[26] = 4; tb[27] = 2;
-		n = 28;
-	}
-	if (ws) {
-		__u8 w = prm->synack_wscale > MAX_WSCALE ? MAX_WSCALE : prm->synack_wscale;
-		if (n == 24) { tb[24] = 1; tb[25] = 3; tb[26] = 3; tb[27] = w; n = 28; }
-		else if (n == 28) { tb[28] = 1; tb[29] = 3; tb[30] = 3; tb[31] = w; n = 32; }
-		else { tb[36] = 1; tb[37] = 3; tb[38] = 3; tb[39] = w; n = 40; }
-	}
+	__u8 w = prm->synack_wscale > MAX_WSCALE ? MAX_WSCALE : prm->synack_wscale;
+	__u32 n = syn_options(tb, p->v6 ? prm->mss_v6 : prm->mss_v4, sack, ts,
+			      ((__u32)now_ms & ~(__u32)TS_OPTION_BITS_MASK) | bits, p->opts.tsval,
+			      ws, w);
 	tcp_header(tb, p, isn, p->seq + 1, TCP_SYN | TCP_ACK | (ecn ? TCP_ECE : 0),
 		   prm->synack_window, n);
 	if (write_reply(ctx, p, hdr, n))
@@ -147,21 +131,16 @@ static __always_inline int rst_source_take(const struct parsed *p, const struct 
 }
 
 static __always_inline int on_ack(struct xdp_md *ctx, struct parsed *p,
-				  const struct sg_params *prm, __u64 now_ms)
+				  const struct sg_params *prm, __u64 now_ms, __u8 svc_flags)
 {
-	if (cookie_valid(p, prm, now_ms)) {
-		/* Track the tuple before the engine has seen the ACK, so the
-		 * client's next segments (no longer valid cookies) pass too. */
-		struct sg_tracked v = {.since_ns = bpf_ktime_get_ns(), .origin = SG_ORIGIN_XDP};
-		if (bpf_map_update_elem(&sg_tracked, &p->key, &v, BPF_NOEXIST) == 0) {
-			if (bpf_map_push_elem(&sg_new_tracked, &p->key, 0)) {
-				/* Nobody would clean it up: do not keep it. */
-				bpf_map_delete_elem(&sg_tracked, &p->key);
-				count(SG_C_TRACK_INSERT_FAILED);
-			}
-		} else {
-			count(SG_C_TRACK_INSERT_FAILED);
+	struct sg_cookie c;
+	if (cookie_check(p, prm, now_ms, &c)) {
+		if (prm->handshakes) {
+			int r = backend_syn(ctx, p, now_ms, svc_flags, &c);
+			if (r >= 0)
+				return r;
 		}
+		track_own(p);
 		count(SG_C_COOKIE_PASSED);
 		return pass();
 	}

@@ -87,6 +87,11 @@ struct {
 } sg_flows SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SG_EVENTS_BYTES);
+} sg_events SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP);
 	__uint(max_entries, 2);
 	__type(key, __u32);

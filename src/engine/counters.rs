@@ -111,8 +111,6 @@ pub struct Counters {
     /// Configured limits, for "near full" ratios: half-open queue, flows.
     pub syn_recv_limit: AtomicU64,
     pub flows_limit: AtomicU64,
-    /// XDP fast path mode, written by the I/O layer: 0 off, 1 generic,
-    /// 2 native (`io::xdp::XdpActive`).
     /// Established-flow segments the XDP programs translated and
     /// redirected, by the port they left on (`Port::index`); also counted
     /// in `translated`.
@@ -120,6 +118,13 @@ pub struct Counters {
     /// Frames the XDP programs redirected unchanged (what the engine would
     /// bridge), by the port they left on; also counted in `bridged`.
     pub xdp_bridged: [AtomicU64; 2],
+    /// The program's reports (`sg_events`) the engine replayed, by
+    /// [`ProgramEventResult`](super::program_events::ProgramEventResult)
+    /// index: the engine agreed, it would have done otherwise, the ring
+    /// was full (the program then passed the frame up instead).
+    pub xdp_events: [AtomicU64; 3],
+    /// XDP fast path mode, written by the I/O layer: 0 off, 1 generic,
+    /// 2 native (`io::xdp::XdpActive`).
     pub xdp_mode: AtomicU64,
 }
 

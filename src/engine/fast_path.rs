@@ -11,8 +11,8 @@
 //!
 //! The race this solves: after a valid cookie ACK the client may send more
 //! segments at once; only the first still carries a valid cookie. The
-//! program therefore inserts the tuple itself when it passes a valid cookie
-//! ACK up and reports it through a queue; [`Engine::note_fast_path_tracked`]
+//! program therefore inserts the tuple itself when it hands a valid cookie
+//! ACK on (up, or as the backend SYN) and reports it through a queue; [`Engine::note_fast_path_tracked`]
 //! gives each such tuple a deadline. When the engine creates the flow the
 //! tuple is re-published as the engine's; at the deadline a tuple the
 //! engine does not track (its ACK was lost, or the engine refused it) is
@@ -27,7 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::forward::{ForwardEntry, ForwardProgressSource};
 use super::protected::canonical;
-use super::service_profile::Offer;
+use super::service_profile::{Offer, SynOption};
 use super::{Engine, FlowKey, InvalidAckAction};
 
 /// Bits of [`FastPathService::offer_mask`]: which SYN options the SYN-ACK
@@ -75,6 +75,10 @@ pub struct FastPathService {
     /// cookie) are bridged; the engine takes the connection over at the
     /// server's next segment.
     pub adopting: bool,
+    /// Its server accepted timestamps the last time a backend SYN offered
+    /// them (`service_profile.rs`): the backend SYN carries the client's
+    /// MSS, not 12 less (`handshake.rs` TIMESTAMP_OPTION_SPACE).
+    pub timestamps_accepted: bool,
 }
 
 /// Everything the program reads from its parameter map, as of `now_ms`.
@@ -181,6 +185,9 @@ impl Engine {
                 syns_up: self.backend_health.is_down((addr, s.port())),
                 retired: false,
                 adopting: self.protected.is_adopting(addr, s.port(), now_ms),
+                timestamps_accepted: self
+                    .profiles
+                    .accepted((addr, s.port()), SynOption::Timestamps),
             }
         }));
         services.extend(
@@ -194,6 +201,7 @@ impl Engine {
                     syns_up: false,
                     retired: true,
                     adopting: false,
+                    timestamps_accepted: false,
                 }),
         );
         let (accepted_key, accepted_until_secs) = self

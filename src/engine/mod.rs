@@ -29,6 +29,7 @@ pub mod histogram;
 mod icmp;
 mod key_log;
 mod pass_through;
+pub mod program_events;
 mod protected;
 pub mod reconfigure;
 pub mod send_budget;

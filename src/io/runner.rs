@@ -127,6 +127,12 @@ impl<P: FramePort> Runner<P> {
                 self.engine.count_io_drop(port, DropReason::Oversize);
                 continue;
             }
+            // The program's reports first: a frame that came up after one
+            // may belong to the flow it made.
+            if let Some(x) = &mut self.xdp {
+                x.drain_events(&mut self.engine);
+            }
+            let frame = &mut self.batch.frames[i];
             match self.engine.handle(now_ms, port, frame) {
                 Verdict::Forward => self.outgoing[port.other().index()].push(Outgoing::Received(i)),
                 Verdict::Reply => self.outgoing[port.index()].push(Outgoing::Received(i)),

@@ -12,6 +12,7 @@ use prometheus::proto::{
 };
 
 use crate::engine::histogram::LatencyHistogram;
+use crate::engine::program_events::ProgramEventResult;
 use crate::engine::{Counters, DropReason, Port, SynOption, TcpState};
 
 const PORTS: [Port; 2] = [Port::Client, Port::Server];
@@ -249,6 +250,13 @@ pub fn families(c: &Counters) -> Vec<MetricFamily> {
         )
         .sample(&[("port", "client")], load(&c.xdp_bridged[Port::Client.index()]))
         .sample(&[("port", "server")], load(&c.xdp_bridged[Port::Server.index()])),
+        ProgramEventResult::ALL.iter().fold(
+            counter(
+                "synguard_xdp_events_total",
+                "Frames the XDP programs handled in the engine's place and reported to it, by what the engine's replay found: replayed (it agreed), refused (it would have done otherwise), ring_full (the report ring was full, so the program passed the frame up instead).",
+            ),
+            |m, r| m.sample(&[("result", r.as_str())], load(&c.xdp_events[r.index()])),
+        ),
         gauge("synguard_build_info", "Build information; always 1.")
             .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0),
         gauge("synguard_syn_recv_limit", "Capacity of the half-open queue (syn_queue.backlog).")

@@ -29,7 +29,10 @@ pub struct SgParams {
     pub synack_wscale: u8,
     pub invalid_ack_rst: u8,
     pub enabled: u8,
-    pub pad: [u8; 3],
+    /// 1: a valid cookie ACK becomes the backend SYN in the program (the
+    /// engine reads `sg_events`).
+    pub handshakes: u8,
+    pub pad: [u8; 2],
     pub rst_per_source: u32,
     pub k0_accepted: u64,
     pub k1_accepted: u64,
@@ -63,6 +66,8 @@ pub const SERVICE_SYNS_UP: u8 = 1 << 0;
 pub const SERVICE_RETIRED: u8 = 1 << 1;
 /// `SG_SERVICE_ADOPTING`.
 pub const SERVICE_ADOPTING: u8 = 1 << 2;
+/// `SG_SERVICE_TS_ACCEPTED`.
+pub const SERVICE_TS_ACCEPTED: u8 = 1 << 3;
 
 /// `struct sg_flow_key`.
 #[repr(C)]
@@ -170,8 +175,30 @@ pub mod counter {
     pub const FWD_TO_CLIENT: u32 = 14;
     pub const BRIDGED_TO_SERVER: u32 = 15;
     pub const BRIDGED_TO_CLIENT: u32 = 16;
-    pub const COUNT: u32 = 17;
+    pub const BACKEND_SYN: u32 = 17;
+    pub const EVENTS_FULL: u32 = 18;
+    pub const COUNT: u32 = 19;
 }
+
+/// `struct sg_event` without its frame: what starts each `sg_events`
+/// record; the frame as it arrived follows (`frame_len` of
+/// [`EVENT_FRAME_MAX`] bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SgEventHeader {
+    /// Engine clock (ms) when the program acted.
+    pub now_ms: u64,
+    /// `enum sg_event_kind`.
+    pub kind: u16,
+    pub frame_len: u16,
+    pub pad: u32,
+}
+
+/// `SG_EVENT_FRAME_MAX`.
+pub const EVENT_FRAME_MAX: usize = 256;
+/// `SG_EV_BACKEND_SYN`: a valid cookie ACK the program sent on as the
+/// backend SYN.
+pub const EVENT_BACKEND_SYN: u16 = 1;
 
 /// 16 address bytes, IPv4 as v4-mapped (as the cookie MAC input).
 fn addr16(ip: IpAddr) -> ([u8; 16], u8) {
@@ -242,7 +269,12 @@ impl SgServiceKey {
                 offer_mask: s.offer_mask,
                 flags: if s.syns_up { SERVICE_SYNS_UP } else { 0 }
                     | if s.retired { SERVICE_RETIRED } else { 0 }
-                    | if s.adopting { SERVICE_ADOPTING } else { 0 },
+                    | if s.adopting { SERVICE_ADOPTING } else { 0 }
+                    | if s.timestamps_accepted {
+                        SERVICE_TS_ACCEPTED
+                    } else {
+                        0
+                    },
                 pad: [0; 2],
             },
         )
@@ -379,7 +411,8 @@ impl SgParams {
             synack_wscale: p.synack_wscale,
             invalid_ack_rst: u8::from(p.invalid_ack_rst),
             enabled: 1,
-            pad: [0; 3],
+            handshakes: 0,
+            pad: [0; 2],
             rst_per_source: p.rst_per_source,
         }
     }
@@ -398,6 +431,10 @@ mod tests {
         assert_eq!(std::mem::size_of::<SgFlowKey>(), 40);
         assert_eq!(std::mem::size_of::<SgTracked>(), 16);
         assert_eq!(std::mem::size_of::<SgFlow>(), 112);
+        assert_eq!(
+            std::mem::size_of::<SgEventHeader>() + EVENT_FRAME_MAX,
+            16 + 256
+        );
     }
 
     #[test]

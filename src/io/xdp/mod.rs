@@ -11,6 +11,7 @@
 
 mod attach;
 pub mod bpffs;
+mod events;
 pub mod features;
 mod flows;
 pub mod maps;
@@ -19,15 +20,17 @@ pub mod pins;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
-use aya::maps::{Array, DevMap, HashMap, Map, MapData, PerCpuArray, Queue};
+use aya::maps::{Array, DevMap, HashMap, Map, MapData, PerCpuArray, Queue, RingBuf};
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
 
 use super::clock::monotonic_ns;
 use crate::engine::fast_path::{FastPathParams, FastPathService, TrackedChange};
 use crate::engine::forward::ForwardEntry;
+use crate::engine::program_events::ProgramEventResult;
 use crate::engine::{Counters, DropReason, Engine, FlowKey, Port};
 use attach::Attachment;
+use events::EventReader;
 use flows::pinned_flows_map_fits;
 pub use flows::ForwardProgressReader;
 use maps::{
@@ -179,6 +182,8 @@ pub struct XdpFastPath {
     /// engine filter): known here, so no map read per change.
     engine_tracked: HashSet<SgFlowKey>,
     tx_ports: DevMap<MapData>,
+    /// The frames the program handled in the engine's place.
+    events: EventReader,
     /// Per port a program is attached to.
     attached: Vec<Attachment>,
     /// Where the links and `sg_flows` are pinned (`io.xdp_pin_dir`), and
@@ -207,6 +212,15 @@ const REFRESH_PARAMS_NS: u64 = 250_000_000;
 
 /// `SG_FILTER_SLOTS` in bpf/synguard_xdp.h.
 const ENGINE_FILTER_SLOTS: usize = 65536;
+
+/// The parameter entry for `p` stamped `mono_ns`: the program hands cookie
+/// ACKs on as backend SYNs, since this side reads its event ring.
+fn program_params(p: &FastPathParams, mono_ns: u64) -> SgParams {
+    SgParams {
+        handshakes: 1,
+        ..SgParams::from_params(p, mono_ns, STALE_AFTER_NS)
+    }
+}
 
 /// A parameter entry without its time stamps, to tell a change from a
 /// refresh.
@@ -299,6 +313,13 @@ impl XdpFastPath {
         let engine_filter = take!("sg_engine_filter");
         let counters = take!("sg_counters");
         let tx_ports = take!("sg_tx_ports");
+        let events = EventReader::new(
+            RingBuf::try_from(
+                ebpf.take_map("sg_events")
+                    .ok_or(XdpError::Map("sg_events"))?,
+            )
+            .map_err(|_| XdpError::Map("sg_events"))?,
+        );
         let (flows, flows_map_id) = match ebpf.take_map("sg_flows") {
             Some(Map::HashMap(data)) => {
                 let id = data
@@ -327,6 +348,7 @@ impl XdpFastPath {
             forwarded: HashSet::new(),
             engine_tracked: HashSet::new(),
             tx_ports,
+            events,
             attached: Vec::new(),
             pins,
             adopted,
@@ -394,7 +416,7 @@ impl XdpFastPath {
         let mono_ns = monotonic_ns();
         let due = match self.published {
             Some((last, at)) => {
-                last != timeless(&SgParams::from_params(p, 0, STALE_AFTER_NS))
+                last != timeless(&program_params(p, 0))
                     || mono_ns.saturating_sub(at) >= REFRESH_PARAMS_NS
                     || p.services != self.published_services
             }
@@ -407,7 +429,7 @@ impl XdpFastPath {
     }
 
     fn write_params(&mut self, p: &FastPathParams, mono_ns: u64) -> Result<(), XdpError> {
-        let entry = SgParams::from_params(p, mono_ns, STALE_AFTER_NS);
+        let entry = program_params(p, mono_ns);
         self.params
             .set(0, entry, 0)
             .map_err(|e| XdpError::MapUpdate(e.to_string()))?;
@@ -441,10 +463,19 @@ impl XdpFastPath {
         Ok(())
     }
 
+    /// Replay the frames the program handled in the engine's place since
+    /// the last call (no syscall); returns how many. Called before every
+    /// frame the engine handles, so it never sees a frame of a flow before
+    /// the program's report that created it.
+    pub fn drain_events(&mut self, engine: &mut Engine) -> usize {
+        self.events.drain(engine)
+    }
+
     /// Once per batch, before its frames are sent: hand the tuples the
     /// program tracked to the engine, apply the engine's tracked-tuple
     /// changes, publish the parameters.
     pub fn sync(&mut self, engine: &mut Engine, now_ms: u64) {
+        self.events.drain(engine);
         // The queue only gives the program's own tuples their deadline
         // (seconds away), so it is read every QUEUE_DRAIN_INTERVAL_MS, not
         // on each of the loop's several syncs: an empty read is a syscall.
@@ -595,6 +626,10 @@ impl XdpFastPath {
             add(&c.drops[reason.index()], d(idx));
         }
         c.xdp_mode.store(self.active as u64, Ordering::Relaxed);
+        add(
+            &c.xdp_events[ProgramEventResult::RingFull.index()],
+            d(counter::EVENTS_FULL),
+        );
         let syns = d(counter::SYNACK_COOKIE);
         self.folded = now;
         syns
