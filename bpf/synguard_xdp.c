@@ -9,7 +9,9 @@
  *    Engine::on_client_syn + SynAck::write (src/engine/handshake.rs) build;
  *  - an ACK to a protected service for no tracked 4-tuple whose cookie is
  *    valid becomes its backend SYN in place and is redirected to the server
- *    port, exactly what Engine::on_handshake_ack builds; the ACK as it
+ *    port, exactly what Engine::on_handshake_ack builds; the server's
+ *    SYN-ACK to it becomes the client's ACK, translated, and installs the
+ *    flow in sg_flows, as Engine::complete_backend does; each frame as it
  *    arrived goes to the engine in sg_events, which replays it;
  *  - an ACK to a protected service for no tracked 4-tuple whose cookie is
  *    invalid is dropped, or answered with <SEQ=SEG.ACK><CTL=RST> (RFC 9293
@@ -43,10 +45,11 @@
  * mac.h (SipHash and the cookie MAC input), parse.h (classify, headers,
  * options, checksum check), params.h (the engine's parameters and clocks),
  * reply.h (a frame turned into a reply in place), cookie.h (minting inputs
- * and checking), backend.h (a valid cookie ACK -> the backend SYN, reported
- * in sg_events), handshake.h (SYN -> SYN-ACK, ACK for no tracked tuple, RST
- * budgets), forward.h (established flows: translate and redirect) and
- * ports.h (the start both programs share, bridging).
+ * and checking), forward.h (established flows: translate and redirect),
+ * backend.h (a valid cookie ACK -> the backend SYN, the server's SYN-ACK ->
+ * the client's ACK and the flow, reported in sg_events), handshake.h (SYN
+ * -> SYN-ACK, ACK for no tracked tuple, RST budgets) and ports.h (the start
+ * both programs share, bridging).
  *
  * Build: bpf/build.sh (clang -target bpf, reproducible flags).
  */
@@ -64,9 +67,9 @@
 #include "lib/params.h"
 #include "lib/reply.h"
 #include "lib/cookie.h"
+#include "lib/forward.h"
 #include "lib/backend.h"
 #include "lib/handshake.h"
-#include "lib/forward.h"
 #include "lib/ports.h"
 
 SEC("xdp")
@@ -93,7 +96,7 @@ int sg_fast_path(struct xdp_md *ctx)
 	}
 
 	if (!(f & TCP_SYN)) {
-		int r = forward(ctx, p, 0);
+		int r = forward(ctx, p, 0, 0);
 		if (r >= 0)
 			return r;
 	}
@@ -170,7 +173,14 @@ int sg_server_port(struct xdp_md *ctx)
 		return verdict >= 0 ? verdict : pass();
 	if (p->opts.auth_option)
 		return pass();
-	int r = forward(ctx, p, 1);
+	int r = forward(ctx, p, 1, 0);
+	if (r >= 0)
+		return r;
+	__u64 now_ms = 0;
+	const struct sg_params *prm = fresh_params(&now_ms);
+	if (!prm)
+		return pass();
+	r = backend_reply(ctx, p, prm, now_ms);
 	return r < 0 ? pass() : r;
 }
 

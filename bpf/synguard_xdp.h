@@ -130,14 +130,17 @@ enum sg_counter {
 	SG_C_BRIDGED_TO_CLIENT,   /* unchanged, as the engine bridges them   */
 	SG_C_BACKEND_SYN,         /* cookie ACKs turned into backend SYNs    */
 	SG_C_EVENTS_FULL,         /* sg_events full: the frame went up       */
+	SG_C_BACKEND_ESTABLISHED, /* backend SYN-ACKs turned into the ACK    */
 	SG_C_COUNT
 };
 
 /* sg_flows (HASH, sg_flow_key -> sg_flow): established flows the program
- * translates and redirects to the other port itself. The engine writes the
- * whole entry once when it publishes the flow (translation and the
- * progress it knows) and deletes it on the flow's next state change; the
- * program only writes the progress fields, which the engine reads back
+ * translates and redirects to the other port itself. The whole entry is
+ * written once, by the engine when it publishes the flow (translation and
+ * the progress it knows) or by the server program when it completes a
+ * backend handshake it started (bpf/lib/backend.h); the engine deletes it
+ * on the flow's next state change. After that write the program only
+ * writes the progress fields, which the engine reads back
  * (src/io/xdp ForwardProgressReader) before it acts on the flow. Several
  * CPUs may write progress at once, the two directions of one flow on two
  * CPUs (tests/xdp_forward.rs both_directions_on_two_cpus_at_once_lose_nothing):
@@ -215,6 +218,35 @@ struct sg_rst_source {
 enum sg_event_kind {
 	/* A valid cookie ACK, sent on as the backend SYN. */
 	SG_EV_BACKEND_SYN = 1,
+	/* The server's SYN-ACK to such a SYN: the flow is in sg_flows, the
+	 * client's ACK went to the server translated. */
+	SG_EV_BACKEND_ESTABLISHED = 2,
+};
+
+/* sg_handshakes (HASH, sg_flow_key -> sg_handshake): backend handshakes
+ * the program started (SG_EV_BACKEND_SYN) and may complete itself: what
+ * the engine's flow holds in BACKEND_SYN_SENT (src/engine/handshake.rs
+ * on_handshake_ack), and the client's ACK, which the server's SYN-ACK
+ * releases. Writers: the client program inserts an entry; the server
+ * program deletes it when it completes the handshake or hands the
+ * server's segment up; the engine deletes it when it takes the handshake
+ * over (a client segment came up meanwhile, a timer fired, the flow
+ * ended). No field is written after the insert. */
+#define SG_HANDSHAKE_ACK_MAX 128
+
+struct sg_handshake {
+	__u64 opened_ms;           /* engine clock at the backend SYN            */
+	__u32 client_isn, gateway_isn;
+	__u32 gateway_tsval;       /* the ACK's TSecr                             */
+	__u32 client_last_tsval;   /* the ACK's TSval                             */
+	__u32 client_window_max;   /* the ACK's window << the client's shift      */
+	__u16 client_last_window;  /* the ACK's window field                      */
+	__u16 client_mss;          /* from the cookie (before any 12 off)         */
+	__u8 client_opts;          /* as sg_flow.client_opts                      */
+	__u8 client_wscale;        /* 0xff: none                                  */
+	__u8 ack_len;              /* bytes of ack[]                              */
+	__u8 l3_off;               /* 14 or 18: the ACK's Ethernet header length  */
+	__u8 ack[SG_HANDSHAKE_ACK_MAX]; /* the ACK frame as it arrived           */
 };
 
 struct sg_event {

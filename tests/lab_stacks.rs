@@ -639,7 +639,8 @@ fn lab_cookie_mss_reaches_the_backend_nearly_whole() {
         );
     }
     // With XDP on, the program turned every cookie ACK into its backend
-    // SYN and the engine, replaying each report, agreed with every one.
+    // SYN (and completed the handshakes whose client sent nothing before the
+    // server answered), and the engine, replaying each report, agreed.
     thread::sleep(XDP_COUNTER_LAG);
     let m = lab.metrics();
     let replayed = m.val("synguard_xdp_events_total{result=\"replayed\"}");
@@ -648,10 +649,9 @@ fn lab_cookie_mss_reaches_the_backend_nearly_whole() {
         if m.val("synguard_xdp_mode{mode=\"off\"}") == 1.0 {
             assert_eq!(replayed, 0.0, "XDP off: the engine sends every backend SYN");
         } else {
-            assert_eq!(
-                (replayed, refused),
-                (cases.len() as f64, 0.0),
-                "every backend SYN sent by the program"
+            assert!(
+                replayed >= cases.len() as f64 && refused == 0.0,
+                "every backend SYN sent by the program: {replayed} replayed, {refused} refused"
             );
         }
     }

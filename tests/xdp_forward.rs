@@ -14,16 +14,17 @@ use aya::programs::{TestRun, TestRunOptions};
 use proptest::prelude::*;
 
 use synguard::cookie::CookieSecret;
-use synguard::engine::forward::{FlowProgress, FORWARD_AFTER_MS};
+use synguard::engine::forward::{forward_entry, FlowProgress, FORWARD_AFTER_MS};
 use synguard::engine::{Engine, EngineConfig, FlowKey, Port, SyncookieMode, TcpState, Verdict};
 use synguard::io::clock::monotonic_ns;
-use synguard::io::xdp::maps::counter;
+use synguard::io::xdp::maps::{counter, SgFlow};
 use synguard::io::xdp::XdpFastPath;
 use synguard::wire::tcp::{self, TcpSegmentSpec};
 use synguard::wire::tcp_options::{SynOptionSet, KIND_NOP};
 use synguard::wire::{parse_frame, write_tcp_frame, ParsedFrame, TcpView};
 
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
 const NOW: u64 = 1_700_000_000_000;
 const SECRET: [u8; 16] = *b"synguard-xdp-fwd";
@@ -174,6 +175,25 @@ fn handshake(e: &mut Engine, setup: &Setup) -> Flow {
 /// As [`handshake`], the server's SYN-ACK offering SACK only when
 /// `server_sack` (false: it declines what the client was promised).
 fn handshake_with(e: &mut Engine, setup: &Setup, server_sack: bool) -> Flow {
+    let h = handshake_frames(e, setup, server_sack);
+    e.handle(NOW, Port::Server, &mut h.synack.clone());
+    e.drain_emitted().for_each(drop);
+    h.flow
+}
+
+/// A handshake's frames as the engine `e` handles them, up to the server's
+/// SYN-ACK (built, not yet handled).
+struct HandshakeFrames {
+    flow: Flow,
+    syn: Vec<u8>,
+    /// The client's third ACK (a valid cookie) and the backend SYN the
+    /// engine sent for it.
+    ack: Vec<u8>,
+    backend_syn: Vec<u8>,
+    synack: Vec<u8>,
+}
+
+fn handshake_frames(e: &mut Engine, setup: &Setup, server_sack: bool) -> HandshakeFrames {
     let (client, server) = setup.addrs();
     let syn_opts = SynOptionSet {
         mss: Some(1460),
@@ -200,6 +220,7 @@ fn handshake_with(e: &mut Engine, setup: &Setup, server_sack: bool) -> Flow {
             payload: &[],
         },
     );
+    let syn = f.clone();
     assert_eq!(e.handle(NOW, Port::Client, &mut f), Verdict::Reply);
     let synack = view(&f);
     let flow = Flow {
@@ -219,14 +240,16 @@ fn handshake_with(e: &mut Engine, setup: &Setup, server_sack: bool) -> Flow {
         lead_nops: if setup.timestamps { 2 } else { 0 },
         payload: 0,
     };
-    let mut f = frame_of(setup, &ack);
-    e.handle(NOW, Port::Client, &mut f);
+    let ack = frame_of(setup, &ack);
+    e.handle(NOW, Port::Client, &mut ack.clone());
     let emitted: Vec<_> = e.drain_emitted().collect();
     let backend_syn = emitted
         .iter()
         .find(|m| m.port == Port::Server)
-        .expect("backend SYN");
-    let bsyn = view(&backend_syn.frame);
+        .expect("backend SYN")
+        .frame
+        .clone();
+    let bsyn = view(&backend_syn);
     let synack_opts = SynOptionSet {
         mss: Some(1460),
         sack_permitted: server_sack,
@@ -236,9 +259,9 @@ fn handshake_with(e: &mut Engine, setup: &Setup, server_sack: bool) -> Flow {
         wscale: setup.server_wscale,
     }
     .encode();
-    let mut f = Vec::new();
+    let mut synack = Vec::new();
     write_tcp_frame(
-        &mut f,
+        &mut synack,
         &l2(setup.vlan),
         server,
         client,
@@ -254,9 +277,13 @@ fn handshake_with(e: &mut Engine, setup: &Setup, server_sack: bool) -> Flow {
             payload: &[],
         },
     );
-    e.handle(NOW, Port::Server, &mut f);
-    e.drain_emitted().for_each(drop);
-    flow
+    HandshakeFrames {
+        flow,
+        syn,
+        ack,
+        backend_syn,
+        synack,
+    }
 }
 
 /// One port's program on frame `f` (BPF_PROG_TEST_RUN): its verdict and the
@@ -788,6 +815,199 @@ fn an_idle_timer_reads_the_last_seen_time_first() {
         (v.tcp.flags, v.tcp.seq),
         (tcp::RST | tcp::ACK, t.client_seq(10))
     );
+}
+
+/// The program with the server port to redirect to and its clock pinned at
+/// NOW, and the engine it reports to (fast path on, progress read back from
+/// the program's map).
+fn program_and_engine() -> (XdpFastPath, Engine) {
+    let mut e = new_engine();
+    let mut x = XdpFastPath::load(4096).expect("loading bpf/synguard_xdp.o (run as root)");
+    x.set_ports(LO, LO).unwrap();
+    e.set_forward_progress_source(Box::new(x.progress_reader().unwrap()));
+    e.enable_fast_path();
+    x.publish_params_at(&e, NOW, monotonic_ns() + 3_600_000_000_000)
+        .unwrap();
+    (x, e)
+}
+
+fn engine_flow(e: &Engine, key: &FlowKey) -> synguard::engine::flow::Flow {
+    e.export_flows()
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, f)| f)
+        .expect("the engine's flow")
+}
+
+/// The engine's replays of the program's reports (replayed, refused,
+/// ring full), as `synguard_xdp_events_total` counts them.
+fn replays(e: &Engine) -> [u64; 3] {
+    let c = e.counters();
+    std::array::from_fn(|i| c.xdp_events[i].load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// The client's request right behind its third ACK, before the server
+/// answered the backend SYN.
+fn early_data(setup: &Setup, h: &HandshakeFrames) -> Vec<u8> {
+    frame_of(
+        setup,
+        &Seg {
+            from_server: false,
+            seq: CLIENT_ISN + 1,
+            ack: h.flow.cookie.wrapping_add(1),
+            flags: tcp::ACK | tcp::PSH,
+            window: 502,
+            ts: setup
+                .timestamps
+                .then_some((CLIENT_TSVAL + 2, h.flow.gateway_tsval)),
+            sack: vec![],
+            lead_nops: if setup.timestamps { 2 } else { 0 },
+            payload: 100,
+        },
+    )
+}
+
+/// The whole handshake in the program (design.md section 8): the client's
+/// cookie ACK leaves as the engine's backend SYN, the server's SYN-ACK as
+/// the engine's translated ACK, byte for byte; the flow the program
+/// installs is the one the engine would publish; the engine, replaying the
+/// program's two reports, holds that same flow, forwarded by the program,
+/// and sends nothing itself; the client's first data segment is forwarded
+/// in the program at once.
+#[test]
+fn backend_handshakes_complete_in_the_program_as_in_the_engine() {
+    for setup in setups() {
+        let key = setup.key();
+        let mut reference = new_engine();
+        let h = handshake_frames(&mut reference, &setup, setup.sack);
+        assert_eq!(
+            reference.handle(NOW, Port::Server, &mut h.synack.clone()),
+            Verdict::Absorbed
+        );
+        let released: Vec<_> = reference.drain_emitted().collect();
+        assert_eq!(released.len(), 1, "{setup:?}: the ACK alone");
+
+        let (mut x, mut e) = program_and_engine();
+        assert_eq!(test_run(&x, &h.syn, false).0, XDP_TX, "{setup:?}");
+        let (ret, out) = test_run(&x, &h.ack, false);
+        assert_eq!(ret, XDP_REDIRECT, "{setup:?}");
+        assert_eq!(out, h.backend_syn, "{setup:?}: the backend SYN");
+        x.sync(&mut e, NOW);
+        let (ret, out) = test_run(&x, &h.synack, true);
+        assert_eq!(ret, XDP_REDIRECT, "{setup:?}");
+        assert_eq!(out, released[0].frame, "{setup:?}: the released ACK");
+        let want = forward_entry(&engine_flow(&reference, &key)).expect("forwardable");
+        assert_eq!(
+            x.flow_entry(&key),
+            Some(SgFlow::from_entry(&want)),
+            "{setup:?}: the flow the program installed"
+        );
+        x.sync(&mut e, NOW);
+        assert_eq!(
+            e.drain_emitted().count(),
+            0,
+            "{setup:?}: nothing sent twice"
+        );
+        assert!(e.is_forwarded(&key), "{setup:?}");
+        assert_eq!(
+            forward_entry(&engine_flow(&e, &key)),
+            Some(want),
+            "{setup:?}: the engine's flow after the replays"
+        );
+        assert_eq!(replays(&e), [2, 0, 0], "{setup:?}");
+        assert_eq!(x.counter_totals()[counter::BACKEND_ESTABLISHED as usize], 1);
+        assert_eq!(
+            test_run(&x, &early_data(&setup, &h), false).0,
+            XDP_REDIRECT,
+            "{setup:?}: data forwarded in the program from the first segment"
+        );
+    }
+}
+
+/// What the program cannot complete as the engine would goes up, and the
+/// handshake is the engine's from then on: a server that declines an
+/// option the client has (the engine corrects that flow's segments), a
+/// client segment that came up before the server answered (the engine
+/// holds it, and the SYN-ACK must release it too). When the server's
+/// SYN-ACK reaches the program before the engine's take-over does, the
+/// program sends the ACK and the engine, replaying, sends the held segment.
+#[test]
+fn handshakes_the_program_cannot_complete_go_to_the_engine() {
+    for setup in setups().into_iter().filter(|s| !s.vlan) {
+        let key = setup.key();
+
+        // The server declines SACK.
+        let (mut x, mut e) = program_and_engine();
+        let h = handshake_frames(&mut new_engine(), &setup, false);
+        test_run(&x, &h.syn, false);
+        assert_eq!(test_run(&x, &h.ack, false).0, XDP_REDIRECT);
+        x.sync(&mut e, NOW);
+        assert_eq!(test_run(&x, &h.synack, true), (XDP_PASS, h.synack.clone()));
+        assert_eq!(
+            e.handle(NOW, Port::Server, &mut h.synack.clone()),
+            Verdict::Absorbed
+        );
+        assert_eq!(e.drain_emitted().count(), 1, "{setup:?}: the engine's ACK");
+        assert!(x.flow_entry(&key).is_none(), "{setup:?}");
+        assert_eq!(test_run(&x, &h.synack, true).0, XDP_PASS, "a repeat too");
+
+        // Early data, taken over before the server answered.
+        let (mut x, mut e) = program_and_engine();
+        let mut reference = new_engine();
+        let h = handshake_frames(&mut reference, &setup, true);
+        test_run(&x, &h.syn, false);
+        assert_eq!(test_run(&x, &h.ack, false).0, XDP_REDIRECT);
+        x.sync(&mut e, NOW);
+        let data = early_data(&setup, &h);
+        assert_eq!(test_run(&x, &data, false).0, XDP_PASS, "{setup:?}");
+        assert_eq!(
+            e.handle(NOW, Port::Client, &mut data.clone()),
+            Verdict::Absorbed
+        );
+        x.sync(&mut e, NOW);
+        assert_eq!(test_run(&x, &h.synack, true).0, XDP_PASS, "{setup:?}");
+        assert_eq!(
+            e.handle(NOW, Port::Server, &mut h.synack.clone()),
+            Verdict::Absorbed
+        );
+        assert_eq!(e.drain_emitted().count(), 2, "{setup:?}: ACK and data");
+
+        // Early data the take-over of which the SYN-ACK overtook.
+        let (mut x, mut e) = program_and_engine();
+        let mut reference = new_engine();
+        let h = handshake_frames(&mut reference, &setup, true);
+        test_run(&x, &h.syn, false);
+        assert_eq!(test_run(&x, &h.ack, false).0, XDP_REDIRECT);
+        x.sync(&mut e, NOW);
+        assert_eq!(
+            e.handle(NOW, Port::Client, &mut data.clone()),
+            Verdict::Absorbed
+        );
+        assert_eq!(
+            reference.handle(NOW, Port::Client, &mut data.clone()),
+            Verdict::Absorbed
+        );
+        let (ret, out) = test_run(&x, &h.synack, true);
+        assert_eq!(ret, XDP_REDIRECT, "{setup:?}");
+        reference.handle(NOW, Port::Server, &mut h.synack.clone());
+        let released: Vec<_> = reference.drain_emitted().collect();
+        assert_eq!(released.len(), 2, "{setup:?}");
+        assert_eq!(out, released[0].frame, "{setup:?}: the program's ACK");
+        x.sync(&mut e, NOW);
+        let sent: Vec<_> = e.drain_emitted().collect();
+        assert_eq!(sent.len(), 1, "{setup:?}");
+        assert_eq!(
+            sent[0].frame, released[1].frame,
+            "{setup:?}: the engine's data"
+        );
+        assert!(e.is_forwarded(&key), "{setup:?}");
+        assert_eq!(
+            engine_flow(&e, &key).client_next,
+            engine_flow(&reference, &key).client_next,
+            "{setup:?}: the data counted"
+        );
+        assert_eq!(replays(&e), [2, 0, 0], "{setup:?}");
+    }
 }
 
 fn arb_seg() -> impl Strategy<Value = (usize, bool, i32, i32, u8, u16, bool, usize, usize, usize)> {

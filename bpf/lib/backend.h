@@ -15,6 +15,7 @@
 #define SG_LIB_BACKEND_H
 
 #include "cookie.h"
+#include "forward.h"
 #include "maps.h"
 #include "reply.h"
 
@@ -67,14 +68,19 @@ static __always_inline int backend_syn(struct xdp_md *ctx, struct parsed *p, __u
 	ev->kind = SG_EV_BACKEND_SYN;
 	ev->frame_len = len;
 	ev->pad = 0;
-	if (bpf_xdp_load_bytes(ctx, 0, ev->frame, len) || track_own(p)) {
+	if (bpf_xdp_load_bytes(ctx, 0, ev->frame, len)) {
 		bpf_ringbuf_discard(ev, 0);
 		return -1;
 	}
+	if (track_own(p)) {
+		bpf_ringbuf_discard(ev, 0);
+		count(SG_C_COOKIE_PASSED);
+		return pass();
+	}
 
-	/* DecodedCookie, as CookieMinter::check gives it. */
-	/* Unrolled with constant indices, so the entries are immediates: a
-	 * table read at a variable index needs a .rodata map. */
+	/* DecodedCookie, as CookieMinter::check gives it. Unrolled with
+	 * constant indices, so the entries are immediates: a table read at a
+	 * variable index needs a .rodata map. */
 	__u16 mss = 0;
 #pragma unroll
 	for (int i = 0; i < 8; i++)
@@ -86,6 +92,29 @@ static __always_inline int backend_syn(struct xdp_md *ctx, struct parsed *p, __u
 	int sack = (c->bits >> 1) & 1;
 	int ecn = c->bits & 1;
 	int ts = p->opts.has_ts;
+
+	/* What the engine's flow holds in BACKEND_SYN_SENT, for the server
+	 * program to complete the handshake with. */
+	__u32 zero = 0;
+	struct sg_handshake *h = bpf_map_lookup_elem(&sg_hs_scratch, &zero);
+	if (!h || len > SG_HANDSHAKE_ACK_MAX)
+		goto up;
+	h->opened_ms = now_ms;
+	h->client_isn = p->seq - 1;
+	h->gateway_isn = p->ack - 1;
+	h->gateway_tsval = ts ? p->opts.tsecr : 0;
+	h->client_last_tsval = ts ? p->opts.tsval : 0;
+	h->client_window_max = (__u32)p->window << (shift & 15);
+	h->client_last_window = p->window;
+	h->client_mss = mss;
+	h->client_opts = ts | (sack << 1) | (ecn << 2);
+	h->client_wscale = ws ? shift : 0xff;
+	h->ack_len = len;
+	h->l3_off = p->l3_off;
+	if (bpf_xdp_load_bytes(ctx, 0, h->ack, len) ||
+	    bpf_map_update_elem(&sg_handshakes, &p->key, h, BPF_NOEXIST))
+		goto up;
+
 	if (ts && !(svc_flags & SG_SERVICE_TS_ACCEPTED))
 		mss = mss > TIMESTAMP_OPTION_SPACE ? mss - TIMESTAMP_OPTION_SPACE : 0;
 	/* The ACK's window is scaled by the client's shift; a SYN's never is. */
@@ -100,12 +129,153 @@ static __always_inline int backend_syn(struct xdp_md *ctx, struct parsed *p, __u
 	tcp_header_dir(tb, p, 1, p->seq - 1, 0, TCP_SYN | (ecn ? TCP_ECE | TCP_CWR : 0),
 		       (__u16)window, n);
 	if (write_segment(ctx, p, hdr, n, 0, ttl)) {
-		bpf_ringbuf_discard(ev, 0);
-		return pass();
+		bpf_map_delete_elem(&sg_handshakes, &p->key);
+		goto up;
 	}
 	bpf_ringbuf_submit(ev, 0);
 	count(SG_C_BACKEND_SYN);
 	return bpf_redirect_map(&sg_tx_ports, out, 0);
+
+up:
+	/* Tracked already: the engine takes the ACK as before. */
+	bpf_ringbuf_discard(ev, 0);
+	count(SG_C_COOKIE_PASSED);
+	return pass();
+}
+
+/* Resize the frame to `want` bytes, growing at the front (see
+ * write_segment); its bytes are the caller's to rewrite. 0 on success. */
+static __always_inline int resize_frame(struct xdp_md *ctx, long want)
+{
+	long cur = (long)ctx->data_end - (long)ctx->data;
+	barrier_var(cur);
+	if (want < cur)
+		return bpf_xdp_adjust_tail(ctx, (int)(want - cur)) ? -1 : 0;
+	if (want > cur)
+		return bpf_xdp_adjust_head(ctx, (int)(cur - want)) ? -1 : 0;
+	return 0;
+}
+
+/* The server's segment for a tuple the program started a backend handshake
+ * for (sg_handshakes): -1 when there is none (the caller goes on), else the
+ * verdict. A SYN-ACK that completes it as Engine::complete_backend would
+ * with a flow the program can forward (the server took every option the
+ * client has; the engine holds nothing) installs that flow in sg_flows and
+ * becomes the client's ACK, translated as the engine releases it
+ * (translate_held_client_frame = forward()), to the server; the SYN-ACK as
+ * it arrived goes to the engine in sg_events. Anything else goes up, and
+ * the handshake is the engine's from then on (its entry is deleted). */
+static __always_inline int backend_reply(struct xdp_md *ctx, struct parsed *p,
+					 const struct sg_params *prm, __u64 now_ms)
+{
+	struct sg_handshake *h = bpf_map_lookup_elem(&sg_handshakes, &p->key);
+	if (!h)
+		return -1;
+	__u8 f = p->flags;
+	int c_ts = h->client_opts & 1;
+	int c_sack = (h->client_opts >> 1) & 1;
+	int c_ecn = (h->client_opts >> 2) & 1;
+	int c_ws = h->client_wscale != 0xff;
+	int s_ecn = (f & (TCP_ECE | TCP_CWR)) == TCP_ECE;
+	__u32 out = SG_PORT_SERVER;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 len = (__u32)((long)data_end - (long)data);
+	__u32 ack_len = h->ack_len;
+	if ((f & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != (TCP_SYN | TCP_ACK) ||
+	    p->ack != h->client_isn + 1 || p->l4_len != p->tcp_hlen ||
+	    (c_ts && !p->opts.has_ts) || (c_sack && !p->opts.sack_permitted) ||
+	    (c_ecn && !s_ecn) || len > SG_EVENT_FRAME_MAX || len < 14 || ack_len < 14 ||
+	    ack_len > SG_HANDSHAKE_ACK_MAX || !bpf_map_lookup_elem(&sg_tx_ports, &out) ||
+	    !tcp_checksum_ok(ctx, p))
+		goto engine;
+
+	/* Engine::complete_backend. */
+	__u8 gw = prm->synack_wscale;
+	__u8 c_shift = c_ws ? h->client_wscale : 0;
+	int server_side = c_ws && p->opts.has_wscale;
+	struct sg_flow fl = {};
+	fl.seq_delta = h->gateway_isn - p->seq;
+	fl.c2s_from = c_ws ? c_shift : 0;
+	fl.c2s_to = server_side ? c_shift : 0;
+	fl.s2c_from = server_side ? p->opts.wscale : 0;
+	fl.s2c_to = c_ws ? gw : 0;
+	if (c_ts && p->opts.has_ts) {
+		fl.timestamps = 1;
+		fl.ts_offset = h->gateway_tsval - p->opts.tsval;
+		fl.server_last_tsval = p->opts.tsval;
+	}
+	fl.last_seen_ms = now_ms;
+	fl.client_next = h->client_isn + 1;
+	fl.server_next = p->seq + 1;
+	fl.client_window_max = h->client_window_max;
+	/* A SYN's window is never scaled (RFC 7323 2.2). */
+	fl.server_window_max = p->window;
+	fl.client_last_tsval = h->client_last_tsval;
+	fl.client_last_window = h->client_last_window;
+	fl.server_last_window = p->window >> (fl.s2c_from & 15);
+	__u32 l2_len = h->l3_off == 18 ? 18 : 14;
+	__builtin_memcpy(fl.l2, h->ack, 18);
+	if (l2_len == 14)
+		__builtin_memset(fl.l2 + 14, 0, 4);
+	fl.l2_len = l2_len;
+	fl.client_opts = h->client_opts;
+	fl.client_isn = h->client_isn;
+	fl.gateway_isn = h->gateway_isn;
+	fl.gateway_tsval = h->gateway_tsval;
+	fl.server_isn = p->seq;
+	fl.gateway_last_tsval = h->gateway_tsval;
+	fl.client_mss = h->client_mss;
+	fl.client_wscale = h->client_wscale;
+	fl.backend_syn_sent = 1;
+	fl.opened_ms = h->opened_ms;
+
+	struct sg_event *ev = bpf_ringbuf_reserve(&sg_events, sizeof(*ev), 0);
+	if (!ev) {
+		count(SG_C_EVENTS_FULL);
+		goto engine;
+	}
+	ev->now_ms = now_ms;
+	ev->kind = SG_EV_BACKEND_ESTABLISHED;
+	ev->pad = 0;
+	/* Measured again here (masked: the frame is at most
+	 * SG_EVENT_FRAME_MAX, checked above): the verifier lost the bounds of
+	 * the earlier length across the calls in between. */
+	__u64 n = (__u64)((long)ctx->data_end - (long)ctx->data) & 0x1ff;
+	ev->frame_len = n;
+	if (n < 14 || n > SG_EVENT_FRAME_MAX || bpf_xdp_load_bytes(ctx, 0, ev->frame, n) ||
+	    bpf_map_update_elem(&sg_flows, &p->key, &fl, BPF_NOEXIST)) {
+		bpf_ringbuf_discard(ev, 0);
+		goto engine;
+	}
+	/* The client's ACK in place of the SYN-ACK, then forwarded as the
+	 * engine releases it (without counting it: the engine's replay does). */
+	if (resize_frame(ctx, ack_len) || bpf_xdp_store_bytes(ctx, 0, h->ack, ack_len & 0xff))
+		goto failed;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (parse(data, data_end, p))
+		goto failed;
+	bpf_map_delete_elem(&sg_handshakes, &p->key);
+	int r = forward(ctx, p, 0, 1);
+	if (r != XDP_REDIRECT)
+		goto failed_deleted;
+	bpf_ringbuf_submit(ev, 0);
+	count(SG_C_BACKEND_ESTABLISHED);
+	return r;
+
+failed:
+	bpf_map_delete_elem(&sg_handshakes, &p->key);
+failed_deleted:
+	/* The frame is half rewritten: dropped. The server sends its SYN-ACK
+	 * again and the engine, which now owns the handshake, answers it. */
+	bpf_map_delete_elem(&sg_flows, &p->key);
+	bpf_ringbuf_discard(ev, 0);
+	return XDP_DROP;
+
+engine:
+	bpf_map_delete_elem(&sg_handshakes, &p->key);
+	return pass();
 }
 
 #endif /* SG_LIB_BACKEND_H */

@@ -79,10 +79,13 @@ static __always_inline __u16 rescale(__u16 field, __u8 from, __u8 to)
 
 /* A segment of a published flow, as translate_client / translate_server
  * would forward it: -1 when the flow is not published (the caller goes
- * on), else the verdict. Everything that may change the flow's state (SYN,
+ * on), else the verdict. `released`: the client's ACK the program releases
+ * on completing a backend handshake (backend.h), which the engine's replay
+ * counts, so it is not counted here. Everything that may change the flow's state (SYN,
  * FIN, RST, no ACK) or that the engine would drop (implausible sequence
  * numbers) goes up untouched. */
-static __always_inline int forward(struct xdp_md *ctx, struct parsed *p, int from_server)
+static __always_inline int forward(struct xdp_md *ctx, struct parsed *p, int from_server,
+				   int released)
 {
 	struct sg_flow *f = bpf_map_lookup_elem(&sg_flows, &p->key);
 	if (!f)
@@ -173,7 +176,8 @@ static __always_inline int forward(struct xdp_md *ctx, struct parsed *p, int fro
 		f->client_last_window = p->window;
 		if (len && seq_ge(end, f->client_next))
 			f->client_next = end;
-		count(SG_C_FWD_TO_SERVER);
+		if (!released)
+			count(SG_C_FWD_TO_SERVER);
 	} else {
 		__u32 wb = (__u32)p->window << (f->s2c_from & 15);
 		if (wb > f->server_window_max)

@@ -86,6 +86,23 @@ struct {
 	__type(value, struct sg_flow);
 } sg_flows SEC(".maps");
 
+/* Sized by the loader like sg_tracked. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sg_flow_key);
+	__type(value, struct sg_handshake);
+} sg_handshakes SEC(".maps");
+
+/* An entry of sg_handshakes being built (too large for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sg_handshake);
+} sg_hs_scratch SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, SG_EVENTS_BYTES);

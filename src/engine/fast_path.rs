@@ -119,6 +119,10 @@ pub enum TrackedChange {
     Publish(FlowKey, Option<ForwardEntry>),
     /// It no longer does.
     Unpublish(FlowKey),
+    /// A backend handshake the program started is the engine's from now
+    /// on (a client segment came up before the server answered, or the
+    /// flow ended): the program must not complete it.
+    EndHandshake(FlowKey),
 }
 
 #[derive(Default)]
@@ -137,6 +141,11 @@ pub(super) struct FastPathState {
     /// Flows whose entry an earlier process left in the adopted map, not
     /// yet published by this engine.
     pub(super) adopted: HashSet<FlowKey>,
+    /// Backend handshakes the program started and may still complete
+    /// (`program_events.rs`), and those the engine took over since the
+    /// last drain.
+    pub(super) program_handshakes: HashSet<FlowKey>,
+    pub(super) ended_handshakes: Vec<FlowKey>,
 }
 
 impl std::fmt::Debug for FastPathState {
@@ -150,6 +159,14 @@ impl std::fmt::Debug for FastPathState {
 }
 
 impl Engine {
+    /// The engine handles a segment of a backend handshake the program
+    /// started: from now on the handshake is the engine's.
+    pub(super) fn take_over_handshake(&mut self, key: &FlowKey) {
+        if self.fast_path.program_handshakes.remove(key) {
+            self.fast_path.ended_handshakes.push(*key);
+        }
+    }
+
     /// Start producing tracked-tuple changes (the XDP fast path is on).
     pub fn enable_fast_path(&mut self) {
         self.fast_path.enabled = true;
@@ -279,10 +296,19 @@ impl Engine {
         }
         touched.sort_unstable();
         touched.dedup();
+        out.extend(
+            self.fast_path
+                .ended_handshakes
+                .drain(..)
+                .map(TrackedChange::EndHandshake),
+        );
         for key in touched.drain(..) {
             if !self.is_tracked(&key) {
                 self.fast_path.forwarded.remove(&key);
                 self.fast_path.adopted.remove(&key);
+                if self.fast_path.program_handshakes.remove(&key) {
+                    out.push(TrackedChange::EndHandshake(key));
+                }
                 out.push(TrackedChange::Unpublish(key));
                 continue;
             }

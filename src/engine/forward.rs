@@ -28,7 +28,7 @@ pub const FORWARD_AFTER_MS: u64 = 100;
 pub const FORWARD_AFTER_BYTES: u64 = 64 * 1024;
 
 /// See [`forward_entry`].
-fn forwardable(f: &Flow) -> bool {
+pub(super) fn forwardable(f: &Flow) -> bool {
     f.state == TcpState::Established
         && f.client_fin_pending.is_none()
         && f.held.is_empty()

@@ -683,6 +683,9 @@ impl Engine {
     /// Hold a client frame until the backend handshake completes, within the
     /// per-flow and total budgets.
     pub(super) fn hold(&mut self, key: &FlowKey, frame: &[u8]) -> Verdict {
+        // The server's SYN-ACK must now release this frame too, which only
+        // the engine does.
+        self.take_over_handshake(key);
         let held = self.flows.with(key, |f| f.held_bytes).unwrap_or(0);
         if held + frame.len() > self.cfg.held_bytes_per_flow {
             return Verdict::Drop(DropReason::HeldBytesFlow);

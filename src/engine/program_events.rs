@@ -18,6 +18,10 @@ pub enum ProgramEvent {
     /// A client ACK with a valid cookie, sent on as the backend SYN
     /// (`SG_EV_BACKEND_SYN`).
     BackendSyn,
+    /// The server's SYN-ACK to such a SYN: the program installed the flow
+    /// in its map and sent the client's ACK, translated, to the server
+    /// (`SG_EV_BACKEND_ESTABLISHED`).
+    BackendEstablished,
 }
 
 /// How a replay went; the index of `Counters::xdp_events`.
@@ -54,42 +58,97 @@ impl ProgramEventResult {
     }
 }
 
+/// What a replay found, and the flow it was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replay {
+    pub result: ProgramEventResult,
+    pub key: Option<FlowKey>,
+}
+
 impl Engine {
     /// Replay `frame`, which the program handled at engine time `at_ms`
     /// as `event` says, as if it had come up then; counted in
     /// `Counters::xdp_events`.
+    ///
+    /// - `BackendSyn`: the engine holds the flow in BACKEND_SYN_SENT as
+    ///   the program's handshake (it takes it over when a client segment
+    ///   comes up before the server answered, [`TrackedChange::EndHandshake`]).
+    /// - `BackendEstablished`: the flow is ESTABLISHED and forwarded by the
+    ///   program (its entry is the program's). The program sent the
+    ///   client's ACK; frames the engine held beyond it (a client segment
+    ///   that came up before the take-over reached the program) are the
+    ///   engine's to send, and stay in its queue.
+    ///
+    /// [`TrackedChange::EndHandshake`]: super::fast_path::TrackedChange::EndHandshake
     pub fn replay_program_event(
         &mut self,
         event: ProgramEvent,
         at_ms: u64,
         frame: &mut Vec<u8>,
-    ) -> ProgramEventResult {
+    ) -> Replay {
         let before = self.emitted.len();
+        let view = match wire::parse_frame(frame) {
+            Ok(ParsedFrame::Tcp(v)) => Some(v),
+            _ => None,
+        };
         let result = match event {
             ProgramEvent::BackendSyn => {
-                let key = match wire::parse_frame(frame) {
-                    Ok(ParsedFrame::Tcp(v)) => Some(FlowKey::from_client_segment(&v)),
-                    _ => None,
-                };
+                let key = view.as_ref().map(FlowKey::from_client_segment);
                 let verdict = self.handle(at_ms, Port::Client, frame);
                 let sent_syn =
                     self.emitted.len() == before + 1 && self.emitted[before].port == Port::Server;
-                let started = key.is_some_and(|k| {
-                    self.flows.with(&k, |f| f.state) == Some(TcpState::BackendSynSent)
+                let started = key
+                    .filter(|k| self.flows.with(k, |f| f.state) == Some(TcpState::BackendSynSent));
+                self.emitted.truncate(before);
+                match started {
+                    Some(k) if verdict == Verdict::Absorbed && sent_syn => {
+                        self.fast_path.program_handshakes.insert(k);
+                        Replay {
+                            result: ProgramEventResult::Replayed,
+                            key,
+                        }
+                    }
+                    _ => Replay {
+                        result: ProgramEventResult::Refused,
+                        key,
+                    },
+                }
+            }
+            ProgramEvent::BackendEstablished => {
+                let key = view.as_ref().map(FlowKey::from_server_segment);
+                let verdict = self.handle(at_ms, Port::Server, frame);
+                // The program sent the ACK; anything after it is the engine's.
+                let acked =
+                    self.emitted.len() > before && self.emitted[before].port == Port::Server;
+                if acked {
+                    self.emitted.remove(before);
+                }
+                let forwarded = key.filter(|k| {
+                    self.flows.with(k, |f| super::forward::forwardable(f)) == Some(true)
                 });
-                if verdict == Verdict::Absorbed && sent_syn && started {
-                    ProgramEventResult::Replayed
-                } else {
-                    tracing::debug!(
-                        ?verdict,
-                        "the engine would not have sent the backend SYN the XDP program sent"
-                    );
-                    ProgramEventResult::Refused
+                match forwarded {
+                    Some(k) if verdict == Verdict::Absorbed && acked => {
+                        self.fast_path.program_handshakes.remove(&k);
+                        self.fast_path.forwarded.insert(k);
+                        Replay {
+                            result: ProgramEventResult::Replayed,
+                            key,
+                        }
+                    }
+                    _ => Replay {
+                        result: ProgramEventResult::Refused,
+                        key,
+                    },
                 }
             }
         };
-        self.emitted.truncate(before);
-        super::counters::bump(&self.counters.xdp_events[result.index()]);
+        if result.result == ProgramEventResult::Refused {
+            tracing::debug!(
+                ?event,
+                "the engine would not have done what the XDP program did"
+            );
+        }
+        super::counters::bump(&self.counters.xdp_events[result.result.index()]);
         result
     }
 }

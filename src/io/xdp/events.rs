@@ -6,8 +6,8 @@
 
 use aya::maps::{MapData, RingBuf};
 
-use super::maps::{SgEventHeader, EVENT_BACKEND_SYN, EVENT_FRAME_MAX};
-use crate::engine::program_events::ProgramEvent;
+use super::maps::{SgEventHeader, EVENT_BACKEND_ESTABLISHED, EVENT_BACKEND_SYN, EVENT_FRAME_MAX};
+use crate::engine::program_events::{ProgramEvent, Replay};
 use crate::engine::Engine;
 
 /// Reads `sg_events`; one frame buffer reused for every record.
@@ -33,6 +33,7 @@ fn parse_record(bytes: &[u8]) -> Option<(ProgramEvent, u64, &[u8])> {
     }
     let event = match kind {
         EVENT_BACKEND_SYN => ProgramEvent::BackendSyn,
+        EVENT_BACKEND_ESTABLISHED => ProgramEvent::BackendEstablished,
         _ => return None,
     };
     Some((event, now_ms, &bytes[head..head + len]))
@@ -47,9 +48,13 @@ impl EventReader {
         }
     }
 
-    /// Replay every record written since the last call, oldest first;
-    /// returns how many there were.
-    pub(super) fn drain(&mut self, engine: &mut Engine) -> usize {
+    /// Replay every record written since the last call, oldest first, each
+    /// replay appended to `out`; returns how many records there were.
+    pub(super) fn drain(
+        &mut self,
+        engine: &mut Engine,
+        out: &mut Vec<(ProgramEvent, Replay)>,
+    ) -> usize {
         let mut n = 0;
         loop {
             let event = {
@@ -68,7 +73,10 @@ impl EventReader {
             n += 1;
             match event {
                 Some((event, at_ms)) => {
-                    engine.replay_program_event(event, at_ms, &mut self.frame);
+                    out.push((
+                        event,
+                        engine.replay_program_event(event, at_ms, &mut self.frame),
+                    ));
                 }
                 None => {
                     self.malformed += 1;

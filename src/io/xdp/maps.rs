@@ -155,6 +155,8 @@ unsafe impl aya::Pod for SgFlowKey {}
 unsafe impl aya::Pod for SgTracked {}
 // SAFETY: as above.
 unsafe impl aya::Pod for SgFlow {}
+// SAFETY: as above.
+unsafe impl aya::Pod for SgHandshake {}
 
 /// `enum sg_counter` indices.
 pub mod counter {
@@ -177,7 +179,8 @@ pub mod counter {
     pub const BRIDGED_TO_CLIENT: u32 = 16;
     pub const BACKEND_SYN: u32 = 17;
     pub const EVENTS_FULL: u32 = 18;
-    pub const COUNT: u32 = 19;
+    pub const BACKEND_ESTABLISHED: u32 = 19;
+    pub const COUNT: u32 = 20;
 }
 
 /// `struct sg_event` without its frame: what starts each `sg_events`
@@ -199,6 +202,30 @@ pub const EVENT_FRAME_MAX: usize = 256;
 /// `SG_EV_BACKEND_SYN`: a valid cookie ACK the program sent on as the
 /// backend SYN.
 pub const EVENT_BACKEND_SYN: u16 = 1;
+/// `SG_EV_BACKEND_ESTABLISHED`: the server's SYN-ACK to such a SYN, which
+/// the program turned into the client's ACK, its flow in `sg_flows`.
+pub const EVENT_BACKEND_ESTABLISHED: u16 = 2;
+
+/// `struct sg_handshake`: a backend handshake the program started and may
+/// complete (`sg_handshakes`). This side only deletes entries (the engine
+/// took the handshake over); the fields are read by tests.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SgHandshake {
+    pub opened_ms: u64,
+    pub client_isn: u32,
+    pub gateway_isn: u32,
+    pub gateway_tsval: u32,
+    pub client_last_tsval: u32,
+    pub client_window_max: u32,
+    pub client_last_window: u16,
+    pub client_mss: u16,
+    pub client_opts: u8,
+    pub client_wscale: u8,
+    pub ack_len: u8,
+    pub l3_off: u8,
+    pub ack: [u8; 128],
+}
 
 /// 16 address bytes, IPv4 as v4-mapped (as the cookie MAC input).
 fn addr16(ip: IpAddr) -> ([u8; 16], u8) {
@@ -431,6 +458,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<SgFlowKey>(), 40);
         assert_eq!(std::mem::size_of::<SgTracked>(), 16);
         assert_eq!(std::mem::size_of::<SgFlow>(), 112);
+        assert_eq!(std::mem::size_of::<SgHandshake>(), 168);
         assert_eq!(
             std::mem::size_of::<SgEventHeader>() + EVENT_FRAME_MAX,
             16 + 256

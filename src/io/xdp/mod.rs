@@ -27,15 +27,15 @@ use aya::{Ebpf, EbpfLoader};
 use super::clock::monotonic_ns;
 use crate::engine::fast_path::{FastPathParams, FastPathService, TrackedChange};
 use crate::engine::forward::ForwardEntry;
-use crate::engine::program_events::ProgramEventResult;
+use crate::engine::program_events::{ProgramEvent, ProgramEventResult, Replay};
 use crate::engine::{Counters, DropReason, Engine, FlowKey, Port};
 use attach::Attachment;
 use events::EventReader;
 use flows::pinned_flows_map_fits;
 pub use flows::ForwardProgressReader;
 use maps::{
-    counter, SgFlow, SgFlowKey, SgParams, SgService, SgServiceKey, SgTracked, ORIGIN_ENGINE,
-    PORT_CLIENT, PORT_SERVER,
+    counter, SgFlow, SgFlowKey, SgHandshake, SgParams, SgService, SgServiceKey, SgTracked,
+    ORIGIN_ENGINE, PORT_CLIENT, PORT_SERVER,
 };
 use pins::PinDir;
 
@@ -182,8 +182,10 @@ pub struct XdpFastPath {
     /// engine filter): known here, so no map read per change.
     engine_tracked: HashSet<SgFlowKey>,
     tx_ports: DevMap<MapData>,
-    /// The frames the program handled in the engine's place.
+    /// The frames the program handled in the engine's place, and the
+    /// backend handshakes it started (this side only deletes them).
     events: EventReader,
+    handshakes: HashMap<MapData, SgFlowKey, SgHandshake>,
     /// Per port a program is attached to.
     attached: Vec<Attachment>,
     /// Where the links and `sg_flows` are pinned (`io.xdp_pin_dir`), and
@@ -196,6 +198,8 @@ pub struct XdpFastPath {
     next_queue_drain_ms: u64,
     active: XdpActive,
     changes: Vec<TrackedChange>,
+    /// Reused for the replays of one drain of the event ring.
+    replays: Vec<(ProgramEvent, Replay)>,
     /// What was last written to the parameter map (time fields zeroed) and
     /// when (monotonic ns), and the services last written.
     published: Option<(SgParams, u64)>,
@@ -255,7 +259,8 @@ impl XdpFastPath {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries("sg_tracked", entries)
-            .map_max_entries("sg_flows", entries);
+            .map_max_entries("sg_flows", entries)
+            .map_max_entries("sg_handshakes", entries);
         let mut adopted = false;
         if let Some(p) = &pins {
             p.create().map_err(|e| XdpError::Pin(e.to_string()))?;
@@ -313,6 +318,7 @@ impl XdpFastPath {
         let engine_filter = take!("sg_engine_filter");
         let counters = take!("sg_counters");
         let tx_ports = take!("sg_tx_ports");
+        let handshakes = take!("sg_handshakes");
         let events = EventReader::new(
             RingBuf::try_from(
                 ebpf.take_map("sg_events")
@@ -349,6 +355,7 @@ impl XdpFastPath {
             engine_tracked: HashSet::new(),
             tx_ports,
             events,
+            handshakes,
             attached: Vec::new(),
             pins,
             adopted,
@@ -356,6 +363,7 @@ impl XdpFastPath {
             next_queue_drain_ms: 0,
             active: XdpActive::Off,
             changes: Vec::new(),
+            replays: Vec::new(),
             published: None,
             published_services: Vec::new(),
             scratch: FastPathParams::default(),
@@ -468,14 +476,35 @@ impl XdpFastPath {
     /// frame the engine handles, so it never sees a frame of a flow before
     /// the program's report that created it.
     pub fn drain_events(&mut self, engine: &mut Engine) -> usize {
-        self.events.drain(engine)
+        let mut replays = std::mem::take(&mut self.replays);
+        let n = self.events.drain(engine, &mut replays);
+        for (event, r) in replays.drain(..) {
+            let Some(key) = r.key.map(|k| SgFlowKey::from_key(&k)) else {
+                continue;
+            };
+            match (event, r.result) {
+                // The flow the program installed is the engine's forwarded
+                // flow now.
+                (ProgramEvent::BackendEstablished, ProgramEventResult::Replayed) => {
+                    self.forwarded.insert(key);
+                }
+                // A flow the engine does not forward must not stay in the
+                // program's map.
+                (ProgramEvent::BackendEstablished, _) if !self.forwarded.contains(&key) => {
+                    let _ = self.flows.remove(&key);
+                }
+                _ => {}
+            }
+        }
+        self.replays = replays;
+        n
     }
 
     /// Once per batch, before its frames are sent: hand the tuples the
     /// program tracked to the engine, apply the engine's tracked-tuple
     /// changes, publish the parameters.
     pub fn sync(&mut self, engine: &mut Engine, now_ms: u64) {
-        self.events.drain(engine);
+        self.drain_events(engine);
         // The queue only gives the program's own tuples their deadline
         // (seconds away), so it is read every QUEUE_DRAIN_INTERVAL_MS, not
         // on each of the loop's several syncs: an empty read is a syscall.
@@ -497,6 +526,12 @@ impl XdpFastPath {
                     let key = SgFlowKey::from_key(&k);
                     self.publish_tracked(&key, since_ns)
                         .and_then(|()| self.publish_flow(key, entry.as_ref()))
+                }
+                TrackedChange::EndHandshake(k) => {
+                    match self.handshakes.remove(&SgFlowKey::from_key(&k)) {
+                        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                        Err(e) => Err(e),
+                    }
                 }
                 TrackedChange::Unpublish(k) => {
                     let key = SgFlowKey::from_key(&k);
