@@ -113,8 +113,17 @@ int sg_fast_path(struct xdp_md *ctx)
 	 * its tuple (the program's own entries, made for the segments right
 	 * after a cookie ACK, do not concern SYNs). */
 	if (!(f & TCP_SYN) || engine_may_track(&p->key)) {
-		if (bpf_map_lookup_elem(&sg_tracked, &p->key))
+		if (bpf_map_lookup_elem(&sg_tracked, &p->key)) {
+			/* Data behind a cookie ACK the program sent on as the
+			 * backend SYN: kept for the SYN-ACK to release. */
+			if (prm->handshakes && p->l4_len > p->tcp_hlen &&
+			    (f & (TCP_SYN | TCP_RST | TCP_FIN | TCP_URG | TCP_ACK)) == TCP_ACK) {
+				int r = early_data(ctx, p, now_ms);
+				if (r >= 0)
+					return r;
+			}
 			return pass();
+		}
 	}
 
 	if (retired || ((svc->flags & SG_SERVICE_ADOPTING) && !(f & TCP_SYN))) {

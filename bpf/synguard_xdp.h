@@ -131,6 +131,7 @@ enum sg_counter {
 	SG_C_BACKEND_SYN,         /* cookie ACKs turned into backend SYNs    */
 	SG_C_EVENTS_FULL,         /* sg_events full: the frame went up       */
 	SG_C_BACKEND_ESTABLISHED, /* backend SYN-ACKs turned into the ACK    */
+	SG_C_EARLY_DATA,          /* client data kept while the SYN is out  */
 	SG_C_COUNT
 };
 
@@ -219,20 +220,27 @@ enum sg_event_kind {
 	/* A valid cookie ACK, sent on as the backend SYN. */
 	SG_EV_BACKEND_SYN = 1,
 	/* The server's SYN-ACK to such a SYN: the flow is in sg_flows, the
-	 * client's ACK went to the server translated. */
+	 * last client segment the engine holds for it (sg_event.released) went
+	 * to the server translated; it stands for the ones before it. */
 	SG_EV_BACKEND_ESTABLISHED = 2,
+	/* The client's first data segment while such a SYN is outstanding,
+	 * kept in sg_handshakes (the frame is dropped: the SYN-ACK releases
+	 * it). */
+	SG_EV_EARLY_DATA = 3,
 };
 
 /* sg_handshakes (HASH, sg_flow_key -> sg_handshake): backend handshakes
  * the program started (SG_EV_BACKEND_SYN) and may complete itself: what
  * the engine's flow holds in BACKEND_SYN_SENT (src/engine/handshake.rs
- * on_handshake_ack), and the client's ACK, which the server's SYN-ACK
- * releases. Writers: the client program inserts an entry; the server
- * program deletes it when it completes the handshake or hands the
- * server's segment up; the engine deletes it when it takes the handshake
- * over (a client segment came up meanwhile, a timer fired, the flow
- * ended). No field is written after the insert. */
-#define SG_HANDSHAKE_ACK_MAX 128
+ * on_handshake_ack), and the client segment the server's SYN-ACK releases:
+ * the client's ACK, or the first data segment behind it (early data,
+ * SG_EV_EARLY_DATA), which carries the same acknowledgment. Writers: the
+ * client program inserts an entry, and replaces it whole once with the
+ * early data (a reader holding the old one releases only the ACK and says
+ * so); the server program deletes it when it completes the handshake or
+ * hands a server segment up; the engine deletes it when it takes the
+ * handshake over (a client segment came up, the flow ended). */
+#define SG_RELEASE_MAX SG_EVENT_FRAME_MAX
 
 struct sg_handshake {
 	__u64 opened_ms;           /* engine clock at the backend SYN            */
@@ -244,16 +252,24 @@ struct sg_handshake {
 	__u16 client_mss;          /* from the cookie (before any 12 off)         */
 	__u8 client_opts;          /* as sg_flow.client_opts                      */
 	__u8 client_wscale;        /* 0xff: none                                  */
-	__u8 ack_len;              /* bytes of ack[]                              */
 	__u8 l3_off;               /* 14 or 18: the ACK's Ethernet header length  */
-	__u8 ack[SG_HANDSHAKE_ACK_MAX]; /* the ACK frame as it arrived           */
+	__u8 held;                 /* client segments the engine holds for it: 1,
+	                            * the ACK; 2, the ACK and the early data     */
+	__u16 release_len;         /* bytes of release[]                          */
+	__u16 pad;
+	__u8 l2[18];               /* the ACK's Ethernet header (l3_off bytes)    */
+	__u8 release[SG_RELEASE_MAX]; /* the client segment to release, as it
+	                               * arrived: the ACK, or the early data    */
 };
 
 struct sg_event {
 	__u64 now_ms;              /* engine clock when the program acted */
 	__u16 kind;                /* enum sg_event_kind */
 	__u16 frame_len;           /* bytes of frame[] used */
-	__u32 pad;
+	__u8 released;             /* SG_EV_BACKEND_ESTABLISHED: how many of the
+	                            * client segments the engine holds the one
+	                            * sent stands for (sg_handshake.held) */
+	__u8 pad[3];
 	__u8 frame[SG_EVENT_FRAME_MAX];
 };
 

@@ -23,6 +23,7 @@ use synguard::wire::tcp::{self, TcpSegmentSpec};
 use synguard::wire::tcp_options::{SynOptionSet, KIND_NOP};
 use synguard::wire::{parse_frame, write_tcp_frame, ParsedFrame, TcpView};
 
+const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
@@ -294,7 +295,7 @@ fn test_run(x: &XdpFastPath, f: &[u8], from_server: bool) -> (u32, Vec<u8>) {
     } else {
         x.program()
     };
-    let mut out = vec![0u8; f.len() + 64];
+    let mut out = vec![0u8; f.len() + 512];
     let r = prog
         .test_run(TestRunOptions {
             data_in: Some(f),
@@ -846,14 +847,14 @@ fn replays(e: &Engine) -> [u64; 3] {
     std::array::from_fn(|i| c.xdp_events[i].load(std::sync::atomic::Ordering::Relaxed))
 }
 
-/// The client's request right behind its third ACK, before the server
-/// answered the backend SYN.
-fn early_data(setup: &Setup, h: &HandshakeFrames) -> Vec<u8> {
+/// The client's request (`payload` bytes, `sent` after its ISN + 1) behind
+/// its third ACK, before the server answered the backend SYN.
+fn early_data(setup: &Setup, h: &HandshakeFrames, sent: u32, payload: usize) -> Vec<u8> {
     frame_of(
         setup,
         &Seg {
             from_server: false,
-            seq: CLIENT_ISN + 1,
+            seq: CLIENT_ISN + 1 + sent,
             ack: h.flow.cookie.wrapping_add(1),
             flags: tcp::ACK | tcp::PSH,
             window: 502,
@@ -862,7 +863,7 @@ fn early_data(setup: &Setup, h: &HandshakeFrames) -> Vec<u8> {
                 .then_some((CLIENT_TSVAL + 2, h.flow.gateway_tsval)),
             sack: vec![],
             lead_nops: if setup.timestamps { 2 } else { 0 },
-            payload: 100,
+            payload,
         },
     )
 }
@@ -917,10 +918,95 @@ fn backend_handshakes_complete_in_the_program_as_in_the_engine() {
         assert_eq!(replays(&e), [2, 0, 0], "{setup:?}");
         assert_eq!(x.counter_totals()[counter::BACKEND_ESTABLISHED as usize], 1);
         assert_eq!(
-            test_run(&x, &early_data(&setup, &h), false).0,
+            test_run(&x, &early_data(&setup, &h, 0, 100), false).0,
             XDP_REDIRECT,
             "{setup:?}: data forwarded in the program from the first segment"
         );
+    }
+}
+
+/// Early data in the program: the client's request right behind its ACK
+/// is kept while the backend SYN is out (the frame dropped, the engine told)
+/// and released by the server's SYN-ACK as the one segment that completes
+/// the server's handshake, byte for byte the engine's data segment (the
+/// engine sends the ACK before it); the flow the program installs and the
+/// engine's after the three replays are the engine's own. A second data
+/// segment goes up and the engine takes the handshake over; when the
+/// SYN-ACK overtakes that, the program releases the first and the engine
+/// sends the second.
+#[test]
+fn early_data_is_kept_in_the_program_and_released_by_the_synack() {
+    for setup in setups() {
+        let key = setup.key();
+        let mut reference = new_engine();
+        let h = handshake_frames(&mut reference, &setup, setup.sack);
+        let data = early_data(&setup, &h, 0, 100);
+        assert_eq!(
+            reference.handle(NOW, Port::Client, &mut data.clone()),
+            Verdict::Absorbed
+        );
+        reference.handle(NOW, Port::Server, &mut h.synack.clone());
+        let released: Vec<_> = reference.drain_emitted().collect();
+        assert_eq!(released.len(), 2, "{setup:?}: ACK and data");
+
+        let (mut x, mut e) = program_and_engine();
+        test_run(&x, &h.syn, false);
+        assert_eq!(test_run(&x, &h.ack, false).0, XDP_REDIRECT);
+        x.sync(&mut e, NOW);
+        assert_eq!(test_run(&x, &data, false).0, XDP_DROP, "{setup:?}: kept");
+        x.sync(&mut e, NOW);
+        let (ret, out) = test_run(&x, &h.synack, true);
+        assert_eq!(ret, XDP_REDIRECT, "{setup:?}");
+        assert_eq!(out, released[1].frame, "{setup:?}: the data, translated");
+        let want = forward_entry(&engine_flow(&reference, &key)).expect("forwardable");
+        assert_eq!(
+            x.flow_entry(&key),
+            Some(SgFlow::from_entry(&want)),
+            "{setup:?}: the flow the program installed"
+        );
+        x.sync(&mut e, NOW);
+        assert_eq!(e.drain_emitted().count(), 0, "{setup:?}");
+        assert_eq!(
+            forward_entry(&engine_flow(&e, &key)),
+            Some(want),
+            "{setup:?}"
+        );
+        assert_eq!(replays(&e), [3, 0, 0], "{setup:?}");
+        assert_eq!(x.counter_totals()[counter::EARLY_DATA as usize], 1);
+
+        // A second segment, the take-over overtaken by the SYN-ACK.
+        let mut reference = new_engine();
+        let h = handshake_frames(&mut reference, &setup, setup.sack);
+        let data = early_data(&setup, &h, 0, 100);
+        let more = early_data(&setup, &h, 100, 50);
+        for f in [&data, &more] {
+            reference.handle(NOW, Port::Client, &mut f.clone());
+        }
+        reference.handle(NOW, Port::Server, &mut h.synack.clone());
+        let released: Vec<_> = reference.drain_emitted().collect();
+        assert_eq!(released.len(), 3, "{setup:?}");
+        let (mut x, mut e) = program_and_engine();
+        test_run(&x, &h.syn, false);
+        test_run(&x, &h.ack, false);
+        x.sync(&mut e, NOW);
+        assert_eq!(test_run(&x, &data, false).0, XDP_DROP, "{setup:?}");
+        x.sync(&mut e, NOW);
+        assert_eq!(
+            test_run(&x, &more, false).0,
+            XDP_PASS,
+            "{setup:?}: one slot"
+        );
+        assert_eq!(
+            e.handle(NOW, Port::Client, &mut more.clone()),
+            Verdict::Absorbed
+        );
+        let (ret, out) = test_run(&x, &h.synack, true);
+        assert_eq!((ret, &out), (XDP_REDIRECT, &released[1].frame), "{setup:?}");
+        x.sync(&mut e, NOW);
+        let sent: Vec<_> = e.drain_emitted().collect();
+        assert_eq!(sent.len(), 1, "{setup:?}");
+        assert_eq!(sent[0].frame, released[2].frame, "{setup:?}: the engine's");
+        assert_eq!(replays(&e), [3, 0, 0], "{setup:?}");
     }
 }
 
@@ -951,14 +1037,15 @@ fn handshakes_the_program_cannot_complete_go_to_the_engine() {
         assert!(x.flow_entry(&key).is_none(), "{setup:?}");
         assert_eq!(test_run(&x, &h.synack, true).0, XDP_PASS, "a repeat too");
 
-        // Early data, taken over before the server answered.
+        // Early data larger than the program keeps, taken over before the
+        // server answered.
         let (mut x, mut e) = program_and_engine();
         let mut reference = new_engine();
         let h = handshake_frames(&mut reference, &setup, true);
         test_run(&x, &h.syn, false);
         assert_eq!(test_run(&x, &h.ack, false).0, XDP_REDIRECT);
         x.sync(&mut e, NOW);
-        let data = early_data(&setup, &h);
+        let data = early_data(&setup, &h, 0, 400);
         assert_eq!(test_run(&x, &data, false).0, XDP_PASS, "{setup:?}");
         assert_eq!(
             e.handle(NOW, Port::Client, &mut data.clone()),
@@ -972,7 +1059,7 @@ fn handshakes_the_program_cannot_complete_go_to_the_engine() {
         );
         assert_eq!(e.drain_emitted().count(), 2, "{setup:?}: ACK and data");
 
-        // Early data the take-over of which the SYN-ACK overtook.
+        // The same, the take-over overtaken by the SYN-ACK.
         let (mut x, mut e) = program_and_engine();
         let mut reference = new_engine();
         let h = handshake_frames(&mut reference, &setup, true);

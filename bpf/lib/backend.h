@@ -67,7 +67,8 @@ static __always_inline int backend_syn(struct xdp_md *ctx, struct parsed *p, __u
 	ev->now_ms = now_ms;
 	ev->kind = SG_EV_BACKEND_SYN;
 	ev->frame_len = len;
-	ev->pad = 0;
+	ev->released = 0;
+	ev->pad[0] = ev->pad[1] = ev->pad[2] = 0;
 	if (bpf_xdp_load_bytes(ctx, 0, ev->frame, len)) {
 		bpf_ringbuf_discard(ev, 0);
 		return -1;
@@ -97,7 +98,7 @@ static __always_inline int backend_syn(struct xdp_md *ctx, struct parsed *p, __u
 	 * program to complete the handshake with. */
 	__u32 zero = 0;
 	struct sg_handshake *h = bpf_map_lookup_elem(&sg_hs_scratch, &zero);
-	if (!h || len > SG_HANDSHAKE_ACK_MAX)
+	if (!h || len > SG_RELEASE_MAX)
 		goto up;
 	h->opened_ms = now_ms;
 	h->client_isn = p->seq - 1;
@@ -109,9 +110,17 @@ static __always_inline int backend_syn(struct xdp_md *ctx, struct parsed *p, __u
 	h->client_mss = mss;
 	h->client_opts = ts | (sack << 1) | (ecn << 2);
 	h->client_wscale = ws ? shift : 0xff;
-	h->ack_len = len;
 	h->l3_off = p->l3_off;
-	if (bpf_xdp_load_bytes(ctx, 0, h->ack, len) ||
+	h->held = 1;
+	h->release_len = len;
+	h->pad = 0;
+	/* The Ethernet header (and VLAN tag), zero-padded: sg_flow.l2. */
+	__builtin_memset(h->l2, 0, 18);
+	if (p->l3_off == 18)
+		__builtin_memcpy(h->l2, data, 18);
+	else
+		__builtin_memcpy(h->l2, data, 14);
+	if (bpf_xdp_load_bytes(ctx, 0, h->release, len) ||
 	    bpf_map_update_elem(&sg_handshakes, &p->key, h, BPF_NOEXIST))
 		goto up;
 
@@ -141,6 +150,57 @@ up:
 	bpf_ringbuf_discard(ev, 0);
 	count(SG_C_COOKIE_PASSED);
 	return pass();
+}
+
+/* The client's first data segment of a tuple tracked for a backend
+ * handshake the program started (sg_handshakes), while the server has not
+ * answered: kept in the entry, whose client segment to release it
+ * becomes, and reported to the engine, which holds it too; the frame is
+ * dropped (XDP_DROP), since the SYN-ACK releases it. -1 for anything else
+ * (the caller goes on: up to the engine, which then takes the handshake
+ * over): a second data segment, one that does not start right after the
+ * client's ISN, one larger than SG_RELEASE_MAX. When the server program
+ * completed the handshake meanwhile, the segment is forwarded. */
+static __always_inline int early_data(struct xdp_md *ctx, struct parsed *p, __u64 now_ms)
+{
+	struct sg_handshake *h = bpf_map_lookup_elem(&sg_handshakes, &p->key);
+	if (!h || h->held != 1 || p->seq != h->client_isn + 1 || p->ack != h->gateway_isn + 1)
+		return -1;
+	__u64 len = (__u64)((long)ctx->data_end - (long)ctx->data) & 0x1ff;
+	if (len < 14 || len > SG_RELEASE_MAX)
+		return -1;
+	__u32 zero = 0;
+	struct sg_handshake *n = bpf_map_lookup_elem(&sg_hs_scratch, &zero);
+	if (!n)
+		return -1;
+	__builtin_memcpy(n, h, __builtin_offsetof(struct sg_handshake, release));
+	n->held = 2;
+	n->release_len = len;
+	struct sg_event *ev = bpf_ringbuf_reserve(&sg_events, sizeof(*ev), 0);
+	if (!ev) {
+		count(SG_C_EVENTS_FULL);
+		return -1;
+	}
+	ev->now_ms = now_ms;
+	ev->kind = SG_EV_EARLY_DATA;
+	ev->frame_len = len;
+	ev->released = 0;
+	ev->pad[0] = ev->pad[1] = ev->pad[2] = 0;
+	if (bpf_xdp_load_bytes(ctx, 0, ev->frame, len) ||
+	    bpf_xdp_load_bytes(ctx, 0, n->release, len)) {
+		bpf_ringbuf_discard(ev, 0);
+		return -1;
+	}
+	/* Replaced whole: a server program that looked the entry up before
+	 * releases the ACK and says so (sg_event.released). */
+	if (bpf_map_update_elem(&sg_handshakes, &p->key, n, BPF_EXIST)) {
+		bpf_ringbuf_discard(ev, 0);
+		/* Completed meanwhile: the flow is in sg_flows. */
+		return forward(ctx, p, 0, 0);
+	}
+	bpf_ringbuf_submit(ev, 0);
+	count(SG_C_EARLY_DATA);
+	return XDP_DROP;
 }
 
 /* Resize the frame to `want` bytes, growing at the front (see
@@ -181,12 +241,12 @@ static __always_inline int backend_reply(struct xdp_md *ctx, struct parsed *p,
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 len = (__u32)((long)data_end - (long)data);
-	__u32 ack_len = h->ack_len;
+	__u32 release_len = h->release_len;
 	if ((f & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != (TCP_SYN | TCP_ACK) ||
 	    p->ack != h->client_isn + 1 || p->l4_len != p->tcp_hlen ||
 	    (c_ts && !p->opts.has_ts) || (c_sack && !p->opts.sack_permitted) ||
-	    (c_ecn && !s_ecn) || len > SG_EVENT_FRAME_MAX || len < 14 || ack_len < 14 ||
-	    ack_len > SG_HANDSHAKE_ACK_MAX || !bpf_map_lookup_elem(&sg_tx_ports, &out) ||
+	    (c_ecn && !s_ecn) || len > SG_EVENT_FRAME_MAX || len < 14 || release_len < 14 ||
+	    release_len > SG_RELEASE_MAX || !bpf_map_lookup_elem(&sg_tx_ports, &out) ||
 	    !tcp_checksum_ok(ctx, p))
 		goto engine;
 
@@ -215,9 +275,7 @@ static __always_inline int backend_reply(struct xdp_md *ctx, struct parsed *p,
 	fl.client_last_window = h->client_last_window;
 	fl.server_last_window = p->window >> (fl.s2c_from & 15);
 	__u32 l2_len = h->l3_off == 18 ? 18 : 14;
-	__builtin_memcpy(fl.l2, h->ack, 18);
-	if (l2_len == 14)
-		__builtin_memset(fl.l2 + 14, 0, 4);
+	__builtin_memcpy(fl.l2, h->l2, 18);
 	fl.l2_len = l2_len;
 	fl.client_opts = h->client_opts;
 	fl.client_isn = h->client_isn;
@@ -237,20 +295,30 @@ static __always_inline int backend_reply(struct xdp_md *ctx, struct parsed *p,
 	}
 	ev->now_ms = now_ms;
 	ev->kind = SG_EV_BACKEND_ESTABLISHED;
-	ev->pad = 0;
+	ev->released = h->held;
+	ev->pad[0] = ev->pad[1] = ev->pad[2] = 0;
 	/* Measured again here (masked: the frame is at most
 	 * SG_EVENT_FRAME_MAX, checked above): the verifier lost the bounds of
 	 * the earlier length across the calls in between. */
 	__u64 n = (__u64)((long)ctx->data_end - (long)ctx->data) & 0x1ff;
 	ev->frame_len = n;
 	if (n < 14 || n > SG_EVENT_FRAME_MAX || bpf_xdp_load_bytes(ctx, 0, ev->frame, n) ||
-	    bpf_map_update_elem(&sg_flows, &p->key, &fl, BPF_NOEXIST)) {
+	    resize_frame(ctx, release_len)) {
+		/* The frame is still the SYN-ACK. */
 		bpf_ringbuf_discard(ev, 0);
 		goto engine;
 	}
-	/* The client's ACK in place of the SYN-ACK, then forwarded as the
-	 * engine releases it (without counting it: the engine's replay does). */
-	if (resize_frame(ctx, ack_len) || bpf_xdp_store_bytes(ctx, 0, h->ack, ack_len & 0xff))
+	/* The client segment in place of the SYN-ACK, then forwarded as the
+	 * engine releases it (without counting it: the engine's replay does).
+	 * Early data carries the ACK too (RFC 9293 3.10.7.4: the server's
+	 * SYN-RECEIVED ends with any acceptable ACK), so it is released
+	 * alone; the engine would send the ACK before it. */
+	if (bpf_map_update_elem(&sg_flows, &p->key, &fl, BPF_NOEXIST)) {
+		bpf_map_delete_elem(&sg_handshakes, &p->key);
+		bpf_ringbuf_discard(ev, 0);
+		return XDP_DROP; /* resized: the server sends its SYN-ACK again */
+	}
+	if (bpf_xdp_store_bytes(ctx, 0, h->release, release_len & 0x1ff))
 		goto failed;
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
@@ -267,8 +335,8 @@ static __always_inline int backend_reply(struct xdp_md *ctx, struct parsed *p,
 failed:
 	bpf_map_delete_elem(&sg_handshakes, &p->key);
 failed_deleted:
-	/* The frame is half rewritten: dropped. The server sends its SYN-ACK
-	 * again and the engine, which now owns the handshake, answers it. */
+	/* The frame is rewritten: dropped. The server sends its SYN-ACK again
+	 * and the engine, which now owns the handshake, answers it. */
 	bpf_map_delete_elem(&sg_flows, &p->key);
 	bpf_ringbuf_discard(ev, 0);
 	return XDP_DROP;

@@ -25,6 +25,7 @@
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
 #define TCP_ACK 0x10
+#define TCP_URG 0x20
 #define TCP_ECE 0x40
 #define TCP_CWR 0x80
 

@@ -32,6 +32,11 @@ Options:
                    bridge    the gateway namespace a plain Linux bridge (the
                              reference: x bridge = 1.00)
                    xdp       synguard, [io] xdp = "auto" (its default)
+                   xdp-cookies  the same with [syn_queue] syncookies =
+                             "always": every handshake on the path the XDP
+                             program completes itself (with "auto" the
+                             half-open queue answers SYNs until it
+                             overflows, and its handshakes are the engine's)
                    afpacket  synguard, xdp = "off"
                    synproxy  nftables SYNPROXY (gateway an IPv4 router,
                              conntrack), as in bench-synflood.sh
@@ -61,7 +66,8 @@ Output, one row per variant and round: iperf3 Gbit/s (receiver) with one and fou
 streams, ab requests/s and its p99 in ms, and each divided by the bridge's of that
 round; with more than one round also each ratio's median and range over the rounds. For the
 synguard variants the log line also gives, per ab request, the frames the gateway
-received and how many of them its XDP programs forwarded.
+received, how many of them its XDP programs forwarded, how many reached the
+engine in userspace, and how many reports of the program the engine replayed.
 
 Needs root and: ip ethtool nft python3 iperf3 ab (apache2-utils) taskset flock
 timeout cc.
@@ -109,7 +115,7 @@ shift $((OPTIND - 1))
 [[ $ROUNDS =~ ^[1-9]$ ]] || die "-r must be 1..9"
 IFS=, read -r -a VARIANT_LIST <<<"$VARIANTS"
 for v in "${VARIANT_LIST[@]}"; do
-    case $v in bridge | xdp | afpacket | synproxy | direct) ;; *) die "unknown variant '$v' (see -h)" ;; esac
+    case $v in bridge | xdp | xdp-cookies | afpacket | synproxy | direct) ;; *) die "unknown variant '$v' (see -h)" ;; esac
 done
 
 require "$REPO_ROOT" ip ethtool nft python3 iperf3 ab taskset flock timeout cc
@@ -225,7 +231,7 @@ thread_napi() {
     log "threaded NAPI on: ${threaded[*]:-none}"
 }
 
-gw_synguard() { # XDP_MODE
+gw_synguard() { # XDP_MODE [SYNCOOKIES]
     local cfg=$TMPD/synguard-$RUN_NO.toml
     cat >"$cfg" <<EOF
 [interfaces]
@@ -239,6 +245,8 @@ listen = "$METRICS"
 socket = "off"
 [io]
 xdp = "$1"
+[syn_queue]
+syncookies = "${2:-auto}"
 EOF
     start_bg synguard "$NS_GW" 0-1 "$BIN" run --config "$cfg"
     local pid=$BG_PID i
@@ -280,9 +288,10 @@ sys.stdout.write(urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", ti
 
 # Per ab request (each one connection), from the metrics before and after ab:
 # frames the gateway received on its two ports (synguard_frames_total counts
-# those its XDP programs handled too) and how many of them XDP forwarded; the
-# rest went up to the engine, but for SYNs XDP answers while SYNs are answered
-# statelessly and frames of unprotected traffic (none here). Says why
+# those its XDP programs handled too), how many of them XDP forwarded, how many
+# reached the engine through its sockets (synguard_frames_to_engine_total), and
+# the program's reports the engine replayed (a frame the program handled in the
+# engine's place, which the engine reads from a ring, not a socket). Says why
 # connections cost what they cost.
 frames_per_request() { # AB_RESULT
     [[ $1 != aborted* ]] || {
@@ -299,9 +308,13 @@ def total(path, name, label=""):
     return n
 before, after, requests = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:
-    rx = total(after, "synguard_frames_total", 'direction="rx"') - total(before, "synguard_frames_total", 'direction="rx"')
-    fwd = total(after, "synguard_xdp_forwarded_frames_total") - total(before, "synguard_xdp_forwarded_frames_total")
-    print("per request: %.1f frames received, %.1f of them forwarded in XDP" % (rx / requests, fwd / requests))
+    d = lambda name, label="": total(after, name, label) - total(before, name, label)
+    rx = d("synguard_frames_total", 'direction="rx"')
+    fwd = d("synguard_xdp_forwarded_frames_total")
+    up = d("synguard_frames_to_engine_total")
+    replayed = d("synguard_xdp_events_total", 'result="replayed"')
+    print("per request: %.1f frames received, %.1f of them forwarded in XDP, %.1f to the engine (userspace); %.1f reports of the program replayed"
+          % (rx / requests, fwd / requests, up / requests, replayed / requests))
 except (OSError, ValueError, IndexError):
     print("per request: metrics unavailable")
 PY
@@ -317,6 +330,7 @@ run_one() { # ROUND VARIANT
     direct) ;;
     bridge) gw_bridge "$NS_GW" gwc gws ;;
     xdp) gw_synguard auto ;;
+    xdp-cookies) gw_synguard auto always ;;
     afpacket) gw_synguard off ;;
     synproxy)
         gw_synproxy "$NS_GW" gwc gws "$CLIENT_V4" "$SERVER_V4" "$GWC_V4" "$GWS_V4" "{ $IPERF_PORT, $HTTP_PORT }"
@@ -330,13 +344,13 @@ run_one() { # ROUND VARIANT
     local one four ab mode= per_request=
     one=$(iperf_gbps 1)
     four=$(iperf_gbps 4)
-    [[ $variant == xdp || $variant == afpacket ]] && scrape_metrics before
+    [[ $variant == xdp* || $variant == afpacket ]] && scrape_metrics before
     ab=$(ab_run)
-    if [[ $variant == xdp || $variant == afpacket ]]; then
+    if [[ $variant == xdp* || $variant == afpacket ]]; then
         scrape_metrics after
         per_request=" $(frames_per_request "$ab")"
     fi
-    if [[ $variant == xdp ]]; then
+    if [[ $variant == xdp* ]]; then
         # auto may have fallen back to off: say which mode ran.
         mode=" xdp_mode=$(awk -F'"' '/^synguard_xdp_mode\{/ && / 1$/ { printf "%s%s", s, $2; s = "," } END { if (s == "") print "?" }' "$RUN_LOG.metrics-after")"
     fi

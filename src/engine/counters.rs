@@ -42,6 +42,10 @@ pub struct Counters {
     /// Frames received / sent per port (index `Port::index`).
     pub frames_rx: [AtomicU64; 2],
     pub frames_tx: [AtomicU64; 2],
+    /// Of `frames_rx`, those the engine read from its sockets (the rest the
+    /// XDP programs handled, or reported for the engine to replay), per
+    /// port; written by the I/O layer.
+    pub frames_to_engine: [AtomicU64; 2],
     /// Frames passed through untouched (not TCP to a protected service).
     pub bridged: AtomicU64,
     /// Established-flow segments translated and forwarded.

@@ -146,6 +146,9 @@ pub(super) struct FastPathState {
     /// last drain.
     pub(super) program_handshakes: HashSet<FlowKey>,
     pub(super) ended_handshakes: Vec<FlowKey>,
+    /// A report of the program's is being replayed: what it did is not a
+    /// take-over.
+    pub(super) replaying: bool,
 }
 
 impl std::fmt::Debug for FastPathState {
@@ -162,7 +165,7 @@ impl Engine {
     /// The engine handles a segment of a backend handshake the program
     /// started: from now on the handshake is the engine's.
     pub(super) fn take_over_handshake(&mut self, key: &FlowKey) {
-        if self.fast_path.program_handshakes.remove(key) {
+        if !self.fast_path.replaying && self.fast_path.program_handshakes.remove(key) {
             self.fast_path.ended_handshakes.push(*key);
         }
     }

@@ -19,9 +19,14 @@ pub enum ProgramEvent {
     /// (`SG_EV_BACKEND_SYN`).
     BackendSyn,
     /// The server's SYN-ACK to such a SYN: the program installed the flow
-    /// in its map and sent the client's ACK, translated, to the server
-    /// (`SG_EV_BACKEND_ESTABLISHED`).
-    BackendEstablished,
+    /// in its map and sent the last client segment the engine holds for it
+    /// (the ACK, or the early data behind it, which carries the same
+    /// acknowledgment), translated, to the server; it stands for the first
+    /// `released` held segments (`SG_EV_BACKEND_ESTABLISHED`).
+    BackendEstablished { released: u8 },
+    /// The client's first data segment while that SYN is out, which the
+    /// program keeps for the SYN-ACK to release (`SG_EV_EARLY_DATA`).
+    EarlyData,
 }
 
 /// How a replay went; the index of `Counters::xdp_events`.
@@ -73,11 +78,14 @@ impl Engine {
     /// - `BackendSyn`: the engine holds the flow in BACKEND_SYN_SENT as
     ///   the program's handshake (it takes it over when a client segment
     ///   comes up before the server answered, [`TrackedChange::EndHandshake`]).
+    /// - `EarlyData`: the engine holds the segment, and the handshake stays
+    ///   the program's.
     /// - `BackendEstablished`: the flow is ESTABLISHED and forwarded by the
-    ///   program (its entry is the program's). The program sent the
-    ///   client's ACK; frames the engine held beyond it (a client segment
-    ///   that came up before the take-over reached the program) are the
-    ///   engine's to send, and stay in its queue.
+    ///   program (its entry is the program's). The program's segment stands
+    ///   for the first `released` frames the engine releases; frames the
+    ///   engine held beyond them (a client segment that came up before the
+    ///   take-over reached the program) are the engine's to send, and stay
+    ///   in its queue.
     ///
     /// [`TrackedChange::EndHandshake`]: super::fast_path::TrackedChange::EndHandshake
     pub fn replay_program_event(
@@ -114,20 +122,44 @@ impl Engine {
                     },
                 }
             }
-            ProgramEvent::BackendEstablished => {
+            ProgramEvent::EarlyData => {
+                let key = view.as_ref().map(FlowKey::from_client_segment);
+                self.fast_path.replaying = true;
+                let verdict = self.handle(at_ms, Port::Client, frame);
+                self.fast_path.replaying = false;
+                let held = key.filter(|k| {
+                    self.fast_path.program_handshakes.contains(k)
+                        && self.flows.with(k, |f| f.state) == Some(TcpState::BackendSynSent)
+                });
+                let quiet = self.emitted.len() == before;
+                self.emitted.truncate(before);
+                Replay {
+                    result: if verdict == Verdict::Absorbed && quiet && held.is_some() {
+                        ProgramEventResult::Replayed
+                    } else {
+                        ProgramEventResult::Refused
+                    },
+                    key,
+                }
+            }
+            ProgramEvent::BackendEstablished { released } => {
                 let key = view.as_ref().map(FlowKey::from_server_segment);
                 let verdict = self.handle(at_ms, Port::Server, frame);
-                // The program sent the ACK; anything after it is the engine's.
-                let acked =
-                    self.emitted.len() > before && self.emitted[before].port == Port::Server;
-                if acked {
-                    self.emitted.remove(before);
+                // The program's segment stands for the first `released`
+                // frames; anything after them is the engine's.
+                let end = before + usize::from(released.max(1));
+                let sent = self.emitted.len() >= end
+                    && self.emitted[before..end]
+                        .iter()
+                        .all(|e| e.port == Port::Server);
+                if sent {
+                    self.emitted.drain(before..end);
                 }
                 let forwarded = key.filter(|k| {
                     self.flows.with(k, |f| super::forward::forwardable(f)) == Some(true)
                 });
                 match forwarded {
-                    Some(k) if verdict == Verdict::Absorbed && acked => {
+                    Some(k) if verdict == Verdict::Absorbed && sent => {
                         self.fast_path.program_handshakes.remove(&k);
                         self.fast_path.forwarded.insert(k);
                         Replay {

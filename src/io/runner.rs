@@ -118,6 +118,11 @@ impl<P: FramePort> Runner<P> {
             Port::Client => self.client.recv_batch(&mut self.batch)?,
             Port::Server => self.server.recv_batch(&mut self.batch)?,
         };
+        let to_engine = &self.engine.counters().frames_to_engine[port.index()];
+        to_engine.store(
+            to_engine.load(std::sync::atomic::Ordering::Relaxed) + n as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let max_len = max_frame_len(self.port_mut(port).mtu());
         for i in 0..n {
             let frame = &mut self.batch.frames[i];

@@ -113,6 +113,10 @@ pub fn families(c: &Counters) -> Vec<MetricFamily> {
         "synguard_frames_total",
         "Frames received (rx) and sent (tx) per gateway port.",
     );
+    let mut to_engine = counter(
+        "synguard_frames_to_engine_total",
+        "Of the frames received, those that reached the engine (userspace) through its sockets, per port; the rest the XDP programs handled.",
+    );
     let mut kernel = counter(
         "synguard_kernel_drops_total",
         "Frames the kernel dropped before the gateway read them (socket receive buffer full), per port.",
@@ -125,6 +129,10 @@ pub fn families(c: &Counters) -> Vec<MetricFamily> {
         frames = frames.sample(
             &[("port", p.as_str()), ("direction", "tx")],
             load(&c.frames_tx[p.index()]),
+        );
+        to_engine = to_engine.sample(
+            &[("port", p.as_str())],
+            load(&c.frames_to_engine[p.index()]),
         );
         kernel = kernel.sample(&[("port", p.as_str())], load(&c.kernel_drops[p.index()]));
     }
@@ -151,6 +159,7 @@ pub fn families(c: &Counters) -> Vec<MetricFamily> {
     }
     [
         frames,
+        to_engine,
         kernel,
         counter(
             "synguard_bridged_frames_total",

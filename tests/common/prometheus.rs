@@ -268,6 +268,7 @@ pub const EXPORTED_FAMILIES: &[ExportedFamily] = &[
     fam("synguard_xdp_forwarded_frames_total", "counter"),
     fam("synguard_xdp_bridged_frames_total", "counter"),
     fam("synguard_xdp_events_total", "counter"),
+    fam("synguard_frames_to_engine_total", "counter"),
     fam("synguard_drops_total", "counter"),
     fam("synguard_flows", "gauge"),
     fam("synguard_flows_limit", "gauge"),

@@ -6,7 +6,9 @@
 
 use aya::maps::{MapData, RingBuf};
 
-use super::maps::{SgEventHeader, EVENT_BACKEND_ESTABLISHED, EVENT_BACKEND_SYN, EVENT_FRAME_MAX};
+use super::maps::{
+    SgEventHeader, EVENT_BACKEND_ESTABLISHED, EVENT_BACKEND_SYN, EVENT_EARLY_DATA, EVENT_FRAME_MAX,
+};
 use crate::engine::program_events::{ProgramEvent, Replay};
 use crate::engine::Engine;
 
@@ -33,7 +35,10 @@ fn parse_record(bytes: &[u8]) -> Option<(ProgramEvent, u64, &[u8])> {
     }
     let event = match kind {
         EVENT_BACKEND_SYN => ProgramEvent::BackendSyn,
-        EVENT_BACKEND_ESTABLISHED => ProgramEvent::BackendEstablished,
+        EVENT_BACKEND_ESTABLISHED => ProgramEvent::BackendEstablished {
+            released: bytes[12],
+        },
+        EVENT_EARLY_DATA => ProgramEvent::EarlyData,
         _ => return None,
     };
     Some((event, now_ms, &bytes[head..head + len]))
@@ -114,6 +119,16 @@ mod tests {
         assert_eq!(
             parse_record(&r),
             Some((ProgramEvent::BackendSyn, 1234, &[1u8, 2, 3][..]))
+        );
+    }
+
+    #[test]
+    fn a_completed_handshake_says_how_many_held_segments_it_released() {
+        let mut r = record(EVENT_BACKEND_ESTABLISHED, &[9]);
+        r[12] = 2;
+        assert_eq!(
+            parse_record(&r).map(|(e, _, _)| e),
+            Some(ProgramEvent::BackendEstablished { released: 2 })
         );
     }
 

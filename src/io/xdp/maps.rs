@@ -180,7 +180,8 @@ pub mod counter {
     pub const BACKEND_SYN: u32 = 17;
     pub const EVENTS_FULL: u32 = 18;
     pub const BACKEND_ESTABLISHED: u32 = 19;
-    pub const COUNT: u32 = 20;
+    pub const EARLY_DATA: u32 = 20;
+    pub const COUNT: u32 = 21;
 }
 
 /// `struct sg_event` without its frame: what starts each `sg_events`
@@ -194,7 +195,10 @@ pub struct SgEventHeader {
     /// `enum sg_event_kind`.
     pub kind: u16,
     pub frame_len: u16,
-    pub pad: u32,
+    /// `SG_EV_BACKEND_ESTABLISHED`: how many of the client segments the
+    /// engine holds the one the program sent stands for.
+    pub released: u8,
+    pub pad: [u8; 3],
 }
 
 /// `SG_EVENT_FRAME_MAX`.
@@ -205,6 +209,9 @@ pub const EVENT_BACKEND_SYN: u16 = 1;
 /// `SG_EV_BACKEND_ESTABLISHED`: the server's SYN-ACK to such a SYN, which
 /// the program turned into the client's ACK, its flow in `sg_flows`.
 pub const EVENT_BACKEND_ESTABLISHED: u16 = 2;
+/// `SG_EV_EARLY_DATA`: the client's first data segment while that SYN is
+/// out, kept by the program for the SYN-ACK to release.
+pub const EVENT_EARLY_DATA: u16 = 3;
 
 /// `struct sg_handshake`: a backend handshake the program started and may
 /// complete (`sg_handshakes`). This side only deletes entries (the engine
@@ -222,9 +229,14 @@ pub struct SgHandshake {
     pub client_mss: u16,
     pub client_opts: u8,
     pub client_wscale: u8,
-    pub ack_len: u8,
     pub l3_off: u8,
-    pub ack: [u8; 128],
+    /// Client segments the engine holds for it: 1 the ACK, 2 the ACK and
+    /// the early data in `release`.
+    pub held: u8,
+    pub release_len: u16,
+    pub pad: u16,
+    pub l2: [u8; 18],
+    pub release: [u8; EVENT_FRAME_MAX],
 }
 
 /// 16 address bytes, IPv4 as v4-mapped (as the cookie MAC input).
@@ -458,7 +470,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<SgFlowKey>(), 40);
         assert_eq!(std::mem::size_of::<SgTracked>(), 16);
         assert_eq!(std::mem::size_of::<SgFlow>(), 112);
-        assert_eq!(std::mem::size_of::<SgHandshake>(), 168);
+        assert_eq!(std::mem::size_of::<SgHandshake>(), 320);
         assert_eq!(
             std::mem::size_of::<SgEventHeader>() + EVENT_FRAME_MAX,
             16 + 256

@@ -485,12 +485,12 @@ impl XdpFastPath {
             match (event, r.result) {
                 // The flow the program installed is the engine's forwarded
                 // flow now.
-                (ProgramEvent::BackendEstablished, ProgramEventResult::Replayed) => {
+                (ProgramEvent::BackendEstablished { .. }, ProgramEventResult::Replayed) => {
                     self.forwarded.insert(key);
                 }
                 // A flow the engine does not forward must not stay in the
                 // program's map.
-                (ProgramEvent::BackendEstablished, _) if !self.forwarded.contains(&key) => {
+                (ProgramEvent::BackendEstablished { .. }, _) if !self.forwarded.contains(&key) => {
                     let _ = self.flows.remove(&key);
                 }
                 _ => {}
