@@ -207,11 +207,16 @@ fn flows_cross_exactly_one_instance_both_ways() {
                     } else {
                         fleet_srv_v4()
                     };
-                    let r = if k % 2 == 0 {
-                        upload(addr, 64 << 10)
-                    } else {
-                        download(addr, 64 << 10)
-                    };
+                    // Its own client port: the record tells connections
+                    // apart by it.
+                    let port = 41000 + (t * 25 + k) as u16;
+                    let r = open_from(addr, port, ClientTimeouts::BULK).and_then(|s| {
+                        if k % 2 == 0 {
+                            upload_on(s, addr, 64 << 10)
+                        } else {
+                            download_on(s, addr, 64 << 10, Duration::ZERO)
+                        }
+                    });
                     match r {
                         Ok(_) => {
                             ok.fetch_add(1, Ordering::Relaxed);
@@ -614,10 +619,14 @@ fn a_dead_instance_leaves_the_groups_and_the_others_carry_on() {
     );
     let open = open.lines().count();
     eprintln!("server connections still established after the failover: {open}");
-    assert_eq!(
-        open,
-        dead.len(),
-        "the server keeps exactly the dead instance's flows open"
+    // A connect in flight at the kill may have reached the server through
+    // the dying instance (its backend handshake done, the client's never):
+    // the server keeps that one open too.
+    assert!(
+        (dead.len()..=dead.len() + early_errors).contains(&open),
+        "the server keeps the dead instance's {} flows open, and at most the {early_errors} \
+         connects lost in flight: {open}",
+        dead.len()
     );
     assert_eq!(f.buckets(Side::Client), f.buckets(Side::Server));
 }

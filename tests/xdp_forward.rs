@@ -48,6 +48,8 @@ struct Setup {
     sack: bool,
     client_wscale: Option<u8>,
     server_wscale: Option<u8>,
+    /// 40000 but where a test needs many connections of one set-up.
+    client_port: u16,
 }
 
 impl Setup {
@@ -67,7 +69,7 @@ impl Setup {
         FlowKey {
             client,
             server,
-            client_port: 40000,
+            client_port: self.client_port,
             server_port: 8080,
         }
     }
@@ -120,9 +122,9 @@ fn l2(vlan: bool) -> Vec<u8> {
 fn frame_of(setup: &Setup, s: &Seg) -> Vec<u8> {
     let (client, server) = setup.addrs();
     let (src, dst, sport, dport) = if s.from_server {
-        (server, client, 8080, 40000)
+        (server, client, 8080, setup.client_port)
     } else {
-        (client, server, 40000, 8080)
+        (client, server, setup.client_port, 8080)
     };
     let opts = options(s);
     let payload: Vec<u8> = (0..s.payload).map(|i| (i * 7) as u8).collect();
@@ -211,7 +213,7 @@ fn handshake_frames(e: &mut Engine, setup: &Setup, server_sack: bool) -> Handsha
         server,
         64,
         &TcpSegmentSpec {
-            src_port: 40000,
+            src_port: setup.client_port,
             dst_port: 8080,
             seq: CLIENT_ISN,
             ack: 0,
@@ -269,7 +271,7 @@ fn handshake_frames(e: &mut Engine, setup: &Setup, server_sack: bool) -> Handsha
         64,
         &TcpSegmentSpec {
             src_port: 8080,
-            dst_port: 40000,
+            dst_port: setup.client_port,
             seq: SERVER_ISN,
             ack: bsyn.tcp.seq.wrapping_add(1),
             flags: tcp::SYN | tcp::ACK,
@@ -476,6 +478,7 @@ fn setups() -> Vec<Setup> {
                         sack: true,
                         client_wscale,
                         server_wscale,
+                        client_port: 40000,
                     });
                 }
             }
@@ -1007,6 +1010,96 @@ fn early_data_is_kept_in_the_program_and_released_by_the_synack() {
         assert_eq!(sent.len(), 1, "{setup:?}");
         assert_eq!(sent[0].frame, released[2].frame, "{setup:?}: the engine's");
         assert_eq!(replays(&e), [3, 0, 0], "{setup:?}");
+    }
+}
+
+/// The two directions of a handshake on two CPUs at once: the client's
+/// early data on CPU 0 while the server's SYN-ACK runs on CPU 1, the two
+/// threads released together, many connections. However they interleave,
+/// the data reaches the server exactly once: kept and released by the
+/// SYN-ACK, forwarded by the program after the SYN-ACK completed the flow,
+/// passed up and forwarded by the engine, or, when the SYN-ACK read the
+/// entry before the data replaced it, sent by the engine from its replay;
+/// and the engine refuses none of the program's reports.
+#[test]
+fn early_data_and_the_synack_on_two_cpus_at_once_deliver_the_data_once() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cpus >= 2,
+        "this test needs two CPUs, the machine has {cpus}"
+    );
+    const ROUNDS: u16 = 300;
+    for base in setups()
+        .into_iter()
+        .filter(|s| !s.vlan && s.client_wscale == Some(7))
+    {
+        let (mut x, mut e) = program_and_engine();
+        let mut reference = new_engine();
+        // (kept and released, forwarded by the program, up to the engine,
+        // sent by the engine's replay)
+        let mut ways = [0u32; 4];
+        for round in 0..ROUNDS {
+            let setup = Setup {
+                client_port: 20000 + round,
+                ..base
+            };
+            let h = handshake_frames(&mut reference, &setup, true);
+            test_run(&x, &h.syn, false);
+            assert_eq!(test_run(&x, &h.ack, false).0, XDP_REDIRECT);
+            x.sync(&mut e, NOW);
+            let data = early_data(&setup, &h, 0, 100);
+            let barrier = std::sync::Barrier::new(2);
+            let xr = &x;
+            let (client, server) = std::thread::scope(|sc| {
+                let (b, d, sa) = (&barrier, &data, &h.synack);
+                let c = sc.spawn(move || {
+                    b.wait();
+                    run_on_cpu(xr, 0, std::slice::from_ref(d), false)
+                });
+                let s = sc.spawn(move || {
+                    b.wait();
+                    run_on_cpu(xr, 1, std::slice::from_ref(sa), true)
+                });
+                (c.join().unwrap().remove(0), s.join().unwrap().remove(0))
+            });
+            assert_eq!(server.0, XDP_REDIRECT, "{setup:?}: the SYN-ACK");
+            x.sync(&mut e, NOW);
+            let mut delivered = 0;
+            if view(&server.1).payload_len() > 0 {
+                delivered += 1;
+                ways[0] += 1;
+            }
+            match client.0 {
+                XDP_DROP => {}
+                XDP_REDIRECT => {
+                    delivered += 1;
+                    ways[1] += 1;
+                }
+                XDP_PASS => {
+                    assert_eq!(
+                        e.handle(NOW, Port::Client, &mut data.clone()),
+                        Verdict::Forward,
+                        "{setup:?}"
+                    );
+                    delivered += 1;
+                    ways[2] += 1;
+                }
+                other => panic!("{setup:?}: the data got {other}"),
+            }
+            for m in e.drain_emitted() {
+                if m.port == Port::Server && view(&m.frame).payload_len() > 0 {
+                    delivered += 1;
+                    ways[3] += 1;
+                }
+            }
+            assert_eq!(delivered, 1, "{setup:?}: data delivered once");
+            assert!(e.is_forwarded(&setup.key()), "{setup:?}");
+        }
+        assert_eq!(replays(&e)[1], 0, "{base:?}: nothing refused");
+        eprintln!(
+            "{base:?}: of {ROUNDS}, kept and released {}, forwarded by the program {}, up to the engine {}, sent by the engine's replay {}",
+            ways[0], ways[1], ways[2], ways[3]
+        );
     }
 }
 

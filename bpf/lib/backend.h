@@ -1,15 +1,18 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 /*
- * bpf/lib/backend.h: the backend handshake the program starts itself. An
- * ACK with a valid cookie becomes, in place, the backend SYN the engine
- * would send for it (Engine::on_handshake_ack and build_backend_syn,
- * src/engine/handshake.rs): the client's ISN, MSS (from the cookie's
- * table), window scale, SACK-permitted, ECN and TSval, the ACK's Ethernet
- * header and TTL. It is redirected to the server port, and the ACK as it
- * arrived goes to the engine in sg_events, which replays it and so holds
- * the flow (BACKEND_SYN_SENT), its timers and its counters exactly as if
- * it had handled the ACK. It never decides whether a cookie is valid
- * (cookie.h) and never keeps state of its own.
+ * bpf/lib/backend.h: the backend handshake the program runs itself, the
+ * twin of src/engine/handshake.rs. An ACK with a valid cookie becomes, in
+ * place, the backend SYN the engine would send for it (on_handshake_ack,
+ * build_backend_syn: the client's ISN, MSS from the cookie's table, window
+ * scale, SACK-permitted, ECN and TSval, the ACK's Ethernet header and TTL),
+ * redirected to the server port, with what the engine's flow would hold
+ * in sg_handshakes. The client's first data segment behind it is kept
+ * there (early data). The server's SYN-ACK, when it takes every option the
+ * client has, releases the kept client segment translated and installs the
+ * flow in sg_flows (complete_backend). Each frame as it arrived goes to
+ * the engine in sg_events; its replay leaves the engine's flow, timers and
+ * counters as its own handling would. It never decides whether a cookie is
+ * valid (cookie.h) and hands everything else to the engine.
  */
 #ifndef SG_LIB_BACKEND_H
 #define SG_LIB_BACKEND_H
@@ -201,19 +204,6 @@ static __always_inline int early_data(struct xdp_md *ctx, struct parsed *p, __u6
 	bpf_ringbuf_submit(ev, 0);
 	count(SG_C_EARLY_DATA);
 	return XDP_DROP;
-}
-
-/* Resize the frame to `want` bytes, growing at the front (see
- * write_segment); its bytes are the caller's to rewrite. 0 on success. */
-static __always_inline int resize_frame(struct xdp_md *ctx, long want)
-{
-	long cur = (long)ctx->data_end - (long)ctx->data;
-	barrier_var(cur);
-	if (want < cur)
-		return bpf_xdp_adjust_tail(ctx, (int)(want - cur)) ? -1 : 0;
-	if (want > cur)
-		return bpf_xdp_adjust_head(ctx, (int)(cur - want)) ? -1 : 0;
-	return 0;
 }
 
 /* The server's segment for a tuple the program started a backend handshake

@@ -13,6 +13,22 @@
 
 #define TTL 64 /* ipv4::DEFAULT_TTL, the engine's TTL for its own frames */
 
+/* Resize the frame to `want` bytes, its bytes the caller's to rewrite; 0
+ * on success. It shrinks at the tail but grows at the front: every driver
+ * leaves XDP_PACKET_HEADROOM there, while the tailroom of a small frame
+ * may be too little (veth hands over the sender's skb: a 54-byte ACK could
+ * not grow into its SYN). */
+static __always_inline int resize_frame(struct xdp_md *ctx, long want)
+{
+	long cur = (long)ctx->data_end - (long)ctx->data;
+	barrier_var(cur);
+	if (want < cur)
+		return bpf_xdp_adjust_tail(ctx, (int)(want - cur)) ? -1 : 0;
+	if (want > cur)
+		return bpf_xdp_adjust_head(ctx, (int)(cur - want)) ? -1 : 0;
+	return 0;
+}
+
 /* Resize the frame to l3_off + ip_hlen + tcp_len and write the IP and TCP
  * headers of a segment: with `reply`, from the server side to the client
  * (MACs swapped, TTL 64), else from the client to the server (MACs kept,
@@ -24,7 +40,7 @@
  * time from its stack copy, each word bounds-checked against data_end (the
  * verifier needs constant offsets from a packet pointer). The earlier
  * version made five helper calls per reply (adjust_tail, a load and three
- * bpf_xdp_store_bytes); this one makes at most one, adjust_tail, and none
+ * bpf_xdp_store_bytes); this one makes at most one, the resize, and none
  * when the reply is as long as the frame it answers (a SYN with only an MSS
  * option, as floods send, gets a 24-byte SYN-ACK: the same length on veth;
  * a NIC that pads the 58-byte SYN to 60 still needs the trim). */
@@ -38,22 +54,14 @@ static __always_inline int write_segment(struct xdp_md *ctx, const struct parsed
 	long want = (long)(p->l3_off + p->ip_hlen + tcp_len);
 	if (tcp_len > 40)
 		return -1;
-	if (want < cur) {
-		if (bpf_xdp_adjust_tail(ctx, (int)(want - cur)))
-			return -1;
-		data = (void *)(long)ctx->data;
-		data_end = (void *)(long)ctx->data_end;
-	} else if (want > cur) {
-		/* Grown at the front: every driver leaves XDP_PACKET_HEADROOM
-		 * there, while the tailroom of a small frame may be too little
-		 * (veth hands over the sender's skb: a 54-byte ACK could not
-		 * grow into its SYN). Everything but the Ethernet header is
-		 * rewritten below, so only that moves. */
+	if (want != cur) {
+		/* Everything but the Ethernet header is rewritten below, so only
+		 * that is kept across a resize. */
 		__u8 l2[18];
 		if (data + 18 > data_end)
 			return -1;
 		__builtin_memcpy(l2, data, 18);
-		if (bpf_xdp_adjust_head(ctx, (int)(cur - want)))
+		if (resize_frame(ctx, want))
 			return -1;
 		data = (void *)(long)ctx->data;
 		data_end = (void *)(long)ctx->data_end;
@@ -61,7 +69,6 @@ static __always_inline int write_segment(struct xdp_md *ctx, const struct parsed
 			return -1;
 		__builtin_memcpy(data, l2, 18);
 	}
-
 	/* Ethernet: a reply swaps MACs; any VLAN tag and the EtherType stay. */
 	__u8 *eth = data;
 	if ((void *)(eth + 14) > data_end)

@@ -8,7 +8,7 @@
 //!
 //! Never reads the ring (`src/io/xdp` does) and never sends anything.
 
-use super::{Engine, FlowKey, Port, TcpState, Verdict};
+use super::{Emitted, Engine, FlowKey, Port, TcpState, Verdict};
 use crate::wire::{self, ParsedFrame};
 
 /// What the program did with a frame it reports (`enum sg_event_kind`,
@@ -79,7 +79,8 @@ impl Engine {
     ///   the program's handshake (it takes it over when a client segment
     ///   comes up before the server answered, [`TrackedChange::EndHandshake`]).
     /// - `EarlyData`: the engine holds the segment, and the handshake stays
-    ///   the program's.
+    ///   the program's; or, when the program's completion was reported
+    ///   first, the engine forwards it (queued to send).
     /// - `BackendEstablished`: the flow is ESTABLISHED and forwarded by the
     ///   program (its entry is the program's). The program's segment stands
     ///   for the first `released` frames the engine releases; frames the
@@ -99,48 +100,46 @@ impl Engine {
             Ok(ParsedFrame::Tcp(v)) => Some(v),
             _ => None,
         };
-        let result = match event {
+        let (key, agreed) = match event {
             ProgramEvent::BackendSyn => {
                 let key = view.as_ref().map(FlowKey::from_client_segment);
                 let verdict = self.handle(at_ms, Port::Client, frame);
                 let sent_syn =
                     self.emitted.len() == before + 1 && self.emitted[before].port == Port::Server;
+                self.emitted.truncate(before);
                 let started = key
                     .filter(|k| self.flows.with(k, |f| f.state) == Some(TcpState::BackendSynSent));
-                self.emitted.truncate(before);
-                match started {
-                    Some(k) if verdict == Verdict::Absorbed && sent_syn => {
-                        self.fast_path.program_handshakes.insert(k);
-                        Replay {
-                            result: ProgramEventResult::Replayed,
-                            key,
-                        }
-                    }
-                    _ => Replay {
-                        result: ProgramEventResult::Refused,
-                        key,
-                    },
+                let agreed = verdict == Verdict::Absorbed && sent_syn && started.is_some();
+                if let Some(k) = started.filter(|_| agreed) {
+                    self.fast_path.program_handshakes.insert(k);
                 }
+                (key, agreed)
             }
             ProgramEvent::EarlyData => {
                 let key = view.as_ref().map(FlowKey::from_client_segment);
                 self.fast_path.replaying = true;
                 let verdict = self.handle(at_ms, Port::Client, frame);
                 self.fast_path.replaying = false;
-                let held = key.filter(|k| {
-                    self.fast_path.program_handshakes.contains(k)
-                        && self.flows.with(k, |f| f.state) == Some(TcpState::BackendSynSent)
-                });
                 let quiet = self.emitted.len() == before;
                 self.emitted.truncate(before);
-                Replay {
-                    result: if verdict == Verdict::Absorbed && quiet && held.is_some() {
-                        ProgramEventResult::Replayed
-                    } else {
-                        ProgramEventResult::Refused
-                    },
-                    key,
+                let held = key.is_some_and(|k| {
+                    self.fast_path.program_handshakes.contains(&k)
+                        && self.flows.with(&k, |f| f.state) == Some(TcpState::BackendSynSent)
+                });
+                // The server program released the ACK alone (it read the
+                // entry before the data replaced it) and its report came
+                // first: the flow is established, and the data the program
+                // dropped is the engine's to send.
+                if verdict == Verdict::Forward {
+                    self.emitted.push(Emitted {
+                        port: Port::Server,
+                        frame: frame.clone(),
+                    });
                 }
+                (
+                    key,
+                    (verdict == Verdict::Absorbed && quiet && held) || verdict == Verdict::Forward,
+                )
             }
             ProgramEvent::BackendEstablished { released } => {
                 let key = view.as_ref().map(FlowKey::from_server_segment);
@@ -158,21 +157,21 @@ impl Engine {
                 let forwarded = key.filter(|k| {
                     self.flows.with(k, |f| super::forward::forwardable(f)) == Some(true)
                 });
-                match forwarded {
-                    Some(k) if verdict == Verdict::Absorbed && sent => {
-                        self.fast_path.program_handshakes.remove(&k);
-                        self.fast_path.forwarded.insert(k);
-                        Replay {
-                            result: ProgramEventResult::Replayed,
-                            key,
-                        }
-                    }
-                    _ => Replay {
-                        result: ProgramEventResult::Refused,
-                        key,
-                    },
+                let agreed = verdict == Verdict::Absorbed && sent && forwarded.is_some();
+                if let Some(k) = forwarded.filter(|_| agreed) {
+                    self.fast_path.program_handshakes.remove(&k);
+                    self.fast_path.forwarded.insert(k);
                 }
+                (key, agreed)
             }
+        };
+        let result = Replay {
+            result: if agreed {
+                ProgramEventResult::Replayed
+            } else {
+                ProgramEventResult::Refused
+            },
+            key,
         };
         if result.result == ProgramEventResult::Refused {
             tracing::debug!(

@@ -96,6 +96,8 @@ impl<P: FramePort> Runner<P> {
     fn sync_fast_path(&mut self, now_ms: u64) {
         if let Some(x) = &mut self.xdp {
             x.sync(&mut self.engine, now_ms);
+            // What replays of the program's reports left to send.
+            self.collect_emitted();
         }
     }
 
@@ -135,7 +137,9 @@ impl<P: FramePort> Runner<P> {
             // The program's reports first: a frame that came up after one
             // may belong to the flow it made.
             if let Some(x) = &mut self.xdp {
-                x.drain_events(&mut self.engine);
+                if x.drain_events(&mut self.engine) > 0 {
+                    self.collect_emitted();
+                }
             }
             let frame = &mut self.batch.frames[i];
             match self.engine.handle(now_ms, port, frame) {

@@ -359,6 +359,29 @@ fn open(addr: SocketAddr, t: ClientTimeouts) -> Result<TcpStream, String> {
     Ok(s)
 }
 
+/// [`open`] from local port `port` (bound explicitly: a test that tells
+/// connections apart by their client port cannot leave the choice to the
+/// kernel, which may give a closed connection's port to the next one when
+/// the server closed first and holds the TIME_WAIT).
+pub fn open_from(addr: SocketAddr, port: u16, t: ClientTimeouts) -> Result<TcpStream, String> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let local: SocketAddr = match addr {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, port).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, port).into(),
+    };
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+        .map_err(|e| format!("socket: {e}"))?;
+    sock.bind(&SockAddr::from(local))
+        .map_err(|e| format!("bind {local}: {e}"))?;
+    sock.connect_timeout(&SockAddr::from(addr), t.connect)
+        .map_err(|e| format!("connect {addr} from {local} (timeout {:?}): {e}", t.connect))?;
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(t.io))
+        .and_then(|_| s.set_write_timeout(Some(t.io)))
+        .map_err(|e| format!("set timeouts: {e}"))?;
+    Ok(s)
+}
+
 fn expect_eof(s: &mut TcpStream, what: &str) -> Result<(), String> {
     let mut b = [0u8; 64];
     match s.read(&mut b) {
@@ -444,7 +467,12 @@ pub fn upload(addr: SocketAddr, n: u64) -> Result<Duration, String> {
 /// [`upload`] with explicit bounds.
 pub fn upload_with(addr: SocketAddr, n: u64, t: ClientTimeouts) -> Result<Duration, String> {
     let start = Instant::now();
-    let mut s = open(addr, t)?;
+    upload_on(open(addr, t)?, addr, n)?;
+    Ok(start.elapsed())
+}
+
+/// [`upload`]'s exchange on `s`, connected to `addr`.
+pub fn upload_on(mut s: TcpStream, addr: SocketAddr, n: u64) -> Result<(), String> {
     let mut hdr = [0u8; 9];
     hdr[0] = b'U';
     hdr[1..].copy_from_slice(&n.to_be_bytes());
@@ -474,8 +502,7 @@ pub fn upload_with(addr: SocketAddr, n: u64, t: ClientTimeouts) -> Result<Durati
             "{addr}: upload of {n} bytes: server hash {got:016x} != expected {want:016x}"
         ));
     }
-    expect_eof(&mut s, &format!("{addr} upload"))?;
-    Ok(start.elapsed())
+    expect_eof(&mut s, &format!("{addr} upload"))
 }
 
 /// Downloads `n` bytes of the protocol stream and compares them with the local stream
@@ -498,7 +525,17 @@ pub fn download_paced(
     pause: Duration,
 ) -> Result<Duration, String> {
     let start = Instant::now();
-    let mut s = open(addr, t)?;
+    download_on(open(addr, t)?, addr, n, pause)?;
+    Ok(start.elapsed())
+}
+
+/// [`download_paced`]'s exchange on `s`, connected to `addr`.
+pub fn download_on(
+    mut s: TcpStream,
+    addr: SocketAddr,
+    n: u64,
+    pause: Duration,
+) -> Result<(), String> {
     let mut hdr = [0u8; 9];
     hdr[0] = b'D';
     hdr[1..].copy_from_slice(&n.to_be_bytes());
@@ -544,7 +581,7 @@ pub fn download_paced(
     if h_got.finish() != h_want.finish() {
         return Err(format!("{addr}: download of {n} bytes: hash mismatch"));
     }
-    Ok(start.elapsed())
+    Ok(())
 }
 
 /// Half-close exchange ('H'): connect, send 'H' + `hold_ms` (u16 BE) + `extra` bytes,

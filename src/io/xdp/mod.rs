@@ -493,6 +493,11 @@ impl XdpFastPath {
                 (ProgramEvent::BackendEstablished { .. }, _) if !self.forwarded.contains(&key) => {
                     let _ = self.flows.remove(&key);
                 }
+                // A handshake the engine keeps no flow for: nobody would
+                // ever end the program's entry.
+                (ProgramEvent::BackendSyn, ProgramEventResult::Refused) => {
+                    let _ = self.handshakes.remove(&key);
+                }
                 _ => {}
             }
         }
