@@ -387,7 +387,7 @@ def ratio(r, col):
         return "-"
     ratios.setdefault((r[1], col), []).append(a / b)
     return "%.2fx" % (a / b)
-fmt = "%-5s %-9s %8s %8s %9s %8s %8s %8s %7s %7s"
+fmt = "%-5s %-11s %8s %8s %9s %8s %8s %8s %7s %7s"
 print(fmt % ("round", "variant", "1stream", "xbridge", "4streams", "xbridge", "req/s", "xbridge", "p99_ms", "failed"))
 for r in sorted(rows, key=lambda r: (int(r[0]), order.index(r[1]))):
     print(fmt % (r[0], r[1], r[2], ratio(r, 2), r[3], ratio(r, 3), r[4], ratio(r, 4), r[5], r[6]))
@@ -397,7 +397,7 @@ if len(bridge) > 1:
     def summary(v, col):
         x = ratios.get((v, col))
         return "%.2fx [%.2f-%.2f]" % (statistics.median(x), min(x), max(x)) if x else "-"
-    print("%-9s %20s %20s %20s" % ("variant", "1 stream", "4 streams", "req/s"))
+    print("%-11s %20s %20s %20s" % ("variant", "1 stream", "4 streams", "req/s"))
     for v in order:
-        print("%-9s %20s %20s %20s" % (v, summary(v, 2), summary(v, 3), summary(v, 4)))
+        print("%-11s %20s %20s %20s" % (v, summary(v, 2), summary(v, 3), summary(v, 4)))
 '
