@@ -12,11 +12,12 @@
 //! The race this solves: after a valid cookie ACK the client may send more
 //! segments at once; only the first still carries a valid cookie. The
 //! program therefore inserts the tuple itself when it hands a valid cookie
-//! ACK on (up, or as the backend SYN) and reports it through a queue; [`Engine::note_fast_path_tracked`]
-//! gives each such tuple a deadline. When the engine creates the flow the
-//! tuple is re-published as the engine's; at the deadline a tuple the
-//! engine does not track (its ACK was lost, or the engine refused it) is
-//! unpublished. A heap of deadlines, so no sweep of the map.
+//! ACK on (up, or as the backend SYN) and reports it through a queue;
+//! [`Engine::note_fast_path_tracked`] gives each such tuple a deadline.
+//! When the engine creates the flow the tuple is re-published as the
+//! engine's; at the deadline a tuple the engine does not track (its ACK was
+//! lost, or the engine refused it) is unpublished. A heap of deadlines, so
+//! no sweep of the map.
 //!
 //! A tracked flow's change also says whether the program forwards its
 //! segments (`super::forward` decides).

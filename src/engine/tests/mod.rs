@@ -1855,6 +1855,7 @@ mod handover;
 mod icmp_errors;
 mod idle_expiry;
 mod option_mismatch;
+mod program_events;
 mod retired_service;
 mod signed_segments;
 mod syn_on_open_flow;
